@@ -1,0 +1,352 @@
+"""The `cnnlab` command: parse flags, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from cnnlab import api
+from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.presets import load_preset, preset_names
+from cnnlab.progress import RichReporter
+from cnnlab.runs import default_run_path
+from cnnlab.shapes import infer
+from cnnlab.summary import format_flops
+
+EXIT_USAGE = 2  # bad input of any kind: flags, files, data
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and close-match hints for unknown flags."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"unrecognized arguments: (\S+)", message)
+        if match:
+            flags = [s for a in self._actions for s in a.option_strings]
+            close = difflib.get_close_matches(match.group(1).split("=")[0], flags, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        self.exit(EXIT_USAGE, f"error: {message}. See '{self.prog} --help'.\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got '{text}'"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0, got '{text}'"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got '{text}'"
+        ) from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("training (defaults: the notebook's protocol)")
+    g.add_argument(
+        "--epochs", type=_positive_int, help=f"epochs to train (default {d.epochs})"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"samples per step (default {d.batch_size})",
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=tuple(OPTIMIZER_DEFAULTS),
+        help=f"optimizer with Keras's defaults (default {d.optimizer})",
+    )
+    g.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="learning rate (default: the optimizer's Keras default)",
+    )
+    g.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help=f"weights, data order, dropout (default {d.seed})",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        help="mnist (embedded, default), fashion-mnist (Debian's "
+        "dataset-fashion-mnist), or a folder of IDX files",
+    )
+    g.add_argument(
+        "--data-dir", help="a folder holding the four IDX files (same as --data DIR)"
+    )
+    g.add_argument(
+        "--validation",
+        choices=VALIDATIONS,
+        help="holdout: a seeded 10,000-image hold-out of the training set (default); "
+        "test: validate on the test set each epoch, as the notebook does; none",
+    )
+    g.add_argument(
+        "--val-size", type=_positive_int, help=f"hold-out size (default {d.val_size:,})"
+    )
+    g.add_argument(
+        "--train-limit",
+        type=_positive_int,
+        help="train on only the first N training images",
+    )
+    g.add_argument(
+        "--test-limit", type=_positive_int, help="test on only the first N test images"
+    )
+    g = p.add_argument_group("machine")
+    g.add_argument(
+        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
+    )
+    g.add_argument(
+        "--threads", type=_positive_int, help="CPU threads (default: all cores)"
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="cnnlab",
+        description="Design, train and compare convolutional networks on MNIST-family "
+        "data. Architectures are YAML files in Keras's layer vocabulary, or the "
+        "notebook's nine built-in presets.",
+        epilog="Example: cnnlab train conv5-medium --epochs 2. "
+        "Bad input exits with code 2, Ctrl-C with 130.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    sub.add_parser("presets", help="list the built-in architectures")
+
+    p = sub.add_parser("summary", help="print a Keras-style summary with FLOPs")
+    p.add_argument(
+        "arch", metavar="NAME|FILE", help="preset name or number, or a YAML file"
+    )
+    p.add_argument(
+        "--classes",
+        type=_positive_int,
+        help="check that the output has this many classes",
+    )
+
+    p = sub.add_parser(
+        "train",
+        help="train a network into a run folder",
+        description="Train a network, checkpointing after every epoch, and score "
+        "it on the test set. The run folder holds the spec, config, history, curves "
+        "and weights; Ctrl-C stops at the last finished epoch, --resume continues.",
+    )
+    p.add_argument(
+        "arch",
+        metavar="NAME|FILE",
+        nargs="?",
+        help="preset name or number, or a YAML file",
+    )
+    _add_train_flags(p)
+    g = p.add_argument_group("run folder")
+    g.add_argument("--out", type=Path, help="run folder (default runs/<name>-<time>)")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out folder"
+    )
+    g.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue an interrupted run from its checkpoint",
+    )
+
+    p = sub.add_parser(
+        "evaluate", help="re-score a run's saved weights on the test set"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    p.add_argument(
+        "--data", help="score on another data set (mnist, fashion-mnist, folder)"
+    )
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="PNG/JPEG files, any size"
+    )
+    return parser
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Built-in architectures (the notebook's nine networks)")
+    for col, justify in (
+        ("#", "right"),
+        ("name", "left"),
+        ("description", "left"),
+        ("params", "right"),
+        ("FLOPs/sample", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for number, name in enumerate(preset_names(), start=1):
+        info = infer(load_preset(name))
+        table.add_row(
+            str(number),
+            name,
+            info.arch.description,
+            f"{info.total:,}",
+            format_flops(info.flops),
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print(api.summary(args.arch, args.classes))
+    return 0
+
+
+def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+    if args.data and args.data_dir:
+        raise CnnlabError("--data and --data-dir both given; use one of them.")
+    return base.replace(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        seed=args.seed,
+        data=args.data or args.data_dir,
+        validation=args.validation,
+        val_size=args.val_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        device=args.device,
+        threads=args.threads,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        fixed = [
+            f
+            for f in (
+                "arch",
+                "batch_size",
+                "optimizer",
+                "lr",
+                "seed",
+                "data",
+                "data_dir",
+                "validation",
+                "val_size",
+                "train_limit",
+                "test_limit",
+                "out",
+            )
+            if getattr(args, f)
+        ]
+        if fixed or args.overwrite:
+            names = (
+                ", ".join(
+                    ("--" + f.replace("_", "-")) if f != "arch" else "NAME|FILE"
+                    for f in fixed
+                )
+                or "--overwrite"
+            )
+            raise CnnlabError(
+                f"--resume continues a run with its own settings; drop {names} "
+                "(only --epochs, --device and --threads may change)."
+            )
+        out = args.resume
+        run = lambda rep: api.resume(args.resume, args.epochs, rep)  # noqa: E731
+    else:
+        if args.arch is None:
+            raise CnnlabError(
+                "give an architecture (a preset such as conv5-medium, or a YAML file), "
+                "or --resume RUN. See 'cnnlab presets'."
+            )
+        arch = api.load(args.arch)
+        config = _config_from_flags(args, TrainConfig())
+        out = args.out or default_run_path(arch.name)
+        run = lambda rep: api.train(arch, config, out, args.overwrite, rep)  # noqa: E731
+    try:
+        with RichReporter() as reporter:
+            reporter.message(f"Run folder: {out}")
+            result = run(reporter)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the last finished epoch is saved in {out}. "
+            f"Resume with: cnnlab train --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"Test loss: {result.test_loss:.4f}")
+    print(f"Test accuracy: {result.test_acc:.4f} ({100 * result.test_acc:.2f}%)")
+    print(f"Run folder: {result.path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    scores = api.evaluate_run(args.run, args.data)
+    print(f"Data: {scores['data']} ({scores['test_samples']:,} test images)")
+    print(f"Test loss: {scores['test_loss']:.4f}")
+    print(f"Test accuracy: {scores['test_acc']:.4f} ({100 * scores['test_acc']:.2f}%)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    for p in api.predict(args.run, args.images):
+        print(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)")
+    return 0
+
+
+COMMANDS = {
+    "presets": cmd_presets,
+    "summary": cmd_summary,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CnnlabError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Architecture -> PyTorch module with Keras's layer semantics and initialisers.
+
+Tensors run as (N, C, H, W), PyTorch's layout; every Keras detail that differs is
+handled here: 'same' padding that is asymmetric for even kernels or strides > 1,
+Flatten in (H, W, C) order, Dense acting on the last axis of an image, Glorot-uniform
+kernels with zero biases, and batch-norm momentum as 1 - Keras's momentum. A final
+softmax is not applied in `forward`: the network returns logits, trained with
+cross-entropy (the stable form of softmax + categorical cross-entropy), and
+`probabilities` applies it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.shapes import ModelInfo, infer
+from cnnlab.spec import (
+    Activation,
+    Architecture,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LeakyReLU,
+    MaxPooling2D,
+)
+
+# Keras's activation functions; leaky_relu as a function uses Keras's 0.2 slope
+# (keras.activations.leaky_relu), while the LeakyReLU layer defaults to 0.3.
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,  # alpha 1.0 in both
+    "gelu": nn.GELU,  # exact erf form, Keras's default (approximate=False)
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "softmax": lambda: nn.Softmax(dim=1),  # over channels/features
+}
+
+
+def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding that Keras/TF use for padding='same'."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2  # the odd extra cell goes after
+
+
+def _pads(
+    shape: tuple[int, ...], window: tuple[int, int], strides: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    top, bottom = _same_padding(shape[0], window[0], strides[0])
+    left, right = _same_padding(shape[1], window[1], strides[1])
+    return (left, right, top, bottom)  # F.pad order: last axis first
+
+
+class KerasConv2d(nn.Module):
+    """Conv2d whose 'same' padding may be asymmetric, as in Keras."""
+
+    def __init__(self, spec: Conv2D, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        kernel, strides = spec.kernel_size, spec.strides
+        pads = (0, 0, 0, 0)
+        if spec.padding == "same":
+            pads = _pads(in_shape, kernel, strides)  # type: ignore[arg-type]
+        symmetric = pads[0] == pads[1] and pads[2] == pads[3]
+        # Symmetric padding goes inside the convolution (no extra copy).
+        self.pad = None if symmetric else pads
+        self.conv = nn.Conv2d(
+            in_shape[2],
+            spec.filters,
+            kernel,  # type: ignore[arg-type]
+            stride=strides,  # type: ignore[arg-type]
+            padding=(pads[2], pads[0]) if symmetric else 0,
+            bias=spec.use_bias,
+        )
+        nn.init.xavier_uniform_(self.conv.weight)  # Keras's glorot_uniform
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        return self.conv(x)
+
+
+class KerasPool2d(nn.Module):
+    """Max or average pooling with Keras's 'same' padding rules."""
+
+    def __init__(self, spec: MaxPooling2D, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.average = isinstance(spec, AveragePooling2D)
+        self.window, self.strides = spec.pool_size, spec.strides
+        self.pads = None
+        if spec.padding == "same":
+            pads = _pads(in_shape, spec.pool_size, spec.strides)  # type: ignore[arg-type]
+            self.pads = pads if any(pads) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pads is None:
+            pool = F.avg_pool2d if self.average else F.max_pool2d
+            return pool(x, self.window, self.strides)
+        if not self.average:  # padded cells never win a max
+            return F.max_pool2d(
+                F.pad(x, self.pads, value=-math.inf), self.window, self.strides
+            )
+        # Keras averages over the real cells only: sum / count of real cells.
+        total = F.avg_pool2d(F.pad(x, self.pads), self.window, self.strides)
+        ones = F.pad(torch.ones_like(x[:1, :1]), self.pads)
+        return total / F.avg_pool2d(ones, self.window, self.strides)
+
+
+class KerasFlatten(nn.Module):
+    """Flatten (N, C, H, W) in Keras's (H, W, C) order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.permute(0, 2, 3, 1)  # free when x is channels_last in memory
+        return x.flatten(1)
+
+
+class KerasDense(nn.Module):
+    """Dense layer; on an image it acts on the channel axis at every position."""
+
+    def __init__(self, spec: Dense, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_shape[-1], spec.units, bias=spec.use_bias)
+        nn.init.xavier_uniform_(self.linear.weight)
+        if self.linear.bias is not None:
+            nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+        return self.linear(x)
+
+
+def _activation(name: str) -> nn.Module | None:
+    return None if name == "linear" else _ACTIVATIONS[name]()
+
+
+def _build_layer(spec: Layer, in_shape: tuple[int, ...]) -> list[nn.Module]:
+    if isinstance(spec, Conv2D):
+        return [KerasConv2d(spec, in_shape), _activation(spec.activation)]
+    if isinstance(spec, MaxPooling2D):
+        return [KerasPool2d(spec, in_shape)]
+    if isinstance(spec, BatchNormalization):
+        norm = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        # PyTorch's momentum weighs the new batch; Keras's weighs the old average.
+        return [norm(in_shape[-1], eps=spec.epsilon, momentum=1.0 - spec.momentum)]
+    if isinstance(spec, Dropout):
+        return [nn.Dropout(spec.rate)]
+    if isinstance(spec, Flatten):
+        return [KerasFlatten()]
+    if isinstance(spec, Dense):
+        return [KerasDense(spec, in_shape), _activation(spec.activation)]
+    if isinstance(spec, Activation):
+        return [_activation(spec.activation)]
+    if isinstance(spec, LeakyReLU):
+        return [nn.LeakyReLU(spec.negative_slope)]
+    raise AssertionError(f"unhandled layer {spec!r}")
+
+
+class Network(nn.Module):
+    """A built architecture: `forward` gives logits, `probabilities` softmax scores."""
+
+    def __init__(self, arch: Architecture, info: ModelInfo) -> None:
+        super().__init__()
+        self.arch = arch
+        self.info = info
+        modules: list[nn.Module] = []
+        for layer_info in info.layers:
+            built = _build_layer(layer_info.layer, layer_info.input_shape)
+            modules.extend(m for m in built if m is not None)
+        # A trailing softmax becomes part of the loss (logits + cross-entropy).
+        if modules and isinstance(modules[-1], nn.Softmax):
+            modules.pop()
+        self.body = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.body(x), dim=1)
+
+
+def build_model(
+    arch: Architecture, num_classes: int | None = None, seed: int | None = None
+) -> Network:
+    """Validate `arch`, then build it; `seed` fixes the initial weights."""
+    info = infer(arch, num_classes)
+    if seed is None:
+        return Network(arch, info)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Network(arch, info)

@@ -1,0 +1,289 @@
+"""Run records: one folder per trained model, written atomically.
+
+    <run>/spec.yaml       the resolved architecture
+    <run>/run.json        status, training config, environment, final test metrics
+    <run>/history.csv     one row per finished epoch
+    <run>/checkpoint.pt   weights + optimizer + RNG states after the last epoch
+    <run>/weights.pt      the final weights (state dict), once training completes
+    <run>/curves.png      train vs validation loss and accuracy per epoch
+
+Every file is written to a temporary name in the same folder and renamed into place,
+so a killed process leaves the previous complete version, never a torn one.
+Checkpoints hold only tensors and plain containers and load with
+`weights_only=True`: opening someone else's run folder executes no code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import RunError
+from cnnlab.spec import Architecture, dump_architecture, load_architecture
+from cnnlab.train import HISTORY_KEYS, History, TrainState
+
+FORMAT = 1  # bump when a run folder's layout changes incompatibly
+RUN_FILE = "run.json"
+SPEC_FILE = "spec.yaml"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "weights.pt"
+CURVES_FILE = "curves.png"
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a temporary file and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and machine facts recorded with every run."""
+    from cnnlab import __version__
+
+    return {
+        "cnnlab": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def _history_csv(history: History) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HISTORY_KEYS)
+    for row in history.epochs:
+        writer.writerow(["" if row.get(k) is None else row[k] for k in HISTORY_KEYS])
+    return buf.getvalue()
+
+
+def _is_run_folder(path: Path) -> bool:
+    return (path / RUN_FILE).is_file() and (path / SPEC_FILE).is_file()
+
+
+@dataclass
+class RunRecord:
+    """An open run folder and what its run.json says."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.meta["status"]
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    def architecture(self) -> Architecture:
+        return load_architecture(self.path / SPEC_FILE)
+
+    def save_meta(self, **changes: Any) -> None:
+        self.meta.update(changes, updated=now())
+        atomic_write_text(self.path / RUN_FILE, json.dumps(self.meta, indent=2) + "\n")
+
+    def history(self) -> History:
+        """The per-epoch history as written after the last finished epoch."""
+        path = self.path / HISTORY_FILE
+        if not path.is_file():
+            return History()
+        rows = []
+        with open(path, newline="", encoding="utf-8") as fh:
+            for raw in csv.DictReader(fh):
+                row: dict[str, Any] = {"epoch": int(raw["epoch"])}
+                for key in HISTORY_KEYS[1:]:
+                    row[key] = float(raw[key]) if raw.get(key) else None
+                rows.append(row)
+        return History(rows)
+
+    def save_checkpoint(self, model: torch.nn.Module, state: TrainState) -> None:
+        """Checkpoint after an epoch: weights, optimizer, RNGs, history."""
+        payload = {
+            "format": FORMAT,
+            "epoch": state.epoch,
+            "model": model.state_dict(),
+            "optimizer": state.optimizer,
+            "shuffle_rng": state.shuffle_rng,
+            "torch_rng": state.torch_rng,
+            "history": state.history.epochs,
+        }
+        atomic_write(self.path / CHECKPOINT_FILE, lambda fh: torch.save(payload, fh))
+        atomic_write_text(self.path / HISTORY_FILE, _history_csv(state.history))
+        self.save_meta(epochs_done=state.epoch)
+
+    def load_checkpoint(self, model: torch.nn.Module) -> TrainState | None:
+        """Restore `model` from the last checkpoint; None if no epoch finished yet."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.is_file():
+            return None
+        payload = _load_tensors(path)
+        if payload.get("format", 0) > FORMAT:
+            raise RunError(
+                f"{path}: checkpoint format {payload.get('format')} is newer than this "
+                f"cnnlab understands ({FORMAT}). Upgrade cnnlab to resume this run."
+            )
+        _load_weights(model, payload["model"], path)
+        return TrainState(
+            epoch=int(payload["epoch"]),
+            history=History([dict(r) for r in payload["history"]]),
+            optimizer=payload["optimizer"],
+            shuffle_rng=payload["shuffle_rng"],
+            torch_rng=payload["torch_rng"],
+        )
+
+    def save_weights(self, model: torch.nn.Module) -> None:
+        atomic_write(
+            self.path / WEIGHTS_FILE, lambda fh: torch.save(model.state_dict(), fh)
+        )
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        """Final weights if training finished, else the last checkpoint's."""
+        weights = self.path / WEIGHTS_FILE
+        if weights.is_file():
+            _load_weights(model, _load_tensors(weights), weights)
+        elif self.load_checkpoint(model) is None:
+            raise RunError(
+                f"{self.path}: no weights yet (no epoch has finished). Train or resume "
+                f"it first: cnnlab train --resume {self.path}."
+            )
+
+
+def _load_tensors(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad or hostile file
+        raise RunError(
+            f"{path}: cannot be read as a cnnlab checkpoint ({type(err).__name__}). "
+            "The file is corrupt or not from cnnlab; retrain or restore it."
+        ) from err
+
+
+def _load_weights(model: torch.nn.Module, state: Any, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise RunError(
+            f"{path}: the saved weights do not fit the run's architecture "
+            "(was the file copied from another run?). Retrain the run."
+        ) from err
+
+
+def create_run(
+    path: Path,
+    arch: Architecture,
+    config: TrainConfig,
+    env: dict[str, Any],
+    overwrite: bool = False,
+) -> RunRecord:
+    """Make a new run folder; refuse to clobber an existing one unless told to."""
+    if path.exists():
+        if not overwrite:
+            raise RunError(
+                f"{path}: the output folder exists. Resume it with --resume {path}, "
+                "replace it with --overwrite, or choose another --out."
+            )
+        if path.is_dir() and any(path.iterdir()) and not _is_run_folder(path):
+            raise RunError(
+                f"{path}: exists and is not a cnnlab run folder; refusing to delete "
+                "it with --overwrite. Choose another --out."
+            )
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    try:
+        path.mkdir(parents=True)
+    except OSError as err:
+        raise RunError(
+            f"{path}: cannot create the output folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+    atomic_write_text(path / SPEC_FILE, dump_architecture(arch))
+    meta = {
+        "format": FORMAT,
+        "name": arch.name,
+        "status": "running",
+        "created": now(),
+        "config": config.to_dict(),
+        "environment": env,
+        "epochs_done": 0,
+        "test": None,
+    }
+    record = RunRecord(path, meta)
+    record.save_meta()
+    return record
+
+
+def open_run(path: str | Path) -> RunRecord:
+    """Open an existing run folder, checking it is one this cnnlab can read."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(
+            f"{path}: no such run folder. Give the folder a training run wrote."
+        )
+    if not _is_run_folder(path):
+        raise RunError(
+            f"{path}: not a cnnlab run folder (no {RUN_FILE} and {SPEC_FILE}). "
+            "Give the folder a training run wrote."
+        )
+    try:
+        meta = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunError(
+            f"{path / RUN_FILE}: unreadable ({err}). Retrain the run."
+        ) from err
+    if not isinstance(meta, dict) or "config" not in meta or "status" not in meta:
+        raise RunError(f"{path / RUN_FILE}: missing fields. Retrain the run.")
+    if meta.get("format", 0) > FORMAT:
+        raise RunError(
+            f"{path}: run format {meta.get('format')} is newer than this cnnlab "
+            f"understands ({FORMAT}). Upgrade cnnlab."
+        )
+    return RunRecord(path, meta)
+
+
+def default_run_path(name: str, root: Path = Path("runs")) -> Path:
+    """runs/<name>-<UTC time>: a fresh folder that never collides with an old one."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = root / f"{name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{name}-{stamp}-{suffix}"
+    return path

@@ -1,0 +1,224 @@
+"""Shape inference, parameter counts and FLOPs from an `Architecture`, before building.
+
+Shapes are Keras's (H, W, C) per sample. Every check here runs before a tensor is
+allocated, so a bad file fails in milliseconds with the layer it concerns.
+
+FLOPs are forward-pass floating-point operations per sample, counted as
+2 x multiply-accumulates of Conv2D and Dense layers; biases, activations, pooling and
+normalisation are left out (under 2% on the notebook's nets). Training costs about
+3x the forward pass (forward + two backward products).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cnnlab.errors import SpecError
+from cnnlab.spec import (
+    Activation,
+    Architecture,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LeakyReLU,
+    MaxPooling2D,
+    layer_type,
+)
+
+Shape = tuple[int, ...]
+BYTES_PER_PARAM = 4  # float32 weights
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What one layer does to a sample: its output shape, parameters and FLOPs."""
+
+    index: int
+    name: str  # Keras-style automatic name: conv2d, conv2d_1, ...
+    layer: Layer
+    input_shape: Shape
+    output_shape: Shape
+    trainable: int
+    non_trainable: int
+    flops: int
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Per-layer facts and the totals of a whole architecture."""
+
+    arch: Architecture
+    layers: tuple[LayerInfo, ...]
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape if self.layers else self.arch.input_shape
+
+    @property
+    def trainable(self) -> int:
+        return sum(info.trainable for info in self.layers)
+
+    @property
+    def non_trainable(self) -> int:
+        return sum(info.non_trainable for info in self.layers)
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.non_trainable
+
+    @property
+    def flops(self) -> int:
+        return sum(info.flops for info in self.layers)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.total * BYTES_PER_PARAM
+
+
+def _out_size(size: int, window: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - window) // stride + 1
+
+
+def _spatial(
+    layer: Conv2D | MaxPooling2D, window: tuple[int, int], shape: Shape, where: str
+) -> tuple[int, int]:
+    """Output (H, W) of a sliding window, or an error when the window cannot fit."""
+    if len(shape) != 3:
+        raise SpecError(
+            f"{where}: expects an image input (height, width, channels), got shape "
+            f"{shape}. Move it before the Flatten/Dense layers."
+        )
+    H, W = shape[0], shape[1]
+    what = "kernel_size" if isinstance(layer, Conv2D) else "pool_size"
+    if layer.padding == "valid" and (window[0] > H or window[1] > W):
+        raise SpecError(
+            f"{where}: {what} {list(window)} is larger than its input "
+            f"{H}x{W} (padding 'valid'). Use a smaller {what}, padding: same, "
+            "or remove a pooling layer before it."
+        )
+    strides: tuple[int, int] = layer.strides  # type: ignore[assignment]
+    return (
+        _out_size(H, window[0], strides[0], layer.padding),
+        _out_size(W, window[1], strides[1], layer.padding),
+    )
+
+
+def _layer_info(layer: Layer, shape: Shape, where: str) -> tuple[Shape, int, int, int]:
+    """(output shape, trainable, non-trainable, forward FLOPs) of one layer."""
+    if isinstance(layer, Conv2D):
+        kh, kw = layer.kernel_size  # type: ignore[misc]
+        oh, ow = _spatial(layer, (kh, kw), shape, where)
+        cin = shape[2]
+        weights = kh * kw * cin * layer.filters
+        bias = layer.filters if layer.use_bias else 0
+        return (oh, ow, layer.filters), weights + bias, 0, 2 * weights * oh * ow
+    if isinstance(layer, MaxPooling2D):  # AveragePooling2D included
+        oh, ow = _spatial(layer, layer.pool_size, shape, where)  # type: ignore[arg-type]
+        return (oh, ow, shape[2]), 0, 0, 0
+    if isinstance(layer, BatchNormalization):
+        channels = shape[-1]
+        # gamma, beta trainable; moving mean and variance not: 4 x C in all.
+        return shape, 2 * channels, 2 * channels, 0
+    if isinstance(layer, Flatten):
+        return (math.prod(shape),), 0, 0, 0
+    if isinstance(layer, Dense):
+        fan_in = shape[-1]
+        positions = math.prod(shape[:-1])  # Dense on (H, W, C) acts per position
+        weights = fan_in * layer.units
+        bias = layer.units if layer.use_bias else 0
+        return (*shape[:-1], layer.units), weights + bias, 0, 2 * weights * positions
+    if isinstance(layer, Dropout | Activation | LeakyReLU):
+        return shape, 0, 0, 0
+    raise AssertionError(f"unhandled layer type {layer_type(layer)}")
+
+
+def keras_names(arch: Architecture) -> list[str]:
+    """Keras 3's automatic layer names: conv2d, conv2d_1, max_pooling2d, ..."""
+    snake = {
+        "Conv2D": "conv2d",
+        "MaxPooling2D": "max_pooling2d",
+        "AveragePooling2D": "average_pooling2d",
+        "BatchNormalization": "batch_normalization",
+        "Dropout": "dropout",
+        "Flatten": "flatten",
+        "Dense": "dense",
+        "Activation": "activation",
+        "LeakyReLU": "leaky_re_lu",
+    }
+    seen: dict[str, int] = {}
+    names = []
+    for layer in arch.layers:
+        base = snake[layer_type(layer)]
+        count = seen.get(base, 0)
+        names.append(base if count == 0 else f"{base}_{count}")
+        seen[base] = count + 1
+    return names
+
+
+def output_activation(arch: Architecture) -> str:
+    """The activation applied to the network's output (its last non-trivial layer)."""
+    for layer in reversed(arch.layers):
+        if isinstance(layer, Dense | Conv2D | Activation):
+            return layer.activation
+        if isinstance(layer, LeakyReLU):
+            return "leaky_relu"
+        # Dropout, Flatten, pooling and batch norm do not change the output's meaning
+    return "linear"
+
+
+def infer(arch: Architecture, num_classes: int | None = None) -> ModelInfo:
+    """Walk the layers, checking each fits its input; check the output layer too.
+
+    With `num_classes`, the network must end in a vector of that many scores,
+    activated by softmax (probabilities) or linear (logits).
+    """
+    shape: Shape = arch.input_shape
+    infos = []
+    for i, (layer, name) in enumerate(zip(arch.layers, keras_names(arch), strict=True)):
+        where = f"{arch.source}: layers[{i}] ({layer_type(layer)})"
+        out, trainable, frozen, flops = _layer_info(layer, shape, where)
+        if min(out) <= 0:
+            raise SpecError(
+                f"{where}: output shape {out} has a zero-sized axis. Use a smaller "
+                "kernel, pool or stride, or padding: same."
+            )
+        infos.append(LayerInfo(i, name, layer, shape, out, trainable, frozen, flops))
+        shape = out
+    info = ModelInfo(arch, tuple(infos))
+    if num_classes is not None:
+        check_output(info, num_classes)
+    return info
+
+
+def check_output(info: ModelInfo, num_classes: int) -> None:
+    """The network must end in `num_classes` softmax (or linear) scores."""
+    arch = info.arch
+    last = len(arch.layers) - 1
+    where = f"{arch.source}: layers[{last}] ({layer_type(arch.layers[last])})"
+    fix = (
+        f"End the network with {{type: Dense, units: {num_classes}, "
+        "activation: softmax}"
+    )
+    if info.output_shape != (num_classes,):
+        if len(info.output_shape) != 1:
+            fix = "Add {type: Flatten} and " + fix[0].lower() + fix[1:]
+        raise SpecError(
+            f"{where}: the network's output has shape {info.output_shape}, but the "
+            f"data set has {num_classes} classes. {fix}."
+        )
+    act = output_activation(arch)
+    if act not in ("softmax", "linear"):
+        raise SpecError(
+            f"{where}: the output activation is '{act}'; classification needs "
+            f"'softmax' (or 'linear' for raw logits). {fix}."
+        )

@@ -1,0 +1,447 @@
+"""Architecture specs: Keras-vocabulary layer dataclasses, parsing and validation.
+
+The `Architecture` (a frozen dataclass tree) is the one source of truth for a network:
+it is validated and shape-inferred here, then summarised, built, stored and compared
+downstream. YAML (and JSON, a subset of YAML) is read only by `load_architecture`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.errors import SpecError
+
+ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "elu",
+    "gelu",
+    "leaky_relu",
+    "linear",
+)
+PADDINGS = ("valid", "same")
+DEFAULT_INPUT_SHAPE = (28, 28, 1)  # (H, W, C), Keras's channels_last order
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    """Keras accepts `3` or `[3, 3]` for a 2-D size; return `(3, 3)`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        if min(value) <= 0:
+            raise SpecError(
+                f"{what} must be positive. Received: {what}={list(value)}. "
+                f"Use a positive integer such as {what}: 3."
+            )
+        return (int(value[0]), int(value[1]))
+    raise SpecError(
+        f"{what} must be an integer or a list of two integers. "
+        f"Received: {what}={value!r}. Example: {what}: 3 or {what}: [3, 3]."
+    )
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise SpecError(f"{what} must be a positive integer. Received: {what}={value!r}.")
+
+
+def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
+    if value is None and what == "activation":
+        return "linear"
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    hint = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value.lower(), choices, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise SpecError(
+        f"{what} must be one of {', '.join(choices)}. Received: {what}={value!r}.{hint}"
+    )
+
+
+def _rate(value: Any, what: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and 0.0 <= value < 1.0:
+        return float(value)
+    raise SpecError(
+        f"{what} must be a number in [0, 1). Received: {what}={value!r}. "
+        "Example: rate: 0.25."
+    )
+
+
+def _positive_float(value: Any, what: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and value > 0 and math.isfinite(value):
+        return float(value)
+    raise SpecError(f"{what} must be a positive number. Received: {what}={value!r}.")
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise SpecError(f"{what} must be true or false. Received: {what}={value!r}.")
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalise fields of a frozen dataclass
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """2-D convolution, Keras semantics: Glorot-uniform kernel, zero bias."""
+
+    filters: int
+    kernel_size: tuple[int, int] | int
+    strides: tuple[int, int] | int = 1
+    padding: str = "valid"
+    activation: str = "linear"
+    use_bias: bool = True
+
+    def __post_init__(self) -> None:
+        _set(self, "filters", _positive_int(self.filters, "filters"))
+        _set(self, "kernel_size", _pair(self.kernel_size, "kernel_size"))
+        _set(self, "strides", _pair(self.strides, "strides"))
+        _set(self, "padding", _choice(self.padding, "padding", PADDINGS))
+        _set(self, "activation", _choice(self.activation, "activation", ACTIVATIONS))
+        _set(self, "use_bias", _flag(self.use_bias, "use_bias"))
+
+
+@dataclass(frozen=True)
+class MaxPooling2D:
+    """Max pooling; `strides` defaults to `pool_size`, as in Keras."""
+
+    pool_size: tuple[int, int] | int = 2
+    strides: tuple[int, int] | int | None = None
+    padding: str = "valid"
+
+    def __post_init__(self) -> None:
+        _set(self, "pool_size", _pair(self.pool_size, "pool_size"))
+        strides = self.pool_size if self.strides is None else self.strides
+        _set(self, "strides", _pair(strides, "strides"))
+        _set(self, "padding", _choice(self.padding, "padding", PADDINGS))
+
+
+@dataclass(frozen=True)
+class AveragePooling2D(MaxPooling2D):
+    """Average pooling; with padding 'same' the padded cells are not counted."""
+
+
+@dataclass(frozen=True)
+class BatchNormalization:
+    """Batch norm over channels; Keras's momentum (0.99) and epsilon (1e-3)."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _set(self, "momentum", _rate(self.momentum, "momentum"))
+        _set(self, "epsilon", _positive_float(self.epsilon, "epsilon"))
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Drops a fraction `rate` of inputs while training, scaling the rest."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        _set(self, "rate", _rate(self.rate, "rate"))
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """Flattens (H, W, C) in Keras's channels_last order."""
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Fully connected layer; on an (H, W, C) input it acts on the last axis."""
+
+    units: int
+    activation: str = "linear"
+    use_bias: bool = True
+
+    def __post_init__(self) -> None:
+        _set(self, "units", _positive_int(self.units, "units"))
+        _set(self, "activation", _choice(self.activation, "activation", ACTIVATIONS))
+        _set(self, "use_bias", _flag(self.use_bias, "use_bias"))
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function as a layer of its own."""
+
+    activation: str
+
+    def __post_init__(self) -> None:
+        _set(self, "activation", _choice(self.activation, "activation", ACTIVATIONS))
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    """Leaky ReLU layer; Keras's layer default slope is 0.3 (the function's is 0.2)."""
+
+    negative_slope: float = 0.3
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.negative_slope, int | float)
+        if not ok or isinstance(self.negative_slope, bool) or self.negative_slope < 0:
+            raise SpecError(
+                "negative_slope must be a number >= 0. "
+                f"Received: negative_slope={self.negative_slope!r}."
+            )
+        _set(self, "negative_slope", float(self.negative_slope))
+
+
+Layer = (
+    Conv2D
+    | MaxPooling2D
+    | AveragePooling2D
+    | BatchNormalization
+    | Dropout
+    | Flatten
+    | Dense
+    | Activation
+    | LeakyReLU
+)
+LAYER_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Conv2D,
+        MaxPooling2D,
+        AveragePooling2D,
+        BatchNormalization,
+        Dropout,
+        Flatten,
+        Dense,
+        Activation,
+        LeakyReLU,
+    )
+}
+# Lower-case, underscore-free spellings -> class name: "max_pooling2d", "MaxPool2D",
+# "conv2d" and Keras's own aliases all reach the same class.
+_TYPE_ALIASES = {name.lower(): name for name in LAYER_TYPES} | {
+    "convolution2d": "Conv2D",
+    "maxpool2d": "MaxPooling2D",
+    "averagepool2d": "AveragePooling2D",
+    "avgpool2d": "AveragePooling2D",
+}
+
+
+def layer_type(layer: Layer) -> str:
+    """The Keras class name of a layer, e.g. 'Conv2D'."""
+    return type(layer).__name__
+
+
+def layer_to_dict(layer: Layer) -> dict[str, Any]:
+    """A layer as a plain mapping (`{'type': 'Conv2D', 'filters': 16, ...}`)."""
+    out: dict[str, Any] = {"type": layer_type(layer)}
+    for f in fields(layer):
+        value = getattr(layer, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A sequential network: a name, an input shape (H, W, C) and its layers."""
+
+    name: str
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE
+    description: str = ""
+    source: str = field(default="<python>", compare=False)  # file, for messages
+
+    def __post_init__(self) -> None:
+        _set(self, "layers", tuple(self.layers))
+        shape = self.input_shape
+        if not (
+            isinstance(shape, Sequence)
+            and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            and min(shape) > 0
+        ):
+            raise SpecError(
+                f"{self.source}: input_shape must be three positive integers "
+                f"(height, width, channels). Received: input_shape={shape!r}. "
+                "Example: input_shape: [28, 28, 1]."
+            )
+        _set(self, "input_shape", tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The architecture as a plain document, ready for YAML or JSON."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_shape": list(self.input_shape),
+            "layers": [layer_to_dict(layer) for layer in self.layers],
+        }
+
+
+# --------------------------------------------------------------------------- parsing
+
+_TOP_KEYS = ("name", "description", "input_shape", "layers")
+
+
+def _where(source: str, index: int | None = None, type_name: str | None = None) -> str:
+    if index is None:
+        return source
+    return f"{source}: layers[{index}]" + (f" ({type_name})" if type_name else "")
+
+
+def _resolve_type(raw: Any, where: str) -> type:
+    if not isinstance(raw, str):
+        raise SpecError(
+            f"{where}: the layer type must be a name such as Conv2D. Received: {raw!r}."
+        )
+    key = raw.replace("_", "").replace("-", "").lower()
+    if key in _TYPE_ALIASES:
+        return LAYER_TYPES[_TYPE_ALIASES[key]]
+    names = list(LAYER_TYPES)
+    close = difflib.get_close_matches(raw, names, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise SpecError(
+        f"{where}: unknown layer type '{raw}'.{hint} Known types: {', '.join(names)}."
+    )
+
+
+def _split_entry(entry: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """Accept `{type: Conv2D, filters: 8}`, `{Conv2D: {filters: 8}}` or `Flatten`."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, Mapping):
+        if "type" in entry:
+            args = {k: v for k, v in entry.items() if k != "type"}
+            return entry["type"], args
+        if len(entry) == 1:
+            ((type_name, args),) = entry.items()
+            if args is None:
+                args = {}
+            if not isinstance(args, Mapping):
+                raise SpecError(
+                    f"{where}: the arguments of {type_name} must be a mapping such as "
+                    f"{{filters: 16}}. Received: {args!r}."
+                )
+            return type_name, dict(args)
+    raise SpecError(
+        f"{where}: a layer must be a mapping with a 'type' key, e.g. "
+        f"{{type: Dense, units: 10}}. Received: {entry!r}."
+    )
+
+
+def parse_layer(entry: Any, source: str = "<python>", index: int = 0) -> Layer:
+    """One layer entry of a document -> a layer dataclass, or a located SpecError."""
+    type_name, args = _split_entry(entry, _where(source, index))
+    cls = _resolve_type(type_name, _where(source, index))
+    where = _where(source, index, cls.__name__)
+    known = [f.name for f in fields(cls)]
+    for key in args:
+        if not isinstance(key, str) or key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            allowed = ", ".join(known) if known else "none"
+            raise SpecError(
+                f"{where}: unknown argument '{key}'.{hint} Allowed: {allowed}."
+            )
+    try:
+        return cls(**args)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from err
+    except TypeError as err:  # a required argument is missing
+        required = [f.name for f in fields(cls) if f.default is f.default_factory]
+        raise SpecError(
+            f"{where}: missing required argument(s): {', '.join(required)}. "
+            f"Example: {{type: {cls.__name__}, {required[0]}: ...}}."
+        ) from err
+
+
+def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
+    """A parsed YAML/JSON document -> a validated `Architecture`."""
+    if not isinstance(doc, Mapping):
+        raise SpecError(
+            f"{source}: an architecture file must be a mapping with 'name' and "
+            f"'layers' keys. Received a {type(doc).__name__}."
+        )
+    for key in doc:
+        if key not in _TOP_KEYS:
+            close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SpecError(
+                f"{source}: unknown key '{key}'.{hint} Allowed: {', '.join(_TOP_KEYS)}."
+            )
+    entries = doc.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(
+            f"{source}: 'layers' must be a non-empty list of layers. "
+            "Example: layers: [{type: Flatten}, {type: Dense, units: 10, "
+            "activation: softmax}]."
+        )
+    default_name = Path(source).stem if source != "<python>" else "model"
+    name = doc.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"{source}: 'name' must be a non-empty string. Got {name!r}.")
+    description = doc.get("description", "") or ""
+    if not isinstance(description, str):
+        raise SpecError(f"{source}: 'description' must be a string.")
+    input_shape = doc.get("input_shape", DEFAULT_INPUT_SHAPE)
+    # Keras lets the first layer carry input_shape; accept that spelling too.
+    first = entries[0]
+    if isinstance(first, Mapping) and "input_shape" in first:
+        first = dict(first)
+        input_shape = first.pop("input_shape")
+        entries = [first, *entries[1:]]
+    layers = tuple(parse_layer(e, source, i) for i, e in enumerate(entries))
+    if isinstance(input_shape, list):
+        input_shape = tuple(input_shape)
+    return Architecture(
+        name=name.strip(),
+        layers=layers,
+        input_shape=input_shape,
+        description=description.strip(),
+        source=source,
+    )
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    """Read an architecture file (YAML or JSON) and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise SpecError(
+            f"{path}: no such file. Give a preset name (see `cnnlab presets`) or the "
+            "path of an architecture YAML file."
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read the file ({err}).") from err
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(
+            f"{path}: invalid YAML{at}: {problem}. Fix the syntax (indentation, "
+            "colons, brackets) and try again."
+        ) from err
+    return parse_architecture(doc, source=str(path))
+
+
+def dump_architecture(arch: Architecture) -> str:
+    """The architecture as YAML text that `load_architecture` reads back unchanged."""
+    return yaml.safe_dump(arch.to_dict(), sort_keys=False, default_flow_style=None)
