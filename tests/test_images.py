@@ -243,3 +243,8 @@ def test_max_pixels_keyword(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="300x200 = 60,000 pixels, over the limit"):
         load_image(path, max_pixels=59_999)
     assert load_image(path, max_pixels=60_000).shape == (1, 28, 28)
+
+
+def test_size_too_small_is_a_programming_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="size must be at least 4"):
+        load_image(save(draw_one(), tmp_path / "d.png"), size=3)
