@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cnnlab import api
 from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
@@ -145,12 +145,26 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks on errors"
     )
+    # --debug may also follow the command; SUPPRESS keeps a top-level one from reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    parser.commands = {}  # type: ignore[attr-defined]
 
-    sub.add_parser("presets", help="list the built-in architectures")
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, parents=[common], **kwargs)
+        parser.commands[name] = command  # type: ignore[attr-defined]
+        return command
 
-    p = sub.add_parser("summary", help="print a Keras-style summary with FLOPs")
+    add_command("presets", help="list the built-in architectures")
+
+    p = add_command("summary", help="print a Keras-style summary with FLOPs")
     p.add_argument(
         "arch", metavar="NAME|FILE", help="preset name or number, or a YAML file"
     )
@@ -160,7 +174,7 @@ def build_parser() -> Parser:
         help="check that the output has this many classes",
     )
 
-    p = sub.add_parser(
+    p = add_command(
         "train",
         help="train a network into a run folder",
         description="Train a network, checkpointing after every epoch, and score "
@@ -186,15 +200,13 @@ def build_parser() -> Parser:
         help="continue an interrupted run from its checkpoint",
     )
 
-    p = sub.add_parser(
-        "evaluate", help="re-score a run's saved weights on the test set"
-    )
+    p = add_command("evaluate", help="re-score a run's saved weights on the test set")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
     p.add_argument(
         "--data", help="score on another data set (mnist, fashion-mnist, folder)"
     )
 
-    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p = add_command("predict", help="classify image files with a trained run")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
     p.add_argument(
         "images", nargs="+", metavar="IMAGE", help="PNG/JPEG files, any size"
@@ -297,8 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or default_run_path(arch.name)
         run = lambda rep: api.train(arch, config, out, args.overwrite, rep)  # noqa: E731
     try:
-        with RichReporter() as reporter:
-            reporter.message(f"Run folder: {out}")
+        with RichReporter(header=f"Run folder: {out}") as reporter:
             result = run(reporter)
     except KeyboardInterrupt:
         print(
@@ -338,7 +349,12 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # report unknown flags against the command's own flags, with a hint
+        parser.commands[args.command].error(  # type: ignore[attr-defined]
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     try:
         return COMMANDS[args.command](args)
     except CnnlabError as err:

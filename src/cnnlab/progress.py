@@ -28,8 +28,9 @@ def format_epoch_line(row: dict[str, Any], epochs: int) -> str:
 class RichReporter:
     """Draws the step bar (samples/s, ETA, running loss/acc) and epoch lines."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, header: str = "") -> None:
         self.console = console or Console(stderr=True)
+        self.header = header  # printed when training starts, i.e. once inputs are valid
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -47,13 +48,18 @@ class RichReporter:
         self.started = 0.0
 
     def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
+        return self  # the live display starts with the first epoch, not before
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def epoch_start(self, epoch: int, epochs: int, steps: int, samples: int) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
+        if self.header:
+            self.message(self.header)
+            self.header = ""
         self.epochs = epochs
         self.started = time.perf_counter()
         if self.task is not None:
