@@ -29,7 +29,7 @@ class RichReporter:
     """Draws the step bar (samples/s, ETA, running loss/acc) and epoch lines."""
 
     def __init__(self, console: Console | None = None, header: str = "") -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.header = header  # printed when training starts, i.e. once inputs are valid
         self.progress = Progress(
             TextColumn("{task.description}"),
