@@ -11,7 +11,7 @@ cnnlab.predict(result.path, ["digit.png"])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,12 @@ class RunResult:
     history: History
     test_loss: float
     test_acc: float
+    train_clean: tuple[float, float] | None = None  # (loss, acc), dropout off
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The run's run.json."""
+        return open_run(self.path).meta
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def _run_training(
     split: Split,
     config: TrainConfig,
     state: TrainState | None,
-    reporter: Reporter | None,
+    hooks: Hooks,
 ) -> RunResult:
     """Train with a checkpoint per epoch, then score the test set and finish."""
 
@@ -109,17 +115,35 @@ def _run_training(
         _plot_history(
             s.history.as_dict(), record.path / CURVES_FILE, title=record.meta["name"]
         )
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(s)
 
     record.save_meta(status="running")
     try:
-        history = fit(model, split, config, state, checkpoint, reporter)
+        history = fit(model, split, config, state, checkpoint, hooks.reporter)
         test_loss, test_acc = evaluate(model, split.x_test, split.y_test)
+        clean = None
+        if hooks.clean_train:  # the training set scored after the last epoch
+            clean = evaluate(model, split.x_train, split.y_train)
         record.save_weights(model)
     except BaseException:  # Ctrl-C or a crash: the last checkpoint stays resumable
         record.save_meta(status="interrupted")
         raise
-    record.save_meta(status="completed", test={"loss": test_loss, "acc": test_acc})
-    return RunResult(record.path, model, history, test_loss, test_acc)
+    record.save_meta(
+        status="completed",
+        test={"loss": test_loss, "acc": test_acc},
+        train_clean=None if clean is None else {"loss": clean[0], "acc": clean[1]},
+    )
+    return RunResult(record.path, model, history, test_loss, test_acc, clean)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Optional extras of a training run: progress display, per-epoch callback."""
+
+    reporter: Reporter | None = None
+    on_epoch: Callable[[TrainState], None] | None = None  # after each checkpoint
+    clean_train: bool = False  # also score the training set after the last epoch
 
 
 def train(
@@ -128,6 +152,7 @@ def train(
     out: str | Path | None = None,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Train an architecture into a new run folder and score it on the test set."""
     if not isinstance(arch, Architecture):
@@ -145,11 +170,15 @@ def train(
     }
     record = create_run(path, arch, config, env, overwrite=overwrite)
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    return _run_training(record, model, split, config, None, reporter)
+    hooks = hooks or Hooks(reporter=reporter)
+    return _run_training(record, model, split, config, None, hooks)
 
 
 def resume(
-    run: str | Path, epochs: int | None = None, reporter: Reporter | None = None
+    run: str | Path,
+    epochs: int | None = None,
+    reporter: Reporter | None = None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or extend its epochs)."""
     record = open_run(run)
@@ -164,7 +193,8 @@ def resume(
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
     state = record.load_checkpoint(model)
     record.save_meta(config=config.to_dict())
-    return _run_training(record, model, split, config, state, reporter)
+    hooks = hooks or Hooks(reporter=reporter)
+    return _run_training(record, model, split, config, state, hooks)
 
 
 def load_model(run: str | Path) -> tuple[RunRecord, Network]:

@@ -6,17 +6,24 @@ import argparse
 import difflib
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rich.markup import escape
+
 from cnnlab import api
 from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.executor import run_study
 from cnnlab.presets import load_preset, preset_names
-from cnnlab.progress import RichReporter
+from cnnlab.progress import RichReporter, StudyProgress
+from cnnlab.report import build_report, rich_table
 from cnnlab.runs import default_run_path
 from cnnlab.shapes import infer
+from cnnlab.store import Store
+from cnnlab.study import STORE_FILE, load_study, override
 from cnnlab.summary import format_flops
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
@@ -70,6 +77,18 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got '{text}'"
+        ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got '{text}'")
+    return seeds
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -199,6 +218,48 @@ def build_parser() -> Parser:
         metavar="RUN",
         help="continue an interrupted run from its checkpoint",
     )
+
+    p = add_command(
+        "study",
+        help="train architectures x seeds and compare them in a report",
+        description="Run a study (built-in: quickstart, seed; or a study YAML file): "
+        "every architecture x seed, recorded in an SQLite store, then a comparison "
+        "table, diagnosis, figures and Markdown + HTML reports. Re-running skips "
+        "finished trials and resumes an interrupted one.",
+    )
+    p.add_argument("study", metavar="NAME|FILE", help="built-in study or a study file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("studies"),
+        help="output folder (default studies)",
+    )
+    p.add_argument("--seeds", type=_seed_list, help="override the seeds, e.g. 0,1,2")
+    for flag in (
+        "--epochs",
+        "--train-limit",
+        "--test-limit",
+        "--val-size",
+        "--threads",
+    ):
+        p.add_argument(
+            flag, type=_positive_int, help=f"override {flag[2:]} for every net"
+        )
+    p.add_argument(
+        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
+    )
+
+    p = add_command("runs", help="list the trials recorded in a study store")
+    p.add_argument("--out", type=Path, default=Path("studies"), help="the study folder")
+    p.add_argument("--study", help="only this study")
+    p.add_argument("--arch", help="only this architecture label")
+    p.add_argument(
+        "--status", choices=("running", "interrupted", "completed", "stopped_early")
+    )
+
+    p = add_command("report", help="rebuild a study's tables, figures and reports")
+    p.add_argument("study", metavar="STUDY", help="the study's name")
+    p.add_argument("--out", type=Path, default=Path("studies"), help="the study folder")
 
     p = add_command("evaluate", help="re-score a run's saved weights on the test set")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
@@ -338,10 +399,103 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_report(report: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(rich_table(report))
+    for comparison in report.comparisons:
+        console.print(comparison.verdict, highlight=False)
+    console.print()
+    for d in report.diagnoses:
+        console.print(
+            f"[bold]{escape(d.label)}: {escape(d.verdict)}.[/bold] {escape(d.text)}"
+        )
+    console.print(f"\nReport: {report.markdown_path} and {report.html_path}")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    study = load_study(args.study)
+    study = override(
+        study,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        val_size=args.val_size,
+        threads=args.threads,
+        device=args.device,
+    )
+    started = time.perf_counter()
+    try:
+        with StudyProgress() as progress:
+            run_study(study, args.out, progress)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished trials and the last epoch are saved in {args.out}. "
+            f"Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    minutes = (time.perf_counter() - started) / 60
+    with Store(args.out / STORE_FILE) as store:
+        report = build_report(store, study.name, args.out / study.name / "report")
+    _print_report(report)
+    print(f"Wall time: {minutes:.1f} min")
+    return 0
+
+
+def _open_store(out: Path) -> Store:
+    path = out / STORE_FILE
+    if not path.is_file():
+        raise CnnlabError(
+            f"{path}: no study store here. Run `cnnlab study ...` first, or pass the "
+            "--out folder it used."
+        )
+    return Store(path)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    with _open_store(args.out) as store:
+        rows = store.trial_rows(args.study, args.arch, args.status)
+    table = Table(title=f"Trials in {args.out / STORE_FILE}")
+    for col in (
+        "study",
+        "architecture",
+        "seed",
+        "status",
+        "epochs",
+        "test acc %",
+        "run",
+    ):
+        table.add_column(col)
+    with _open_store(args.out) as store:
+        for r in rows:
+            epochs = len(store.history(r["id"]))
+            acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
+            table.add_row(r["study"], r["label"], str(r["seed"]), r["status"],
+                          str(epochs), acc, r["run_path"])  # fmt: skip
+    Console().print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with _open_store(args.out) as store:
+        report = build_report(store, args.study, args.out / args.study / "report")
+    _print_report(report)
+    return 0
+
+
 COMMANDS = {
     "presets": cmd_presets,
     "summary": cmd_summary,
     "train": cmd_train,
+    "study": cmd_study,
+    "runs": cmd_runs,
+    "report": cmd_report,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
 }

@@ -84,3 +84,33 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         self.progress.console.print(text, highlight=False, soft_wrap=True)
+
+
+class StudyProgress(RichReporter):
+    """RichReporter with an overall bar above: trial k of N, with its ETA."""
+
+    def __init__(self, console: Console | None = None, header: str = "") -> None:
+        super().__init__(console, header)
+        self.study_task: Any = None
+        self.name = ""
+
+    def study_start(self, name: str, trials: int) -> None:
+        self.name = name
+        if not self.progress.live.is_started:
+            self.progress.start()
+        self.study_task = self.progress.add_task(
+            f"Study {name}", total=trials, rate="", metrics=""
+        )
+
+    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
+        self.progress.update(
+            self.study_task,
+            description=f"Trial {k}/{total}",
+            metrics=f"{label} seed {seed}",
+        )
+        self.message(f"Trial {k}/{total}: {label}, seed {seed}")
+
+    def trial_end(self, status: str) -> None:
+        if status == "skipped":
+            self.message("  already complete: skipped")
+        self.progress.advance(self.study_task)

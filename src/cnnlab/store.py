@@ -1,0 +1,238 @@
+"""The study store: one SQLite file indexing studies, trials and per-epoch history.
+
+Artefacts (weights, checkpoints, curves) stay in the run folders; the store holds what
+tables and reports query. It runs in WAL mode with a busy timeout, and every write is
+one transaction, so two studies writing to one store at once both finish intact and a
+killed process leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import RunError
+from cnnlab.results import StudyInfo, TrialResult
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,            -- the resolved study document, JSON
+    environment TEXT NOT NULL,       -- machine and versions, JSON
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    study TEXT NOT NULL REFERENCES studies(name) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    arch_name TEXT NOT NULL,
+    optimizer TEXT NOT NULL,
+    params INTEGER NOT NULL,
+    flops INTEGER NOT NULL,
+    spec TEXT NOT NULL,              -- the architecture, JSON
+    config TEXT NOT NULL,            -- the training config, JSON
+    run_path TEXT NOT NULL,
+    status TEXT NOT NULL,  -- running | interrupted | completed | stopped_early
+    test_loss REAL, test_acc REAL,
+    train_clean_loss REAL, train_clean_acc REAL,
+    stopped_epoch INTEGER,
+    updated TEXT NOT NULL,
+    UNIQUE (study, label, seed)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    loss REAL, acc REAL, val_loss REAL, val_acc REAL, seconds REAL,
+    PRIMARY KEY (trial_id, epoch)
+);
+"""
+_EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
+
+
+class Store:
+    """An open study store; use as a context manager or call `close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; `transaction` does all.
+            self.db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
+            )
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise RunError(
+                f"{self.path}: not a usable cnnlab store ({err}). Point --out at "
+                "another folder, or move the file away."
+            ) from err
+        except OSError as err:
+            raise RunError(
+                f"{self.path}: cannot create the store ({err.strerror}). Choose a "
+                "writable --out."
+            ) from err
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RunError(
+                f"{self.path}: store schema {version} is newer than this cnnlab "
+                f"understands ({SCHEMA_VERSION}). Upgrade cnnlab."
+            )
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):  # executescript would COMMIT early
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: take the write lock first, roll back on error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def save_study(self, info: StudyInfo, now: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO studies (name, description, config, environment, created,"
+                " updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " description=excluded.description, config=excluded.config,"
+                " environment=excluded.environment, updated=excluded.updated",
+                (info.name, info.description, json.dumps(info.config),
+                 json.dumps(info.environment), now, now),
+            )  # fmt: skip
+
+    def save_trial(
+        self, study: str, label: str, seed: int, fields: dict[str, Any]
+    ) -> int:
+        """Insert or update one trial's row; returns its id."""
+        fields = dict(fields)
+        for key in ("spec", "config"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in fields)
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO trials (study, label, seed, {names}) VALUES (?, ?, ?,"
+                f" {marks}) ON CONFLICT(study, label, seed) DO UPDATE SET {updates}",
+                (study, label, seed, *fields.values()),
+            )
+            row = db.execute(
+                "SELECT id FROM trials WHERE study=? AND label=? AND seed=?",
+                (study, label, seed),
+            ).fetchone()
+        return int(row["id"])
+
+    def update_trial(self, trial_id: int, **fields: Any) -> None:
+        """Change some columns of an existing trial row."""
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE trials SET {sets} WHERE id=?", (*fields.values(), trial_id)
+            )
+
+    def save_epochs(self, trial_id: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Write a trial's whole history so far (idempotent: a replay overwrites)."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO epochs (trial_id, epoch, loss, acc, val_loss,"
+                " val_acc, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(trial_id, *(row.get(k) for k in _EPOCH_KEYS)) for row in rows],
+            )
+
+    # ------------------------------------------------------------------- reads
+
+    def study(self, name: str) -> StudyInfo:
+        row = self.db.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(self.study_names()) or "none yet"
+            raise RunError(
+                f"{self.path}: no study named '{name}' (studies here: {known}). Run "
+                f"`cnnlab study {name}` first, or pass the --out folder it used."
+            )
+        return StudyInfo(
+            name=row["name"],
+            description=row["description"],
+            config=json.loads(row["config"]),
+            environment=json.loads(row["environment"]),
+            created=row["created"],
+        )
+
+    def study_names(self) -> list[str]:
+        return [
+            r["name"]
+            for r in self.db.execute("SELECT name FROM studies ORDER BY created")
+        ]
+
+    def trial_rows(
+        self,
+        study: str | None = None,
+        label: str | None = None,
+        status: str | None = None,
+    ) -> list[sqlite3.Row]:
+        """Trial rows filtered by study, label and status, in insertion order."""
+        sql, args = "SELECT * FROM trials WHERE 1=1", []
+        for column, value in (("study", study), ("label", label), ("status", status)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                args.append(value)
+        return list(self.db.execute(sql + " ORDER BY id", args))
+
+    def history(self, trial_id: int) -> tuple[dict[str, Any], ...]:
+        rows = self.db.execute(
+            "SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)
+        )
+        return tuple({k: r[k] for k in _EPOCH_KEYS} for r in rows)
+
+    def trials(self, study: str) -> list[TrialResult]:
+        """Every trial of a study with its history, as analysis and reports use them."""
+        return [
+            TrialResult(
+                study=r["study"],
+                label=r["label"],
+                seed=r["seed"],
+                arch_name=r["arch_name"],
+                optimizer=r["optimizer"],
+                params=r["params"],
+                flops=r["flops"],
+                history=self.history(r["id"]),
+                status=r["status"],
+                test_loss=r["test_loss"],
+                test_acc=r["test_acc"],
+                train_clean_loss=r["train_clean_loss"],
+                train_clean_acc=r["train_clean_acc"],
+                stopped_epoch=r["stopped_epoch"],
+                run_path=r["run_path"],
+            )
+            for r in self.trial_rows(study)
+        ]

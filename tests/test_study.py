@@ -1,0 +1,226 @@
+"""Studies end to end: study files, the store, skip and resume, concurrent writers."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnlab.errors import SpecError
+from cnnlab.store import Store
+from cnnlab.study import load_study, parse_study
+
+TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
+
+
+def study_doc(name: str = "tiny", **train: object) -> dict:
+    return {
+        "name": name,
+        "description": "two small nets, two seeds",
+        "seeds": [0, 1],
+        "train": {"epochs": 2, "train_limit": 1000, "val_size": 300, "test_limit": 500,
+                  **train},
+        "architectures": [
+            "conv5-medium",
+            {"label": "linear <b>", "spec": TINY_NET, "train": {"lr": 0.003}},
+        ],
+    }  # fmt: skip
+
+
+def write_study(folder: Path, doc: dict) -> Path:
+    import yaml
+
+    path = folder / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def cnnlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_parse_study_resolves_labels_overrides_and_files(tmp_path: Path) -> None:
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.yaml").write_text(
+        "name: mine\nlayers: [Flatten, {Dense: {units: 10, activation: softmax}}]\n"
+    )
+    doc = study_doc()
+    doc["architectures"].append("nets/mine.yaml")
+    study = load_study(write_study(tmp_path, doc))
+    assert [a.label for a in study.archs] == ["conv5-medium", "linear <b>", "mine"]
+    assert study.archs[1].config.lr == 0.003 and study.archs[0].config.lr is None
+    assert all(a.config.epochs == 2 for a in study.archs)
+    trials = study.trials()
+    assert [(t.label, t.seed) for t in trials[:3]] == [
+        ("conv5-medium", 0), ("linear <b>", 0), ("mine", 0)]  # fmt: skip
+    assert trials[0].run_dir(Path("s")) == Path("s/runs/conv5-medium-s0")
+    assert trials[1].run_dir(Path("s")) == Path("s/runs/linear-b-s0")
+
+
+@pytest.mark.parametrize(
+    "change,phrases",
+    [
+        ({"seeds": [0, 0]}, ["seeds", "duplicates"]),
+        ({"seeds": "one"}, ["seeds", "integers >= 0"]),
+        ({"trian": {}}, ["unknown key 'trian'", "Did you mean 'train'"]),
+        ({"train": {"epochs": 0}}, ["train", "epochs must be a positive integer"]),
+        ({"train": {"seed": 3}}, ["train", "unknown key 'seed'"]),
+        ({"architectures": []}, ["architectures", "non-empty list"]),
+        ({"architectures": ["conv5-medium", "conv5-medium"]}, ["labels must be unique"]),
+        ({"architectures": [{"preset": "conv5-medium", "file": "x.yaml"}]},
+         ["architectures[0]", "exactly one of preset, file or spec"]),
+        ({"architectures": ["conv9-huge"]}, ["unknown preset 'conv9-huge'"]),
+        ({"name": "a b/c"}, ["name", "simple name"]),
+    ],
+    ids=["dup-seeds", "bad-seeds", "unknown-key", "zero-epochs", "seed-in-train",
+         "no-archs", "dup-labels", "two-sources", "unknown-preset", "bad-name"],
+)  # fmt: skip
+def test_bad_study_documents(change: dict, phrases: list[str]) -> None:
+    doc = study_doc() | change
+    with pytest.raises(SpecError) as err:
+        parse_study(doc, source="s.yaml")
+    for phrase in phrases:
+        assert phrase in str(err.value)
+
+
+def test_builtin_studies_parse() -> None:
+    quick = load_study("quickstart")
+    assert len(quick.seeds) >= 2 and all(
+        a.config.train_limit is None for a in quick.archs
+    )
+    seed = load_study("seed")
+    assert len(seed.archs) == 9
+    assert {a.config.validation for a in seed.archs} == {"test"}
+    assert {a.config.epochs for a in seed.archs} == {12}
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("study")
+    path = write_study(folder, study_doc())
+    result = cnnlab("study", str(path), "--out", "out", cwd=folder)
+    return folder, result.stdout
+
+
+def test_study_runs_every_trial_into_the_store(
+    finished_study: tuple[Path, str],
+) -> None:
+    folder, stdout = finished_study
+    with Store(folder / "out" / "cnnlab.sqlite") as store:
+        trials = store.trials("tiny")
+        assert len(trials) == 4
+        assert {t.status for t in trials} == {"completed"}
+        assert all(len(t.history) == 2 for t in trials)
+        assert all(
+            t.test_acc is not None and t.train_clean_acc is not None for t in trials
+        )
+        medium = [t for t in trials if t.label == "conv5-medium"]
+        assert medium[0].params == 118_258 and medium[0].test_acc > 0.5
+        assert medium[0].test_acc != medium[1].test_acc  # seeds differ
+        assert store.study("tiny").config["seeds"] == [0, 1]
+    assert "conv5-medium" in stdout and "Report:" in stdout and "Wall time" in stdout
+    report = folder / "out" / "tiny" / "report"
+    csv_lines = (report / "table.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[1].startswith("conv5-medium,2,")
+    md = (report / "report.md").read_text()
+    assert "## Diagnosis" in md and "linear <b>" in md and "(figures/" in md
+    page = (report / "report.html").read_text()
+    assert "linear &lt;b&gt;" in page and "linear <b>" not in page
+
+
+def test_rerun_skips_finished_trials(finished_study: tuple[Path, str]) -> None:
+    folder, _ = finished_study
+    before = (
+        folder / "out" / "tiny" / "runs" / "conv5-medium-s0" / "weights.pt"
+    ).stat()
+    result = cnnlab("study", "tiny.yaml", "--out", "out", cwd=folder)
+    assert result.stderr.count("already complete: skipped") == 4
+    after = (folder / "out" / "tiny" / "runs" / "conv5-medium-s0" / "weights.pt").stat()
+    assert before.st_mtime_ns == after.st_mtime_ns
+
+
+def test_runs_lists_and_filters(finished_study: tuple[Path, str]) -> None:
+    folder, _ = finished_study
+    out = cnnlab("runs", "--out", "out", "--arch", "conv5-medium", cwd=folder).stdout
+    assert out.count("completed") == 2 and "linear" not in out
+
+
+def test_report_rebuilds_from_the_store(finished_study: tuple[Path, str]) -> None:
+    folder, _ = finished_study
+    html = folder / "out" / "tiny" / "report" / "report.html"
+    html.unlink()
+    result = cnnlab("report", "tiny", "--out", "out", cwd=folder)
+    assert html.is_file() and "conv5-medium" in result.stdout
+    missing = cnnlab("report", "nope", "--out", "out", cwd=folder, check=False)
+    assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
+
+
+def test_changed_settings_are_refused_not_mixed(
+    finished_study: tuple[Path, str],
+) -> None:
+    folder, _ = finished_study
+    result = cnnlab("study", "tiny.yaml", "--out", "out", "--train-limit", "900",
+                    cwd=folder, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "run with other settings (train_limit)" in result.stderr
+
+
+def _final(store_path: Path, study: str) -> list[tuple]:
+    with Store(store_path) as store:
+        return sorted(
+            (t.label, t.seed, t.test_loss, t.test_acc,
+             tuple((r["loss"], r["val_loss"]) for r in t.history))
+            for t in store.trials(study)
+        )  # fmt: skip
+
+
+def test_killed_study_resumes_to_the_same_results(tmp_path: Path) -> None:
+    doc = study_doc("killme", train_limit=6000) | {"seeds": [0]}
+    path = write_study(tmp_path, doc)
+    cnnlab("study", str(path), "--out", "clean", cwd=tmp_path)
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "study", str(path), "--out",
+                             "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    run_json = tmp_path / "killed" / "killme" / "runs" / "conv5-medium-s0" / "run.json"
+    deadline = time.monotonic() + 300
+    while not (run_json.exists() and '"epochs_done": 1' in run_json.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # into epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(run_json.read_text())["status"] == "running"  # died mid-run
+
+    cnnlab("study", str(path), "--out", "killed", cwd=tmp_path)
+    clean = _final(tmp_path / "clean" / "cnnlab.sqlite", "killme")
+    resumed = _final(tmp_path / "killed" / "cnnlab.sqlite", "killme")
+    assert resumed == clean
+
+
+def test_two_studies_write_one_store_at_once(tmp_path: Path) -> None:
+    paths = [
+        write_study(tmp_path, study_doc(name, epochs=1)) for name in ("one", "two")
+    ]
+    procs = [subprocess.Popen([sys.executable, "-m", "cnnlab", "study", str(p), "--out",
+                               "shared"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for p in paths]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    db = sqlite3.connect(tmp_path / "shared" / "cnnlab.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    counts = dict(db.execute("SELECT study, COUNT(*) FROM trials WHERE status="
+                             "'completed' GROUP BY study").fetchall())  # fmt: skip
+    assert counts == {"one": 4, "two": 4}
+    epochs = db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
+    assert epochs == 8
