@@ -8,16 +8,14 @@ import pytest
 from scipy import stats
 
 from cnnlab.analysis import (
-    OVERFIT_RISE,
     ArchRow,
     Stat,
     compare_to_best,
     comparison_rows,
     describe,
-    diagnose,
-    diagnose_all,
     notebook_view,
 )
+from cnnlab.diagnosis import OVERFIT_RISE, diagnose, diagnose_all
 from cnnlab.errors import CnnlabError
 from cnnlab.results import TrialResult
 

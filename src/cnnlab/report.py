@@ -18,13 +18,12 @@ from rich.table import Table
 from cnnlab.analysis import (
     ArchRow,
     Comparison,
-    Diagnosis,
     Stat,
     compare_to_best,
     comparison_rows,
-    diagnose_all,
     notebook_view,
 )
+from cnnlab.diagnosis import Diagnosis, diagnose_all
 from cnnlab.figures import study_figures
 from cnnlab.results import StudyInfo, TrialResult
 from cnnlab.runs import atomic_write_text
