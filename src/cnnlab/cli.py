@@ -403,6 +403,8 @@ def _print_report(report: Any) -> None:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: no 80-column squeeze
+        console = Console(width=160)
     console.print(rich_table(report))
     for comparison in report.comparisons:
         console.print(comparison.verdict, highlight=False)

@@ -81,9 +81,12 @@ COLUMNS: list[tuple[str, object]] = [
     ("test acc %", lambda r: _fmt(r.test_acc, 2, 100)),
     ("test acc 95% CI", lambda r: _ci(r.test_acc)),
 ]
-_TERMINAL = ("architecture", "params", "train FLOPs/sample", "s/epoch", "best epoch",
-             "train loss (running)", "train acc % (clean)", "val loss", "val acc %",
-             "test acc %", "test acc 95% CI")  # fmt: skip
+# The terminal shows the most telling columns under short headings.
+_TERMINAL = {"architecture": "net", "params": "params", "train FLOPs/sample": "FLOPs",
+             "s/epoch": "s/epoch", "best epoch": "best ep", "train loss (running)":
+             "train loss", "train acc % (clean)": "clean acc %", "val loss": "val loss",
+             "val acc %": "val acc %", "test acc %": "test acc %",
+             "test acc 95% CI": "95% CI"}  # fmt: skip
 
 
 def table_cells(rows: Sequence[ArchRow]) -> tuple[list[str], list[list[str]]]:
@@ -97,7 +100,8 @@ def rich_table(report: StudyReport) -> Table:
     keep = [headers.index(h) for h in _TERMINAL]
     table = Table(title=f"Study {report.info.name}: mean ± std over seeds")
     for i in keep:
-        table.add_column(headers[i], justify="left" if i == 0 else "right")
+        justify = "left" if i == 0 else "right"
+        table.add_column(_TERMINAL[headers[i]], justify=justify, no_wrap=i == 0)
     for row in cells:
         table.add_row(*(row[i] for i in keep))
     return table
@@ -213,7 +217,9 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right;
+         white-space: nowrap; }
+.scroll { overflow-x: auto; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
@@ -252,7 +258,7 @@ def to_html(report: StudyReport) -> str:
         "interval of the mean test accuracy. Running train metrics are Keras's "
         "(averaged over the epoch, dropout on); clean ones are measured after the "
         "last epoch with dropout off.</p>",
-        _html_table(*table_cells(report.rows), "comparison"),
+        f'<div class="scroll">{_html_table(*table_cells(report.rows), "comparison")}</div>',
         "<h2>Is the difference real?</h2>",
         *(f'<p class="verdict">{e(c.verdict)}</p>' for c in report.comparisons),
         "<h2>The notebook's conclusion table</h2>",
