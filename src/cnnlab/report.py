@@ -258,7 +258,9 @@ def to_html(report: StudyReport) -> str:
         "interval of the mean test accuracy. Running train metrics are Keras's "
         "(averaged over the epoch, dropout on); clean ones are measured after the "
         "last epoch with dropout off.</p>",
-        f'<div class="scroll">{_html_table(*table_cells(report.rows), "comparison")}</div>',
+        '<div class="scroll">',
+        _html_table(*table_cells(report.rows), "comparison"),
+        "</div>",
         "<h2>Is the difference real?</h2>",
         *(f'<p class="verdict">{e(c.verdict)}</p>' for c in report.comparisons),
         "<h2>The notebook's conclusion table</h2>",
