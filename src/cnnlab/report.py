@@ -64,22 +64,22 @@ def _ci(stat: Stat | None, scale: float = 100.0) -> str:
 
 
 # (header, cell) pairs: one definition feeds the Markdown, HTML and CSV tables.
-COLUMNS: list[tuple[str, object]] = [
+COLUMNS: list[tuple[str, object]] = [  # the headline metric first
     ("architecture", lambda r: r.label),
     ("seeds", lambda r: str(r.seeds)),
     ("params", lambda r: f"{r.params:,}"),
     ("train FLOPs/sample", lambda r: format_flops(3 * r.flops)),
-    ("s/epoch", lambda r: _fmt(r.seconds_per_epoch, 1)),
-    ("best epoch", lambda r: _fmt(r.best_epoch, 1)),
-    ("train loss (running)", lambda r: _fmt(r.final_loss)),
-    ("train acc % (running)", lambda r: _fmt(r.final_acc, 2, 100)),
-    ("train loss (clean)", lambda r: _fmt(r.clean_loss)),
-    ("train acc % (clean)", lambda r: _fmt(r.clean_acc, 2, 100)),
-    ("val loss", lambda r: _fmt(r.val_loss)),
-    ("val acc %", lambda r: _fmt(r.val_acc, 2, 100)),
-    ("test loss", lambda r: _fmt(r.test_loss)),
     ("test acc %", lambda r: _fmt(r.test_acc, 2, 100)),
     ("test acc 95% CI", lambda r: _ci(r.test_acc)),
+    ("test loss", lambda r: _fmt(r.test_loss)),
+    ("val acc %", lambda r: _fmt(r.val_acc, 2, 100)),
+    ("val loss", lambda r: _fmt(r.val_loss)),
+    ("best epoch", lambda r: _fmt(r.best_epoch, 1)),
+    ("train acc % (clean)", lambda r: _fmt(r.clean_acc, 2, 100)),
+    ("train loss (clean)", lambda r: _fmt(r.clean_loss)),
+    ("train acc % (running)", lambda r: _fmt(r.final_acc, 2, 100)),
+    ("train loss (running)", lambda r: _fmt(r.final_loss)),
+    ("s/epoch", lambda r: _fmt(r.seconds_per_epoch, 1)),
 ]
 # The terminal shows the most telling columns under short headings.
 _TERMINAL = {"architecture": "net", "params": "params", "train FLOPs/sample": "FLOPs",
@@ -97,7 +97,7 @@ def table_cells(rows: Sequence[ArchRow]) -> tuple[list[str], list[list[str]]]:
 def rich_table(report: StudyReport) -> Table:
     """The comparison table for the terminal (the most telling columns)."""
     headers, cells = table_cells(report.rows)
-    keep = [headers.index(h) for h in _TERMINAL]
+    keep = [i for i, h in enumerate(headers) if h in _TERMINAL]
     table = Table(title=f"Study {report.info.name}: mean ± std over seeds")
     for i in keep:
         justify = "left" if i == 0 else "right"
