@@ -1,0 +1,237 @@
+"""One timing of one stack on one preset, run in a fresh process by `bench.py`.
+
+    python benchmarks/stacks.py --stack keras3-tf --preset 2 --mode epochs --epochs 2
+
+prints one JSON line (stack, preset, mode, samples_per_s, epoch_seconds, ...).
+Every stack trains the same architecture (built from cnnlab's preset) on the same
+in-memory MNIST with batch 128, Adam (lr 1e-3) and cross-entropy; "epochs" mode times
+the last of N whole epochs including the per-epoch evaluation on the 10,000 test
+images, "steps" mode times steady-state training steps after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+BATCH = 128
+
+
+def mnist(train_size: int) -> tuple[np.ndarray, ...]:
+    """uint8 MNIST from cnnlab's embedded copy: (x_train, y_train, x_test, y_test)."""
+    from cnnlab.data import load_dataset
+
+    ds = load_dataset("mnist")
+    return (
+        ds.x_train[:train_size].numpy(),
+        ds.y_train[:train_size].numpy(),
+        ds.x_test.numpy(),
+        ds.y_test.numpy(),
+    )
+
+
+# ----------------------------------------------------------------- cnnlab
+
+
+def run_cnnlab(preset: str, mode: str, epochs: int, steps: int, size: int) -> dict:
+    import torch
+
+    import cnnlab
+    from cnnlab.config import TrainConfig
+    from cnnlab.data import Split, load_dataset
+    from cnnlab.model import build_model
+    from cnnlab.train import as_input, fit, make_optimizer
+
+    ds = load_dataset("mnist")
+    model = build_model(cnnlab.load(preset), 10, seed=0).to(
+        memory_format=torch.channels_last
+    )
+    if mode == "epochs":
+        split = Split(ds.x_train[:size], ds.y_train[:size], ds.x_test, ds.y_test,
+                      ds.x_test, ds.y_test, "test")  # fmt: skip
+        history = fit(model, split, TrainConfig(epochs=epochs, validation="test"))
+        return {"epoch_seconds": history.epochs[-1]["seconds"], "samples": size}
+    optimizer = make_optimizer(TrainConfig(), model.parameters())
+    x, y = ds.x_train[: BATCH * (steps + 2)], ds.y_train[: BATCH * (steps + 2)]
+
+    def step(i: int) -> None:
+        xb, yb = (
+            as_input(x[i * BATCH : (i + 1) * BATCH]),
+            y[i * BATCH : (i + 1) * BATCH],
+        )
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return _time_steps(step, steps)
+
+
+def _time_steps(step: Any, steps: int, warmup: int = 2) -> dict:
+    for i in range(warmup):
+        step(i)
+    started = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    seconds = time.perf_counter() - started
+    return {"samples_per_s": steps * BATCH / seconds, "step_seconds": seconds / steps}
+
+
+# ------------------------------------------------------------- PyTorch
+
+
+def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dict:
+    """Idiomatic PyTorch: TensorDataset + DataLoader(shuffle), NCHW, eval each epoch."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import cnnlab
+    from cnnlab.model import build_model
+
+    x_train, y_train, x_test, y_test = mnist(size)
+
+    def dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        xs = torch.from_numpy(x).float().div(255).unsqueeze(1)
+        return TensorDataset(xs, torch.from_numpy(y).long())
+
+    torch.manual_seed(0)
+    model = build_model(cnnlab.load(preset), 10, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    train = DataLoader(dataset(x_train, y_train), batch_size=BATCH, shuffle=True)
+    test = DataLoader(dataset(x_test, y_test), batch_size=BATCH)
+
+    def train_step(xb: Any, yb: Any) -> None:
+        loss = loss_fn(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    if mode == "steps":
+        batches = list(train)
+
+        def step(i: int) -> None:
+            model.train()
+            train_step(*batches[i])
+
+        return _time_steps(step, steps)
+    for _ in range(epochs):
+        started = time.perf_counter()
+        model.train()
+        for xb, yb in train:
+            train_step(xb, yb)
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for xb, yb in test:
+                correct += (model(xb).argmax(1) == yb).sum().item()
+        seconds = time.perf_counter() - started
+    return {
+        "epoch_seconds": seconds,
+        "samples": size,
+        "test_acc": correct / len(x_test),
+    }
+
+
+# --------------------------------------------------------------- Keras
+
+
+def keras_model(keras: Any, preset: str) -> Any:
+    """The preset as a Keras Sequential, layer for layer."""
+    import cnnlab
+    from cnnlab.spec import layer_to_dict
+
+    arch = cnnlab.load(preset)
+    layers = [keras.Input(shape=arch.input_shape)]
+    for layer in arch.layers:
+        doc = layer_to_dict(layer)
+        kind = doc.pop("type")
+        for key, value in doc.items():
+            if isinstance(value, list):
+                doc[key] = tuple(value)
+        layers.append(getattr(keras.layers, kind)(**doc))
+    return keras.Sequential(layers)
+
+
+def run_keras(
+    legacy: bool, preset: str, mode: str, epochs: int, steps: int, size: int
+) -> dict:
+    if legacy:
+        import tf_keras as keras
+    else:
+        import keras
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    model = keras_model(keras, preset)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    x_train, y_train, x_test, y_test = mnist(size)
+    x_train = (x_train[..., None] / 255.0).astype("float32")
+    x_test = (x_test[..., None] / 255.0).astype("float32")
+    if mode == "steps":
+        n = BATCH * (steps + 2)
+        times: list[float] = []
+        cb = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda b, logs: times.append(time.perf_counter())
+        )
+        model.fit(x_train[:n], y_train[:n], batch_size=BATCH, epochs=1, verbose=0,
+                  shuffle=False, callbacks=[cb])  # fmt: skip
+        seconds = times[-1] - times[1]  # steps after the 2 warm-up batches
+        return {
+            "samples_per_s": steps * BATCH / seconds,
+            "step_seconds": seconds / steps,
+        }
+    ends: list[float] = []
+    cb = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: ends.append(time.perf_counter())
+    )
+    history = model.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, verbose=0,
+                        validation_data=(x_test, y_test), callbacks=[cb])  # fmt: skip
+    done = time.perf_counter()
+    # The last epoch measured from the end of the one before: any stall at the
+    # boundary (Keras 3 showed 30 s on preset 9) counts, as a user waits for it.
+    seconds = done - ends[-2] if len(ends) > 1 else done - ends[0]
+    acc = history.history.get("val_accuracy", [None])[-1]
+    return {"epoch_seconds": seconds, "samples": size, "test_acc": acc}
+
+
+STACKS = {
+    "cnnlab": run_cnnlab,
+    "torch-dataloader": run_torch,
+    "keras3-tf": lambda *a: run_keras(False, *a),
+    "tf-keras2": lambda *a: run_keras(True, *a),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stack", choices=STACKS, required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--mode", choices=("epochs", "steps"), default="epochs")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--train-size", type=int, default=60_000)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result: dict[str, Any] = STACKS[args.stack](
+        args.preset, args.mode, args.epochs, args.steps, args.train_size
+    )
+    if "epoch_seconds" in result:
+        result["samples_per_s"] = result["samples"] / result["epoch_seconds"]
+    result.update(stack=args.stack, preset=args.preset, mode=args.mode)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
