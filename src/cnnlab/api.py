@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.data import Split, load_dataset, split_dataset
-from cnnlab.errors import RunError
+from cnnlab.data import Dataset, Split, load_dataset, split_dataset
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.images import load_image
 from cnnlab.model import Network, build_model
 from cnnlab.plots import plot_history as _plot_history
@@ -33,10 +33,21 @@ from cnnlab.runs import (
     environment,
     open_run,
 )
-from cnnlab.shapes import infer
+from cnnlab.shapes import check_input, check_memory, infer
 from cnnlab.spec import Architecture
 from cnnlab.summary import format_summary
-from cnnlab.train import History, Reporter, TrainState, evaluate, fit, pick_device
+from cnnlab.train import (
+    EVAL_BATCH,
+    History,
+    Reporter,
+    TrainingDiverged,
+    TrainState,
+    available_memory,
+    evaluate,
+    fit,
+    pick_device,
+    set_threads,
+)
 
 
 @dataclass
@@ -86,8 +97,7 @@ def _prepare(config: TrainConfig) -> tuple[torch.device, Any, Split]:
         raise RunError(
             "--device cuda was asked for, but PyTorch sees no GPU. Use --device cpu."
         )
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     dataset = load_dataset(config.data)
     split = split_dataset(
         dataset,
@@ -98,6 +108,44 @@ def _prepare(config: TrainConfig) -> tuple[torch.device, Any, Split]:
         test_limit=config.test_limit,
     )
     return device, dataset, split
+
+
+def _image_shape(dataset: Dataset) -> tuple[int, int, int]:
+    """(H, W, C) of the data set's images: IDX images have one channel."""
+    return (*dataset.x_train.shape[1:], 1)  # type: ignore[return-value]
+
+
+def _check_fits(
+    arch: Architecture,
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    device: torch.device,
+) -> None:
+    """The net must take the data's images, score its classes and fit in memory."""
+    check_input(arch, _image_shape(dataset), config.data)
+    info = infer(arch, dataset.num_classes)
+    batch = min(config.batch_size, len(split.x_train))  # a big batch_size is capped
+    check_memory(info, batch, config.optimizer, available_memory(device))
+
+
+def _mark(record: RunRecord, status: str, **changes: Any) -> None:
+    """Record the status of a run that stopped; a failing disk must not hide why."""
+    try:
+        record.save_meta(status=status, **changes)
+    except CnnlabError:
+        pass  # the error being raised already says what went wrong
+
+
+def _kept(record: RunRecord) -> str:
+    """What the run folder still holds after a failed epoch."""
+    done = record.meta.get("epochs_done", 0)
+    if not done:
+        return "No epoch had finished, so the folder holds no weights."
+    return (
+        f"The checkpoint of epoch {done} is intact (cnnlab evaluate and predict use "
+        "it)."
+    )
 
 
 def _run_training(
@@ -126,8 +174,22 @@ def _run_training(
         if hooks.clean_train:  # the training set scored after the last epoch
             clean = evaluate(model, split.x_train, split.y_train)
         record.save_weights(model)
+    except TrainingDiverged as err:  # resuming would diverge again: "failed"
+        _mark(record, "failed", error=str(err))
+        raise TrainingDiverged(
+            f"{record.path}: {err} {_kept(record)} Train again with a smaller --lr "
+            "(--overwrite replaces this run).",
+            err.epoch,
+            err.step,
+        ) from err
+    except CnnlabError as err:  # e.g. a full disk: fixable, then resumable
+        _mark(record, "interrupted")
+        raise RunError(
+            f"{err} {_kept(record)} Once fixed, resume with: "
+            f"cnnlab train --resume {record.path}"
+        ) from err
     except BaseException:  # Ctrl-C or a crash: the last checkpoint stays resumable
-        record.save_meta(status="interrupted")
+        _mark(record, "interrupted")
         raise
     record.save_meta(
         status="completed",
@@ -159,7 +221,7 @@ def train(
         arch = load(arch)
     config = config or TrainConfig()
     device, dataset, split = _prepare(config)
-    infer(arch, dataset.num_classes)  # a bad net fails before the folder exists
+    _check_fits(arch, dataset, split, config, device)  # before the folder exists
     path = Path(out) if out is not None else default_run_path(arch.name)
     env = environment(device) | {
         "data_source": dataset.source,
@@ -190,6 +252,7 @@ def resume(
         )
     arch = record.architecture()
     device, dataset, split = _prepare(config)
+    _check_fits(arch, dataset, split, config, device)
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
     state = record.load_checkpoint(model)
     record.save_meta(config=config.to_dict())
@@ -201,7 +264,11 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
     """A run's network with its saved weights, ready for inference."""
     record = open_run(run)
     arch = record.architecture()
-    classes = len(record.meta["environment"].get("class_names") or []) or None
+    env = record.meta.get("environment")
+    names = env.get("class_names") if isinstance(env, dict) else None
+    classes = len(names) if isinstance(names, list) and names else None
+    cpu = torch.device("cpu")
+    check_memory(infer(arch, classes), EVAL_BATCH, None, available_memory(cpu))
     model = build_model(arch, classes)
     record.load_weights(model)
     return record, model.eval()
@@ -212,6 +279,14 @@ def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
     record, model = load_model(run)
     config = record.config.replace(data=data)
     dataset = load_dataset(config.data)
+    check_input(model.arch, _image_shape(dataset), config.data)
+    outputs = model.info.output_shape[0]
+    if dataset.num_classes > outputs:
+        raise RunError(
+            f"{config.data}: the data set has {dataset.num_classes} classes, but the "
+            f"network of {record.path} scores {outputs}. Evaluate it on data with "
+            "the classes it was trained on."
+        )
     split = split_dataset(dataset, validation="none", test_limit=config.test_limit)
     loss, acc = evaluate(model, split.x_test, split.y_test)
     return {
@@ -227,7 +302,14 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     """Classify image files with a trained run's network."""
     record, model = load_model(run)
     names = record.meta["environment"].get("class_names") or []
-    batch = torch.stack([load_image(p) for p in images])  # (N, 1, 28, 28)
+    height, width, channels = model.arch.input_shape
+    if height != width or channels != 1:
+        raise RunError(
+            f"{record.path}: predict reads images as square greyscale digits, but "
+            f"this network takes {height}x{width}x{channels} inputs. Use a run "
+            "trained on square one-channel images."
+        )
+    batch = torch.stack([load_image(p, height) for p in images])  # (N, 1, H, W)
     probs = model.probabilities(batch.contiguous(memory_format=torch.channels_last))
     out = []
     for path, p in zip(images, probs, strict=True):

@@ -34,13 +34,28 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors and close-match hints for unknown flags."""
 
     def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message}{self._hint(message)}. "
+                  f"See '{self.prog} --help'.\n")  # fmt: skip
+
+    def _hint(self, message: str) -> str:
+        """' (did you mean X?)' for a mistyped flag or command, else ''."""
         match = re.search(r"unrecognized arguments: (\S+)", message)
         if match:
-            flags = [s for a in self._actions for s in a.option_strings]
-            close = difflib.get_close_matches(match.group(1).split("=")[0], flags, n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-        self.exit(EXIT_USAGE, f"error: {message}. See '{self.prog} --help'.\n")
+            word = match.group(1).split("=")[0]
+            names = [s for a in self._actions for s in a.option_strings]
+        else:
+            match = re.search(r"argument (\S+): invalid choice: '([^']*)'", message)
+            if match is None:
+                return ""
+            arg, word = match.groups()
+            names = [
+                str(c)
+                for a in self._actions
+                if arg in (*a.option_strings, a.metavar)
+                for c in (a.choices or ())
+            ]
+        close = difflib.get_close_matches(word, names, n=1)
+        return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _positive_int(text: str) -> int:
@@ -309,6 +324,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     if args.data and args.data_dir:
         raise CnnlabError("--data and --data-dir both given; use one of them.")
+    validation = args.validation or base.validation
+    if args.val_size is not None and validation != "holdout":
+        raise CnnlabError(
+            f"--val-size sets the hold-out, but --validation is {validation}: there "
+            "is none. Drop --val-size, or use --validation holdout."
+        )
     return base.replace(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -345,13 +366,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             if getattr(args, f)
         ]
-        if fixed or args.overwrite:
-            names = (
-                ", ".join(
-                    ("--" + f.replace("_", "-")) if f != "arch" else "NAME|FILE"
-                    for f in fixed
-                )
-                or "--overwrite"
+        if args.overwrite:
+            fixed.append("overwrite")
+        if fixed:
+            names = ", ".join(
+                ("--" + f.replace("_", "-")) if f != "arch" else "NAME|FILE"
+                for f in fixed
             )
             raise CnnlabError(
                 f"--resume continues a run with its own settings; drop {names} "

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.spec import show_value
 
 VALIDATIONS = ("holdout", "test", "none")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_COUNT = 2**31 - 1  # epochs, batch size, limits, threads: far past any real run
+MAX_SEED = 2**32 - 1  # torch takes seeds < 2**64, numpy's legacy seeding < 2**32
 
 # Keras 3's optimizer defaults (keras.optimizers.*): learning rate and epsilon.
 # Adadelta follows Keras 3 / tf.keras 2.x (learning_rate=0.001, rho=0.95,
@@ -28,6 +32,10 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "rmsprop": {"lr": 1e-3, "rho": 0.9, "epsilon": 1e-7},
     "adadelta": {"lr": 1e-3, "rho": 0.95, "epsilon": 1e-7},
 }
+# Buffers each PyTorch optimizer keeps per weight, for the memory estimate: Adam's
+# and AdamW's two moments, RMSprop's squared average, Adadelta's two averages; SGD
+# with Keras's momentum 0 keeps none.
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 0, "rmsprop": 1, "adadelta": 2}
 
 
 @dataclass(frozen=True)
@@ -57,18 +65,19 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZER_DEFAULTS))
         _check_choice("validation", self.validation, VALIDATIONS)
         _check_choice("device", self.device, DEVICES)
-        if self.lr is not None and not (
-            isinstance(self.lr, int | float) and 0 < self.lr < float("inf")
-        ):
+        lr = self.lr
+        number = isinstance(lr, int | float) and not isinstance(lr, bool)
+        if lr is not None and not (number and 0 < lr <= sys.float_info.max):
             raise CnnlabError(
-                f"lr must be a positive number. Received: lr={self.lr!r}. "
+                f"lr must be a positive number. Received: lr={show_value(lr)}. "
                 "Example: --lr 0.001."
             )
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not _is_int(value) or not 0 <= value <= MAX_SEED:
                 raise CnnlabError(
-                    f"{name} must be an integer >= 0. Received: {name}={value!r}."
+                    f"{name} must be an integer from 0 to {MAX_SEED}. "
+                    f"Received: {name}={show_value(value)}."
                 )
 
     @property
@@ -84,7 +93,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
+        unknown = sorted(show_value(k) for k in doc if k not in known)
         if unknown:
             raise CnnlabError(
                 f"unknown training setting(s): {', '.join(unknown)}. "
@@ -99,17 +108,22 @@ class TrainConfig:
         )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not _is_int(value) or not 0 < value <= MAX_COUNT:
         flag = name.replace("_", "-")
         raise CnnlabError(
-            f"{name} must be a positive integer. Received: {name}={value!r}. "
-            f"Example: --{flag} 10."
+            f"{name} must be a positive integer (at most {MAX_COUNT:,}). "
+            f"Received: {name}={show_value(value)}. Example: --{flag} 10."
         )
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise CnnlabError(
-            f"{name} must be one of {', '.join(choices)}. Received: {name}={value!r}."
+            f"{name} must be one of {', '.join(choices)}. "
+            f"Received: {name}={show_value(value)}."
         )

@@ -406,8 +406,9 @@ def _check_val_size(val_size: int, n_train: int) -> None:
     bad_type = isinstance(val_size, bool) or not isinstance(val_size, int)
     if bad_type or not 0 < val_size < n_train:
         raise DataError(
-            f"val_size={val_size!r} is out of range: the training set has {n_train} "
-            f"images, so choose 1..{n_train - 1} or use validation='test' or 'none'"
+            f"val_size={val_size!r} (--val-size) is out of range: the training set "
+            f"has {n_train} images, so choose 1..{n_train - 1}, or validation "
+            "'test' or 'none' (--validation)"
         )
 
 

@@ -1,4 +1,11 @@
-"""Run a study's trials in this process, recording each in the store as it goes."""
+"""Run a study's trials in this process, recording each in the store as it goes.
+
+Crash safety: the run folder is written first (checkpoint, then history and run.json,
+each atomically) and the store after it, so the store never holds an epoch the
+checkpoint lacks; a trial's final epochs and metrics are one transaction. One process
+at a time runs a study (`folder_lock` on its folder); on start it sweeps the
+temporary files and the 'running' trial rows a killed process left.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +19,18 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.progress import StudyProgress
 from cnnlab.results import StudyInfo
-from cnnlab.runs import CHECKPOINT_FILE, RUN_FILE, environment, now, open_run
+from cnnlab.runs import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    RunRecord,
+    environment,
+    now,
+    open_run,
+)
 from cnnlab.shapes import infer
-from cnnlab.store import Store
+from cnnlab.store import Store, folder_lock, remove_temp_files
 from cnnlab.study import STORE_FILE, Study, Trial
-from cnnlab.train import TrainState, pick_device
+from cnnlab.train import TrainingDiverged, TrainState, pick_device
 
 # Settings that may differ between the first run of a trial and its resumption
 # without changing its results (machine settings) or that extend it (epochs).
@@ -60,61 +74,67 @@ def _trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _existing_run(trial: Trial, run_dir: Path) -> RunRecord | None:
+    """The trial's run folder if one was started, checked to match its settings."""
+    if not (run_dir / RUN_FILE).is_file():
+        return None
+    record = open_run(run_dir)
+    changed = _same_settings(record.meta["config"], trial.config.to_dict())
+    if changed:
+        raise CnnlabError(
+            f"{run_dir}: this trial was run with other settings "
+            f"({', '.join(changed)}). Use another --out folder or study name, "
+            f"or delete {run_dir}."
+        )
+    return record
+
+
 def run_trial(
     trial: Trial, study: Study, store: Store, study_dir: Path, reporter: Any = None
 ) -> TrialOutcome:
     """Train one trial, or resume it, or skip it if its run folder is complete."""
     run_dir = trial.run_dir(study_dir)
+    record = _existing_run(trial, run_dir)  # refuse before the store row changes
     fields = _trial_fields(trial, run_dir)
     trial_id = store.save_trial(
         study.name, trial.label, trial.seed, fields | {"status": "running"}
     )
+    if (
+        record is not None
+        and record.status == "completed"
+        and record.meta.get("epochs_done", 0) >= trial.config.epochs
+    ):
+        _record_finished(store, trial_id, record.meta, record.history().epochs)
+        return TrialOutcome(trial, "skipped")
 
     def on_epoch(state: TrainState) -> None:
         store.save_epochs(trial_id, state.history.epochs)
 
     hooks = api.Hooks(reporter=reporter, on_epoch=on_epoch, clean_train=True)
-    if (run_dir / RUN_FILE).is_file():
-        record = open_run(run_dir)
-        changed = _same_settings(record.meta["config"], trial.config.to_dict())
-        if changed:
-            raise CnnlabError(
-                f"{run_dir}: this trial was run with other settings "
-                f"({', '.join(changed)}). Use another --out folder or study name, "
-                f"or delete {run_dir}."
-            )
-        if (
-            record.status == "completed"
-            and record.meta["epochs_done"] >= trial.config.epochs
-        ):
-            _record_finished(store, trial_id, record.meta, record.history().epochs)
-            return TrialOutcome(trial, "skipped")
-        try:
-            result = api.resume(run_dir, trial.config.epochs, hooks=hooks)
-        except BaseException:
-            store.update_trial(trial_id, status="interrupted", updated=now())
-            raise
-        _record_finished(store, trial_id, result.meta, result.history.epochs)
-        return TrialOutcome(trial, "resumed")
-    if run_dir.exists() and not (run_dir / CHECKPOINT_FILE).exists():
+    if record is None and run_dir.exists() and not (run_dir / CHECKPOINT_FILE).exists():
         shutil.rmtree(run_dir)  # a folder killed while being created: nothing to keep
     try:
-        result = api.train(trial.arch, trial.config, run_dir, hooks=hooks)
-    except BaseException:
-        store.update_trial(trial_id, status="interrupted", updated=now())
+        if record is not None:
+            result = api.resume(run_dir, trial.config.epochs, hooks=hooks)
+        else:
+            result = api.train(trial.arch, trial.config, run_dir, hooks=hooks)
+    except BaseException as err:
+        # A diverged run would diverge again if resumed: its run.json says so too.
+        status = "failed" if isinstance(err, TrainingDiverged) else "interrupted"
+        store.update_trial(trial_id, status=status, updated=now())
         raise
     _record_finished(store, trial_id, result.meta, result.history.epochs)
-    return TrialOutcome(trial, "trained")
+    return TrialOutcome(trial, "trained" if record is None else "resumed")
 
 
 def _record_finished(
     store: Store, trial_id: int, meta: dict[str, Any], history: list[dict[str, Any]]
 ) -> None:
-    store.save_epochs(trial_id, history)
     test = meta.get("test") or {}
     clean = meta.get("train_clean") or {}
-    store.update_trial(
+    store.finish_trial(
         trial_id,
+        history,
         status="completed",
         test_loss=test.get("loss"),
         test_acc=test.get("acc"),
@@ -132,11 +152,14 @@ def run_study(
     study_dir = out / study.name
     trials = study.trials()
     device = pick_device(study.archs[0].config.device)
-    with Store(out / STORE_FILE) as store:
+    lock = folder_lock(study_dir, f"study '{study.name}'")
+    with lock, Store(out / STORE_FILE) as store:
+        _sweep(study_dir)
         info = StudyInfo(
             study.name, study.description, study.to_dict(), environment(device)
         )
         store.save_study(info, now())
+        store.mark_interrupted(study.name, now())
         outcomes = []
         if progress is not None:
             progress.study_start(study.name, len(trials))
@@ -147,3 +170,11 @@ def run_study(
             if progress is not None:
                 progress.trial_end(outcomes[-1].status)
     return outcomes
+
+
+def _sweep(study_dir: Path) -> None:
+    """Delete the temporary files killed runs left in the study's run folders."""
+    runs = study_dir / "runs"
+    if runs.is_dir():
+        for run_dir in runs.iterdir():
+            remove_temp_files(run_dir)

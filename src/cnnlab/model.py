@@ -47,7 +47,7 @@ _ACTIVATIONS = {
 
 def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     """(before, after) padding that Keras/TF use for padding='same'."""
-    out = math.ceil(size / stride)
+    out = -(-size // stride)  # ceil(size / stride), exact for big ints
     total = max((out - 1) * stride + window - size, 0)
     return total // 2, total - total // 2  # the odd extra cell goes after
 

@@ -1,5 +1,8 @@
 """Study reports: the comparison table (terminal, Markdown, CSV), figures, diagnosis,
 and a self-contained HTML page, all rebuilt from the store without training.
+
+Every file is written atomically (temporary name, then rename), one builder at a
+time per report folder; a builder first clears the temporary files a killed one left.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cnnlab.diagnosis import Diagnosis, diagnose_all
 from cnnlab.figures import study_figures
 from cnnlab.results import StudyInfo, TrialResult
 from cnnlab.runs import atomic_write_text
-from cnnlab.store import Store
+from cnnlab.store import Store, folder_lock, remove_temp_files
 from cnnlab.summary import format_flops
 
 
@@ -158,7 +161,15 @@ def build_report(store: Store, study: str, folder: Path) -> StudyReport:
     info = store.study(study)
     trials = [t for t in store.trials(study) if t.history]
     metric = "test_acc" if any(t.test_acc is not None for t in trials) else "val_acc"
-    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder, f"a report of study '{study}'", wait=True):
+        remove_temp_files(folder)
+        remove_temp_files(folder / "figures")
+        return _write_report(info, trials, metric, folder)
+
+
+def _write_report(
+    info: StudyInfo, trials: list[TrialResult], metric: str, folder: Path
+) -> StudyReport:
     report = StudyReport(
         info=info,
         trials=trials,

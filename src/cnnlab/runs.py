@@ -16,9 +16,11 @@ Checkpoints hold only tensors and plain containers and load with
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import pickle
 import platform
 import shutil
 import sys
@@ -31,7 +33,7 @@ from typing import IO, Any
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.errors import RunError
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.spec import Architecture, dump_architecture, load_architecture
 from cnnlab.train import HISTORY_KEYS, History, TrainState
 
@@ -45,7 +47,11 @@ CURVES_FILE = "curves.png"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a temporary file and rename it into place."""
+    """Write `path` through a temporary file and rename it into place.
+
+    On failure the temporary file is removed and the previous `path` is left as it
+    was; an OS error (disk full, read-only, not a folder) becomes a RunError.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -53,9 +59,29 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        _remove(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from err
         raise
+
+
+def _remove(path: Path) -> None:
+    """Delete a temporary file if it exists, whatever the reason it cannot be."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a folder that vanished or became read-only: nothing more to do
+
+
+def _write_error(path: Path, err: OSError) -> RunError:
+    """A RunError for a failed write: which file, why, and what to do."""
+    reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "Free some disk space or write to another disk"
+    else:
+        fix = "Choose a writable --out folder"
+    return RunError(f"{path}: cannot write the file ({reason}). {fix}.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -109,7 +135,15 @@ class RunRecord:
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.meta["config"])
+        """The training config saved in run.json."""
+        doc = self.meta["config"]
+        where = self.path / RUN_FILE
+        if not isinstance(doc, dict):
+            raise RunError(f"{where}: 'config' is not a mapping. Retrain the run.")
+        try:
+            return TrainConfig.from_dict(doc)
+        except CnnlabError as err:
+            raise RunError(f"{where}: config: {err} Retrain the run.") from err
 
     def architecture(self) -> Architecture:
         return load_architecture(self.path / SPEC_FILE)
@@ -144,28 +178,35 @@ class RunRecord:
             "history": state.history.epochs,
         }
         atomic_write(self.path / CHECKPOINT_FILE, lambda fh: torch.save(payload, fh))
+        self._save_progress(state)
+
+    def _save_progress(self, state: TrainState) -> None:
+        """history.csv and run.json's epochs_done, as of the checkpoint `state`."""
         atomic_write_text(self.path / HISTORY_FILE, _history_csv(state.history))
         self.save_meta(epochs_done=state.epoch)
 
     def load_checkpoint(self, model: torch.nn.Module) -> TrainState | None:
-        """Restore `model` from the last checkpoint; None if no epoch finished yet."""
+        """Restore `model` from the last checkpoint; None if no epoch finished yet.
+
+        The checkpoint is the source of truth: a kill between writing it and writing
+        history.csv / run.json left those one epoch behind, so they are rewritten.
+        """
         path = self.path / CHECKPOINT_FILE
         if not path.is_file():
             return None
         payload = _load_tensors(path)
-        if payload.get("format", 0) > FORMAT:
-            raise RunError(
-                f"{path}: checkpoint format {payload.get('format')} is newer than this "
-                f"cnnlab understands ({FORMAT}). Upgrade cnnlab to resume this run."
-            )
+        _check_checkpoint(payload, path)
         _load_weights(model, payload["model"], path)
-        return TrainState(
+        state = TrainState(
             epoch=int(payload["epoch"]),
             history=History([dict(r) for r in payload["history"]]),
             optimizer=payload["optimizer"],
             shuffle_rng=payload["shuffle_rng"],
             torch_rng=payload["torch_rng"],
         )
+        if self.meta.get("epochs_done") != state.epoch:
+            self._save_progress(state)
+        return state
 
     def save_weights(self, model: torch.nn.Module) -> None:
         atomic_write(
@@ -187,11 +228,49 @@ class RunRecord:
 def _load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad or hostile file
-        raise RunError(
-            f"{path}: cannot be read as a cnnlab checkpoint ({type(err).__name__}). "
-            "The file is corrupt or not from cnnlab; retrain or restore it."
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise _unreadable(path, "the file is corrupt or not from cnnlab") from err
+        raise _unreadable(
+            path,
+            "it holds Python objects, not just tensors, and loading them could "
+            "run code, so it is refused",
         ) from err
+    except Exception as err:  # torch raises many types for a bad or hostile file
+        raise _unreadable(path, "the file is corrupt or not from cnnlab") from err
+
+
+def _unreadable(path: Path, why: str) -> RunError:
+    return RunError(
+        f"{path}: cannot be read as a cnnlab checkpoint: {why}. Retrain the run or "
+        "restore the file."
+    )
+
+
+_CHECKPOINT_KEYS = (
+    "format", "epoch", "model", "optimizer", "shuffle_rng", "torch_rng", "history"
+)  # fmt: skip
+
+
+def _check_checkpoint(payload: Any, path: Path) -> None:
+    """A checkpoint must be a mapping of this format with every key present."""
+    if not isinstance(payload, dict):
+        raise RunError(
+            f"{path}: not a cnnlab checkpoint (a {type(payload).__name__}, not a "
+            "mapping). Retrain the run or restore the file."
+        )
+    version = payload.get("format", 0)
+    if isinstance(version, int) and version > FORMAT:
+        raise RunError(
+            f"{path}: checkpoint format {version} is newer than this cnnlab "
+            f"understands ({FORMAT}). Upgrade cnnlab to resume this run."
+        )
+    missing = [key for key in _CHECKPOINT_KEYS if key not in payload]
+    if missing:
+        raise RunError(
+            f"{path}: incomplete checkpoint (missing {', '.join(missing)}). "
+            "Retrain the run or restore the file."
+        )
 
 
 def _load_weights(model: torch.nn.Module, state: Any, path: Path) -> None:
@@ -234,7 +313,6 @@ def create_run(
             f"{path}: cannot create the output folder ({err.strerror}). Choose a "
             "writable --out."
         ) from err
-    atomic_write_text(path / SPEC_FILE, dump_architecture(arch))
     meta = {
         "format": FORMAT,
         "name": arch.name,
@@ -246,7 +324,12 @@ def create_run(
         "test": None,
     }
     record = RunRecord(path, meta)
-    record.save_meta()
+    try:
+        atomic_write_text(path / SPEC_FILE, dump_architecture(arch))
+        record.save_meta()
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # no half-made run folder
+        raise
     return record
 
 

@@ -7,6 +7,9 @@ FLOPs are forward-pass floating-point operations per sample, counted as
 2 x multiply-accumulates of Conv2D and Dense layers; biases, activations, pooling and
 normalisation are left out (under 2% on the notebook's nets). Training costs about
 3x the forward pass (forward + two backward products).
+
+Memory is estimated the same way, from the shapes alone, so that a network too large
+for the machine is refused with its estimate before a byte of it is allocated.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cnnlab.config import OPTIMIZER_SLOTS
 from cnnlab.errors import SpecError
 from cnnlab.spec import (
     Activation,
@@ -31,6 +35,13 @@ from cnnlab.spec import (
 
 Shape = tuple[int, ...]
 BYTES_PER_PARAM = 4  # float32 weights
+BYTES_PER_VALUE = 4  # float32 activations
+# Activations kept per sample while training: each layer's output, its gradient and
+# about one more temporary (ReLU masks, batch-norm statistics); inference keeps ~1x.
+TRAIN_ACTIVATION_FACTOR = 3
+# A network may plan to use at most this fraction of the available memory: the
+# estimate is rough, and the data, PyTorch's workspace and the system need the rest.
+MEMORY_SAFETY_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,114 @@ class ModelInfo:
         return self.total * BYTES_PER_PARAM
 
 
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a network needs: weights, gradients + optimizer state, activations."""
+
+    weights: int
+    training_state: int  # gradients and the optimizer's per-parameter buffers
+    activations: int  # every layer's output for one batch (forward + backward)
+    batch_size: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.training_state + self.activations
+
+
+def estimate_memory(
+    info: ModelInfo, batch_size: int, optimizer_slots: int | None
+) -> MemoryEstimate:
+    """What training (`optimizer_slots` buffers per weight) or inference (None) needs.
+
+    A rough upper bound, for refusing a network that cannot fit before anything is
+    allocated: the real peak also depends on PyTorch's temporaries.
+    """
+    weights = info.total * BYTES_PER_PARAM
+    values = math.prod(info.arch.input_shape) + sum(
+        math.prod(layer.output_shape) for layer in info.layers
+    )
+    factor = 1 if optimizer_slots is None else TRAIN_ACTIVATION_FACTOR
+    # gradients (1x) + optimizer buffers (Adam: m and v, 2x), trainable weights only
+    state = 0 if optimizer_slots is None else info.trainable * (1 + optimizer_slots)
+    return MemoryEstimate(
+        weights=weights,
+        training_state=state * BYTES_PER_PARAM,
+        activations=values * batch_size * factor * BYTES_PER_VALUE,
+        batch_size=batch_size,
+    )
+
+
+def format_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as disk and memory sizes are sold)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
+
+
+def check_memory(
+    info: ModelInfo, batch_size: int, optimizer: str | None, available: int | None
+) -> MemoryEstimate:
+    """Refuse, before allocating, a network that cannot fit in `available` bytes.
+
+    `optimizer` None estimates inference; `available` None (unknown) skips the check.
+    """
+    slots = None if optimizer is None else OPTIMIZER_SLOTS[optimizer]
+    need = estimate_memory(info, batch_size, slots)
+    if available is None or need.total <= MEMORY_SAFETY_FRACTION * available:
+        return need
+    raise SpecError(_memory_message(info, need, optimizer, available))
+
+
+def _memory_message(
+    info: ModelInfo, need: MemoryEstimate, optimizer: str | None, available: int
+) -> str:
+    """What needs the memory, how much is free, and which change helps most."""
+    parts = [f"weights {format_bytes(need.weights)}"]
+    if optimizer is not None:
+        state = f"gradients and {optimizer} state {format_bytes(need.training_state)}"
+        parts.append(state)
+    activations = format_bytes(need.activations)
+    parts.append(f"activations {activations} for a batch of {need.batch_size}")
+    if need.activations > need.weights + need.training_state:
+        top = max(info.layers, key=lambda layer: math.prod(layer.output_shape))
+        fix = (
+            f"a smaller --batch-size, or smaller layer outputs (layers[{top.index}] "
+            f"({layer_type(top.layer)}) outputs {top.output_shape} per image)"
+        )
+    else:
+        top = max(info.layers, key=lambda layer: layer.params)
+        fix = (
+            f"fewer units or filters (layers[{top.index}] "
+            f"({layer_type(top.layer)}) has {top.params:,} weights)"
+        )
+    doing = "training" if optimizer is not None else "running the network"
+    return (
+        f"{info.arch.source}: {doing} needs about {format_bytes(need.total)} of "
+        f"memory ({', '.join(parts)}), but {format_bytes(available)} is available "
+        f"and cnnlab plans to use at most {MEMORY_SAFETY_FRACTION:.0%} of it. "
+        f"Use {fix}, or a machine with more memory."
+    )
+
+
+def check_input(arch: Architecture, image_shape: Shape, data: str) -> None:
+    """The network's input_shape (H, W, C) must be the data's image shape."""
+    if tuple(arch.input_shape) == tuple(image_shape):
+        return
+    h, w, c = image_shape
+    raise SpecError(
+        f"{arch.source}: input_shape is {list(arch.input_shape)}, but the images of "
+        f"{data} are {h}x{w} with {c} channel{'s' if c != 1 else ''}. Set "
+        f"input_shape: {list(image_shape)} or train on data of that shape."
+    )
+
+
 def _out_size(size: int, window: int, stride: int, padding: str) -> int:
     if padding == "same":
-        return math.ceil(size / stride)
+        return -(-size // stride)  # ceil(size / stride), exact for big ints
     return (size - window) // stride + 1
 
 

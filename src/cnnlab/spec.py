@@ -8,7 +8,8 @@ downstream. YAML (and JSON, a subset of YAML) is read only by `load_architecture
 from __future__ import annotations
 
 import difflib
-import math
+import reprlib
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,35 @@ ACTIVATIONS = (
 )
 PADDINGS = ("valid", "same")
 DEFAULT_INPUT_SHAPE = (28, 28, 1)  # (H, W, C), Keras's channels_last order
+# Largest size (filters, units, kernel, input side) a file may give: far beyond any
+# network that fits in memory, and small enough that no shape product overflows.
+MAX_SIZE = 2**31 - 1
+
+
+# repr() with bounds: a YAML "billion laughs" list shares 10**9 leaves through its
+# aliases, so a full repr would take minutes before being cut short.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 50, 50
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+
+
+def show_value(value: Any, limit: int = 60) -> str:
+    """A value from a file as one short line: its repr, escaped, cut at `limit`."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int past str()'s 4,300 digits
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size(value: int, what: str) -> int:
+    """Refuse sizes past MAX_SIZE, so that shape arithmetic stays in range."""
+    if value > MAX_SIZE:
+        raise SpecError(
+            f"{what} is too large. Received: {what}={show_value(value)}. Use at most "
+            f"{MAX_SIZE:,}."
+        )
+    return value
 
 
 def _pair(value: Any, what: str) -> tuple[int, int]:
@@ -44,20 +74,23 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     ):
         if min(value) <= 0:
             raise SpecError(
-                f"{what} must be positive. Received: {what}={list(value)}. "
+                f"{what} must be positive. Received: {what}={show_value(list(value))}. "
                 f"Use a positive integer such as {what}: 3."
             )
-        return (int(value[0]), int(value[1]))
+        return (_size(int(value[0]), what), _size(int(value[1]), what))
     raise SpecError(
         f"{what} must be an integer or a list of two integers. "
-        f"Received: {what}={value!r}. Example: {what}: 3 or {what}: [3, 3]."
+        f"Received: {what}={show_value(value)}. Example: {what}: 3 or {what}: [3, 3]."
     )
 
 
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    raise SpecError(f"{what} must be a positive integer. Received: {what}={value!r}.")
+        return _size(value, what)
+    raise SpecError(
+        f"{what} must be a positive integer. Received: {what}={show_value(value)}. "
+        f"Example: {what}: 16."
+    )
 
 
 def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
@@ -70,7 +103,8 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
         close = difflib.get_close_matches(value.lower(), choices, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
     raise SpecError(
-        f"{what} must be one of {', '.join(choices)}. Received: {what}={value!r}.{hint}"
+        f"{what} must be one of {', '.join(choices)}. "
+        f"Received: {what}={show_value(value)}.{hint}"
     )
 
 
@@ -79,22 +113,26 @@ def _rate(value: Any, what: str) -> float:
     if ok and 0.0 <= value < 1.0:
         return float(value)
     raise SpecError(
-        f"{what} must be a number in [0, 1). Received: {what}={value!r}. "
+        f"{what} must be a number in [0, 1). Received: {what}={show_value(value)}. "
         "Example: rate: 0.25."
     )
 
 
 def _positive_float(value: Any, what: str) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and value > 0 and math.isfinite(value):
+    if ok and 0 < value <= sys.float_info.max:  # not inf, nan or a huge int
         return float(value)
-    raise SpecError(f"{what} must be a positive number. Received: {what}={value!r}.")
+    raise SpecError(
+        f"{what} must be a positive number. Received: {what}={show_value(value)}."
+    )
 
 
 def _flag(value: Any, what: str) -> bool:
     if isinstance(value, bool):
         return value
-    raise SpecError(f"{what} must be true or false. Received: {what}={value!r}.")
+    raise SpecError(
+        f"{what} must be true or false. Received: {what}={show_value(value)}."
+    )
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -199,11 +237,12 @@ class LeakyReLU:
     negative_slope: float = 0.3
 
     def __post_init__(self) -> None:
-        ok = isinstance(self.negative_slope, int | float)
-        if not ok or isinstance(self.negative_slope, bool) or self.negative_slope < 0:
+        slope = self.negative_slope
+        ok = isinstance(slope, int | float) and not isinstance(slope, bool)
+        if not ok or not 0 <= slope <= sys.float_info.max:
             raise SpecError(
                 "negative_slope must be a number >= 0. "
-                f"Received: negative_slope={self.negative_slope!r}."
+                f"Received: negative_slope={show_value(self.negative_slope)}."
             )
         _set(self, "negative_slope", float(self.negative_slope))
 
@@ -274,11 +313,14 @@ class Architecture:
             isinstance(shape, Sequence)
             and len(shape) == 3
             and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-            and min(shape) > 0
+            and 0 < min(shape)
+            and max(shape) <= MAX_SIZE
         ):
+            shown = list(shape) if isinstance(shape, tuple) else shape
             raise SpecError(
                 f"{self.source}: input_shape must be three positive integers "
-                f"(height, width, channels). Received: input_shape={shape!r}. "
+                "(height, width, channels). "
+                f"Received: input_shape={show_value(shown)}. "
                 "Example: input_shape: [28, 28, 1]."
             )
         _set(self, "input_shape", tuple(shape))
@@ -307,7 +349,8 @@ def _where(source: str, index: int | None = None, type_name: str | None = None) 
 def _resolve_type(raw: Any, where: str) -> type:
     if not isinstance(raw, str):
         raise SpecError(
-            f"{where}: the layer type must be a name such as Conv2D. Received: {raw!r}."
+            f"{where}: the layer type must be a name such as Conv2D. "
+            f"Received: {show_value(raw)}."
         )
     key = raw.replace("_", "").replace("-", "").lower()
     if key in _TYPE_ALIASES:
@@ -316,7 +359,8 @@ def _resolve_type(raw: Any, where: str) -> type:
     close = difflib.get_close_matches(raw, names, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise SpecError(
-        f"{where}: unknown layer type '{raw}'.{hint} Known types: {', '.join(names)}."
+        f"{where}: unknown layer type {show_value(raw)}.{hint} "
+        f"Known types: {', '.join(names)}."
     )
 
 
@@ -334,13 +378,13 @@ def _split_entry(entry: Any, where: str) -> tuple[Any, dict[str, Any]]:
                 args = {}
             if not isinstance(args, Mapping):
                 raise SpecError(
-                    f"{where}: the arguments of {type_name} must be a mapping such as "
-                    f"{{filters: 16}}. Received: {args!r}."
+                    f"{where}: the arguments of {show_value(type_name)} must be a "
+                    f"mapping such as {{filters: 16}}. Received: {show_value(args)}."
                 )
             return type_name, dict(args)
     raise SpecError(
         f"{where}: a layer must be a mapping with a 'type' key, e.g. "
-        f"{{type: Dense, units: 10}}. Received: {entry!r}."
+        f"{{type: Dense, units: 10}}. Received: {show_value(entry)}."
     )
 
 
@@ -356,7 +400,8 @@ def parse_layer(entry: Any, source: str = "<python>", index: int = 0) -> Layer:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             allowed = ", ".join(known) if known else "none"
             raise SpecError(
-                f"{where}: unknown argument '{key}'.{hint} Allowed: {allowed}."
+                f"{where}: unknown argument {show_value(key)}.{hint} "
+                f"Allowed: {allowed}."
             )
     try:
         return cls(**args)
@@ -372,6 +417,11 @@ def parse_layer(entry: Any, source: str = "<python>", index: int = 0) -> Layer:
 
 def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
     """A parsed YAML/JSON document -> a validated `Architecture`."""
+    if doc is None:
+        raise SpecError(
+            f"{source}: the file is empty. An architecture needs 'name' and 'layers' "
+            "keys, e.g. name: tiny, layers: [Flatten, {Dense: {units: 10}}]."
+        )
     if not isinstance(doc, Mapping):
         raise SpecError(
             f"{source}: an architecture file must be a mapping with 'name' and "
@@ -382,7 +432,8 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
             close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise SpecError(
-                f"{source}: unknown key '{key}'.{hint} Allowed: {', '.join(_TOP_KEYS)}."
+                f"{source}: unknown key {show_value(key)}.{hint} "
+                f"Allowed: {', '.join(_TOP_KEYS)}."
             )
     entries = doc.get("layers")
     if not isinstance(entries, list) or not entries:
@@ -394,7 +445,9 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
     default_name = Path(source).stem if source != "<python>" else "model"
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
-        raise SpecError(f"{source}: 'name' must be a non-empty string. Got {name!r}.")
+        raise SpecError(
+            f"{source}: 'name' must be a non-empty string. Got {show_value(name)}."
+        )
     description = doc.get("description", "") or ""
     if not isinstance(description, str):
         raise SpecError(f"{source}: 'description' must be a string.")
@@ -420,17 +473,39 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
 def load_architecture(path: str | Path) -> Architecture:
     """Read an architecture file (YAML or JSON) and validate it."""
     path = Path(path)
+    return parse_architecture(_parse_yaml(_read_text(path), path), source=str(path))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or a SpecError saying why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise SpecError(
             f"{path}: no such file. Give a preset name (see `cnnlab presets`) or the "
             "path of an architecture YAML file."
         ) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"{path}: cannot read the file ({err}).") from err
+    except IsADirectoryError as err:
+        raise SpecError(
+            f"{path}: is a folder, not an architecture file. Give the path of a "
+            "YAML or JSON file, e.g. nets/mine.yaml."
+        ) from err
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8). Save the "
+            "architecture as UTF-8 YAML or JSON."
+        ) from err
+    except OSError as err:
+        raise SpecError(
+            f"{path}: cannot read the file ({err.strerror or err}). Check the path "
+            "and its permissions."
+        ) from err
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """YAML (or JSON) text -> a document, with the safe loader only."""
     try:
-        doc = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -439,7 +514,18 @@ def load_architecture(path: str | Path) -> Architecture:
             f"{path}: invalid YAML{at}: {problem}. Fix the syntax (indentation, "
             "colons, brackets) and try again."
         ) from err
-    return parse_architecture(doc, source=str(path))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        # The safe loader's constructors raise these for text that parses but
+        # cannot be built: a date such as 2001-02-30, an int past 4,300 digits,
+        # brackets nested thousands deep.
+        if isinstance(err, RecursionError):
+            reason = "nested too deeply"
+        else:  # the first clause of the message, on one line
+            reason = " ".join(str(err).split(";")[0].split())[:120]
+        raise SpecError(
+            f"{path}: invalid YAML: a value cannot be read ({reason}). Fix that "
+            "value and try again."
+        ) from err
 
 
 def dump_architecture(arch: Architecture) -> str:

@@ -4,11 +4,18 @@ Artefacts (weights, checkpoints, curves) stay in the run folders; the store hold
 tables and reports query. It runs in WAL mode with a busy timeout, and every write is
 one transaction, so two studies writing to one store at once both finish intact and a
 killed process leaves the last committed state.
+
+Also here, for the folders beside the store: `folder_lock` (one writer per study
+folder, released by the kernel when its process dies, however it dies) and
+`remove_temp_files` (what a killed atomic write leaves behind).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import RunError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 from cnnlab.results import StudyInfo, TrialResult
 
 SCHEMA_VERSION = 1
@@ -41,7 +53,7 @@ CREATE TABLE IF NOT EXISTS trials (
     spec TEXT NOT NULL,              -- the architecture, JSON
     config TEXT NOT NULL,            -- the training config, JSON
     run_path TEXT NOT NULL,
-    status TEXT NOT NULL,  -- running | interrupted | completed | stopped_early
+    status TEXT NOT NULL,  -- running|interrupted|completed|stopped_early|failed
     test_loss REAL, test_acc REAL,
     train_clean_loss REAL, train_clean_acc REAL,
     stopped_epoch INTEGER,
@@ -162,13 +174,44 @@ class Store:
             )
 
     def save_epochs(self, trial_id: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Write a trial's whole history so far (idempotent: a replay overwrites)."""
+        """Replace a trial's history with `rows`, its whole history so far."""
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO epochs (trial_id, epoch, loss, acc, val_loss,"
-                " val_acc, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(trial_id, *(row.get(k) for k in _EPOCH_KEYS)) for row in rows],
+            _replace_epochs(db, trial_id, rows)
+
+    def finish_trial(
+        self, trial_id: int, rows: Sequence[dict[str, Any]], **fields: Any
+    ) -> None:
+        """A trial's final history and columns, in one transaction: a kill leaves
+        either the old row or the finished one, never a finished row whose epochs
+        are missing."""
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as db:
+            _replace_epochs(db, trial_id, rows)
+            db.execute(
+                f"UPDATE trials SET {sets} WHERE id=?", (*fields.values(), trial_id)
             )
+
+    def mark_interrupted(self, study: str, now: str) -> int:
+        """Trials of `study` left 'running' by a dead process -> 'interrupted'.
+
+        Call it only while holding the study's `folder_lock`: then no live process
+        is running them. Returns how many rows changed.
+        """
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE trials SET status='interrupted', updated=? WHERE study=? AND"
+                " status='running'",
+                (now, study),
+            )
+        return cursor.rowcount
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check plus foreign keys; empty when the file is sound."""
+        problems = [r[0] for r in self.db.execute("PRAGMA integrity_check")]
+        problems = [p for p in problems if p != "ok"]
+        for row in self.db.execute("PRAGMA foreign_key_check"):
+            problems.append(f"row {row[1]} of {row[0]} points at a missing {row[2]}")
+        return problems
 
     # ------------------------------------------------------------------- reads
 
@@ -236,3 +279,73 @@ class Store:
             )
             for r in self.trial_rows(study)
         ]
+
+
+def _replace_epochs(
+    db: sqlite3.Connection, trial_id: int, rows: Sequence[dict[str, Any]]
+) -> None:
+    # Delete first: epochs beyond `rows` (a run restarted from scratch, or a shorter
+    # history) must not survive from an earlier attempt.
+    db.execute("DELETE FROM epochs WHERE trial_id=?", (trial_id,))
+    db.executemany(
+        "INSERT INTO epochs (trial_id, epoch, loss, acc, val_loss, val_acc, seconds)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(trial_id, *(row.get(k) for k in _EPOCH_KEYS)) for row in rows],
+    )
+
+
+# ------------------------------------------------------------ the study folders
+
+# What a killed atomic write leaves: runs.atomic_write's `.NAME.tmp-PID` and the
+# plots' `.NAME.HEX.tmp`, both hidden names in the target's own folder.
+_TEMP_NAME = re.compile(r"^\..+\.tmp(-\d+)?$")
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if missing) while writing in it.
+
+    flock on the folder itself: no lock file to leave behind, and the kernel drops
+    the lock when the holder dies, even by SIGKILL, so a stale lock cannot exist.
+    With wait=False a held lock is an error naming `what` holds it.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    except OSError as err:
+        raise RunError(
+            f"{folder}: cannot create or open the folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+    if fd is None:  # Windows: no flock; studies then rely on the store alone
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RunError(
+                    f"{folder}: {what} is already running in another process. Wait "
+                    "for it to finish (or stop it), then run the command again."
+                ) from err
+            # Any other errno: this filesystem cannot lock (some network mounts);
+            # go on unlocked, as on Windows.
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files killed writers left in `folder` (not below it).
+
+    Only for a folder whose writers are excluded by `folder_lock`: a live writer's
+    temporary file would vanish under it.
+    """
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _TEMP_NAME.match(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -17,14 +17,28 @@ Output, under the --out folder: `cnnlab.sqlite` (the store),
 `<study>/runs/<label>-s<seed>/` (one run folder per trial) and `<study>/report/`.
 Re-running a study skips its finished trials and resumes an interrupted one from
 its last checkpoint.
+
+Paths stay where the user put them. A study file may be someone else's, so the
+paths it names (architecture files, a `data` folder) must resolve, after `..` and
+symlinks, inside the study file's own folder, whether written relative or absolute.
+To read anything else the study says so at the top, in one visible list:
+
+    allow_paths: [../shared-nets, /data/emnist]   # relative to the study file
+
+and a path inside one of those folders is accepted too. Anything else is refused
+with a message naming the resolved path and the `allow_paths` entry that would
+allow it. Presets are named, never paths. Callers that trust their own input (a
+future `--allow-path` flag) pass extra folders as `allow=`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,15 +48,42 @@ import yaml
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.presets import load_preset, resolve_architecture
+from cnnlab.presets import NOTEBOOK_NETS, load_preset, preset_names
 from cnnlab.spec import Architecture, load_architecture, parse_architecture
 
 STORE_FILE = "cnnlab.sqlite"
-_TOP_KEYS = ("name", "description", "data", "seeds", "train", "architectures")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "data",
+    "seeds",
+    "train",
+    "architectures",
+    "allow_paths",
+)
+_DATA_NAMES = ("mnist", "fashion-mnist")  # data sets named, not paths
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_SEED = 2**32 - 1  # torch takes < 2**64, numpy's legacy seeding < 2**32
+MAX_SLUG = 100  # run folder names stay far below the 255-byte limit of filesystems
 _ARCH_KEYS = ("preset", "file", "spec", "label", "train")
 _STUDY_TRAIN_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "data")
 )
+
+
+class _ShortRepr(reprlib.Repr):
+    """Values echoed in messages are cut short: a hostile file can make a structure
+    whose full repr is gigabytes (YAML aliases nesting shared lists)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # Python refuses str() past 4,300 digits
+            return f"<an integer of {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_repr = _ShortRepr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlevel, _repr.maxlist, _repr.maxdict = 2, 4, 4
 
 
 @dataclass(frozen=True)
@@ -111,6 +152,11 @@ def _fail(source: str, where: str, message: str) -> SpecError:
     return SpecError(f"{source}: {where}{': ' if where else ''}{message}")
 
 
+def _short(value: Any) -> str:
+    """repr(value), bounded in length however large or deep the value is."""
+    return _repr.repr(value)
+
+
 def _check_keys(
     doc: Mapping, allowed: tuple[str, ...], source: str, where: str
 ) -> None:
@@ -121,7 +167,7 @@ def _check_keys(
             raise _fail(
                 source,
                 where,
-                f"unknown key '{key}'.{hint} Allowed: {', '.join(allowed)}.",
+                f"unknown key {_short(key)}.{hint} Allowed: {', '.join(allowed)}.",
             )
 
 
@@ -131,27 +177,118 @@ def _train_config(base: TrainConfig, doc: Any, source: str, where: str) -> Train
     if not isinstance(doc, Mapping):
         raise _fail(source, where, "'train' must be a mapping such as {epochs: 4}.")
     _check_keys(doc, _STUDY_TRAIN_KEYS, source, where + "train" if where else "train")
+    for key, value in doc.items():
+        _check_setting(value, source, f"{where}train.{key}")
     try:
         return dataclasses.replace(base, **doc)
     except CnnlabError as err:
         raise _fail(source, where + "train" if where else "train", str(err)) from err
 
 
-def _resolve_path(text: str, base_dir: Path) -> Path:
-    path = Path(text)
-    return path if path.is_absolute() else base_dir / path
+def _check_setting(value: Any, source: str, where: str) -> None:
+    """A training setting is one small value; TrainConfig then checks its meaning.
+
+    Checked here, at the parse boundary, so no message ever echoes a huge or
+    deeply nested value from a file.
+    """
+    if value is None or isinstance(value, bool | float):
+        return
+    if isinstance(value, int) and value.bit_length() <= 63:
+        return
+    if isinstance(value, str) and len(value) <= 200:
+        return
+    raise _fail(source, where, "must be a single number, name or true/false. "
+                f"Received: {_short(value)}.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Places:
+    """Where a study may read files: its own folder and the folders it allows."""
+
+    base_dir: Path  # the study file's folder, resolved
+    roots: tuple[Path, ...]  # base_dir first, then allow_paths and `allow`
+    source: str
+
+    def resolve(self, text: str, where: str) -> Path:
+        """A path from the study, made absolute and checked to stay in `roots`."""
+        path = _real_path(text, self.base_dir, self.source, where)
+        if any(path.is_relative_to(root) for root in self.roots):
+            return path
+        suggestion = os.path.relpath(path.parent, self.base_dir)
+        allowed = ", ".join(str(r) for r in self.roots[1:])
+        also = f" or the allowed {allowed}" if allowed else ""
+        raise _fail(
+            self.source,
+            where,
+            f"{_short(text)} resolves to {path}, outside the study's folder "
+            f"{self.base_dir}{also}. A study reads only files under its own folder "
+            "unless it says otherwise: move the file there, or add its folder to "
+            f"the study's allow_paths, e.g. `allow_paths: [{suggestion}]`.",
+        )
+
+
+def _real_path(text: str, base_dir: Path, source: str, where: str) -> Path:
+    """`text` relative to `base_dir` (or absolute), with `~`, `..` and links undone."""
+    try:
+        path = Path(text).expanduser()
+        return (path if path.is_absolute() else base_dir / path).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # NUL byte, symlink loop
+        message = f"{_short(text)} is not a usable path ({err})."
+        raise _fail(source, where, message) from err
+
+
+def _places(
+    doc: Any, base_dir: Path, allow: Sequence[str | Path], source: str
+) -> _Places:
+    base = _real_path(str(base_dir), Path.cwd(), source, "")
+    if doc is None:
+        doc = []
+    if not isinstance(doc, list) or not all(isinstance(p, str) and p for p in doc):
+        example = "[../shared-nets, /data/emnist]"
+        message = f"must be a list of folders, e.g. {example}. Received: {_short(doc)}."
+        raise _fail(source, "allow_paths", message)
+    roots = [_real_path(p, base, source, "allow_paths") for p in doc]
+    roots += [_real_path(str(p), Path.cwd(), source, "allow") for p in allow]
+    return _Places(base, (base, *roots), source)
+
+
+def _preset(value: Any, source: str, where: str) -> Architecture:
+    """A preset by name or notebook number; a path-like name is refused, not read."""
+    small = isinstance(value, int) and value.bit_length() < 64
+    text = str(value) if isinstance(value, str) or small else None
+    if isinstance(value, bool) or text is None:
+        raise _fail(source, where, f"a preset is a name such as conv5-medium or a "
+                    f"number 1-9. Received: {_short(value)}.")  # fmt: skip
+    numbers = [str(n) for n in NOTEBOOK_NETS]
+    if text not in preset_names() and text not in numbers:
+        close = difflib.get_close_matches(text, preset_names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise _fail(source, where, f"unknown preset {_short(text)}.{hint} See "
+                    "`cnnlab presets` for the list, or give an architecture file "
+                    "with `file:`.")  # fmt: skip
+    return load_preset(text)
+
+
+def _looks_like_file(text: str, places: _Places) -> bool:
+    if text.endswith(_FILE_SUFFIXES) or "/" in text or os.sep in text:
+        return True
+    if text in preset_names() or text in (str(n) for n in NOTEBOOK_NETS):
+        return False
+    try:
+        return (places.base_dir / text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _parse_arch(
-    entry: Any, index: int, base: TrainConfig, source: str, base_dir: Path
+    entry: Any, index: int, base: TrainConfig, places: _Places
 ) -> StudyArch:
-    where = f"architectures[{index}]"
+    source, where = places.source, f"architectures[{index}]"
     if isinstance(entry, str | int) and not isinstance(entry, bool):
-        text = str(entry)
-        if text.endswith((".yaml", ".yml", ".json")):
-            arch = load_architecture(_resolve_path(text, base_dir))
+        if isinstance(entry, str) and _looks_like_file(entry, places):
+            arch = load_architecture(places.resolve(entry, where))
         else:
-            arch = resolve_architecture(text)
+            arch = _preset(entry, source, where)
         return StudyArch(arch.name, arch, base)
     if not isinstance(entry, Mapping):
         raise _fail(source, where, "give a preset name, a file, or a mapping with "
@@ -161,17 +298,22 @@ def _parse_arch(
     if len(given) != 1:
         raise _fail(source, where, "give exactly one of preset, file or spec.")
     if "preset" in entry:
-        arch = load_preset(str(entry["preset"]))
+        arch = _preset(entry["preset"], source, where + ".preset")
     elif "file" in entry:
-        arch = load_architecture(_resolve_path(str(entry["file"]), base_dir))
+        if not isinstance(entry["file"], str) or not entry["file"]:
+            raise _fail(source, where, "'file' must be the path of an architecture "
+                        f"file. Received: {_short(entry['file'])}.")  # fmt: skip
+        arch = load_architecture(places.resolve(entry["file"], where + ".file"))
     else:
         spec = entry["spec"]
-        if isinstance(spec, Mapping) and "name" not in spec and "label" in entry:
-            spec = {"name": str(entry["label"]), **spec}
+        label = entry.get("label")
+        if isinstance(spec, Mapping) and "name" not in spec and isinstance(label, str):
+            spec = {"name": label, **spec}
         arch = parse_architecture(spec, source=f"{source}: {where}.spec")
     label = entry.get("label", arch.name)
-    if not isinstance(label, str) or not label.strip():
-        raise _fail(source, where, "'label' must be a non-empty string.")
+    if not isinstance(label, str) or not label.strip() or not label.isprintable():
+        raise _fail(source, where, "'label' must be one line of printable text. "
+                    f"Received: {_short(label)}.")  # fmt: skip
     config = _train_config(base, entry.get("train"), source, where + ".")
     return StudyArch(label.strip(), arch, config)
 
@@ -179,53 +321,78 @@ def _parse_arch(
 def _parse_seeds(doc: Any, source: str) -> tuple[int, ...]:
     seeds = doc if isinstance(doc, list) else [doc]
     if not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+        for s in seeds
     ):
-        raise _fail(
-            source, "seeds", f"must be a list of integers >= 0. Received: {doc!r}."
-        )
+        raise _fail(source, "seeds", f"must be a list of integers >= 0 (at most "
+                    f"{MAX_SEED}). Received: {_short(doc)}.")  # fmt: skip
     if len(set(seeds)) != len(seeds):
         raise _fail(source, "seeds", f"has duplicates: {seeds}.")
     return tuple(seeds)
 
 
 def parse_study(
-    doc: Any, source: str = "<python>", base_dir: Path = Path(".")
+    doc: Any,
+    source: str = "<python>",
+    base_dir: Path = Path("."),
+    allow: Sequence[str | Path] = (),
 ) -> Study:
-    """A parsed YAML document -> a validated `Study`."""
+    """A parsed YAML document -> a validated `Study`.
+
+    Paths in `doc` resolve against `base_dir` and must stay inside it, inside a
+    folder of the document's `allow_paths`, or inside a folder of `allow`.
+    """
     if not isinstance(doc, Mapping):
         raise _fail(source, "", "a study file must be a mapping with 'name' and "
                     "'architectures' keys.")  # fmt: skip
     _check_keys(doc, _TOP_KEYS, source, "")
     name = doc.get("name", Path(source).stem)
     if not isinstance(name, str) or not slug(name) or slug(name) != name:
-        raise _fail(source, "name", "must be a simple name (letters, digits, "
-                    f"'-', '_', '.'): it names a folder. Got {name!r}.")  # fmt: skip
+        message = "must be a simple name (letters, digits, '-', '_', '.'): it names "
+        raise _fail(source, "name", f"{message}a folder. Got {_short(name)}.")
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        raise _fail(source, "description", "must be a string (quote it).")
+    places = _places(doc.get("allow_paths"), base_dir, allow, source)
     data = doc.get("data", "mnist")
-    if not isinstance(data, str):
+    if not isinstance(data, str) or not data:
         raise _fail(source, "data", "must be 'mnist', 'fashion-mnist' or a folder.")
-    if data not in ("mnist", "fashion-mnist"):
-        data = str(_resolve_path(data, base_dir))
+    if data not in _DATA_NAMES:
+        data = str(places.resolve(data, "data"))
     base = _train_config(TrainConfig(data=data), doc.get("train"), source, "")
     entries = doc.get("architectures")
     if not isinstance(entries, list) or not entries:
         raise _fail(source, "architectures", "must be a non-empty list, e.g. "
                     "[conv5-medium, conv3-small].")  # fmt: skip
-    archs = tuple(
-        _parse_arch(e, i, base, source, base_dir) for i, e in enumerate(entries)
-    )
-    labels = [a.label for a in archs]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
-    if dupes:
-        raise _fail(source, "architectures", f"labels must be unique; repeated: "
-                    f"{', '.join(dupes)}. Give each a distinct 'label'.")  # fmt: skip
+    archs = tuple(_parse_arch(e, i, base, places) for i, e in enumerate(entries))
+    _check_labels([a.label for a in archs], source)
     return Study(
         name=name,
-        description=str(doc.get("description", "") or ""),
+        description=description,
         archs=archs,
         seeds=_parse_seeds(doc.get("seeds", [0]), source),
         source=source,
     )
+
+
+def _check_labels(labels: list[str], source: str) -> None:
+    """Labels name run folders: distinct, and distinct as folder names too."""
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise _fail(source, "architectures", f"labels must be unique; repeated: "
+                    f"{', '.join(dupes)}. Give each a distinct 'label'.")  # fmt: skip
+    folders: dict[str, str] = {}
+    for label in labels:
+        folder = slug(label)
+        if len(folder) > MAX_SLUG:
+            raise _fail(source, "architectures", f"label {_short(label)} is too "
+                        f"long for a folder name (at most {MAX_SLUG} letters, digits "
+                        "and '-._'). Give it a shorter 'label'.")  # fmt: skip
+        other = folders.setdefault(folder.lower(), label)  # case-blind disks
+        if other != label:
+            raise _fail(source, "architectures", f"labels {other!r} and {label!r} "
+                        f"share the run folder name '{folder}'. Make them differ in "
+                        "letters or digits.")  # fmt: skip
 
 
 def builtin_studies() -> list[str]:
@@ -233,15 +400,22 @@ def builtin_studies() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_study(name_or_path: str | Path) -> Study:
-    """A built-in study by name ('quickstart', 'seed') or a study YAML file."""
+def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> Study:
+    """A built-in study by name ('quickstart', 'seed') or a study YAML file.
+
+    `allow`: folders outside the study file's folder that its paths may reach.
+    """
     text = str(name_or_path)
     if text in builtin_studies():
         resource = resources.files("cnnlab") / "studies" / f"{text}.yaml"
         doc = yaml.safe_load(resource.read_text(encoding="utf-8"))
         return parse_study(doc, source=f"study {text}")
     path = Path(text)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
         close = difflib.get_close_matches(text, builtin_studies(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise SpecError(
@@ -249,16 +423,43 @@ def load_study(name_or_path: str | Path) -> Study:
             f"{', '.join(builtin_studies())}."
         )
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = _safe_load(path.read_text(encoding="utf-8"), path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read the file ({err}).") from err
+    return parse_study(doc, source=str(path), base_dir=path.parent, allow=allow)
+
+
+def _safe_load(text: str, path: Path) -> Any:
+    """yaml.safe_load, every failure as one SpecError.
+
+    safe_load builds only plain data (no `!!python/...` tags), but on bad input it
+    raises more than YAMLError: ValueError for `2001-02-30`, KeyError for
+    `!!bool x`, RecursionError for deep nesting.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(
+            f"{path}: invalid YAML{at}: {err.problem}. Study files hold plain YAML "
+            "(mappings, lists, strings, numbers); tags such as !!python/... are "
+            "refused."
+        ) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(
-            f"{path}: invalid YAML{at}. Fix the syntax and try again."
+            f"{path}: invalid YAML{at}: {problem}. Fix the syntax (indentation, "
+            "colons, brackets) and try again."
         ) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"{path}: cannot read the file ({err}).") from err
-    return parse_study(doc, source=str(path), base_dir=path.parent)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise SpecError(
+            f"{path}: invalid YAML: a value cannot be read "
+            f"({type(err).__name__}: {_short(str(err))}). Quote dates and tagged "
+            "values, and nest less deeply."
+        ) from err
 
 
 def override(study: Study, **changes: Any) -> Study:

@@ -9,9 +9,12 @@ seed, and a run resumed from a checkpoint continues exactly where it stopped.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -19,11 +22,31 @@ import torch.nn.functional as F
 
 from cnnlab.config import OPTIMIZER_DEFAULTS, TrainConfig
 from cnnlab.data import Split
+from cnnlab.errors import CnnlabError
 from cnnlab.model import Network
 
 EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls
-PROGRESS_EVERY = 10  # steps between progress updates (each costs a host sync)
+# Steps between progress updates and loss checks (each costs a host sync).
+PROGRESS_EVERY = 10
 HISTORY_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss or the weights became NaN or infinite; the epoch was abandoned."""
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
+class _NonFinite(Exception):
+    """Raised inside an epoch; `fit` turns it into a TrainingDiverged."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(step, value)
+        self.step = step
+        self.value = value
 
 
 @dataclass
@@ -72,6 +95,59 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> None:
+    """Use `threads` CPU threads; refuse more than the CPUs this process may use."""
+    if threads is None:
+        return
+    cpus = usable_cpus()
+    if threads > cpus:
+        # More threads only slow training down, and torch crashes on absurd counts.
+        raise CnnlabError(
+            f"threads={threads} (--threads) is more than the {cpus} CPU(s) "
+            f"available here. Use --threads {cpus} or fewer, or leave it out to use "
+            "them all."
+        )
+    torch.set_num_threads(threads)
+
+
+def _cgroup_memory() -> int | None:
+    """Free bytes under a cgroup v2 memory limit (containers), or None if unlimited."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        used = int((root / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(int(limit) - used, 0)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new network on `device`, or None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024  # the file says kB: KiB
+    except (OSError, ValueError, IndexError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            free = None
+    limits = [m for m in (free, _cgroup_memory()) if m is not None]
+    return min(limits) if limits else None
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -135,12 +211,17 @@ def train_epoch(
     shuffle: torch.Generator,
     report: Callable[[int, int, float, float], None] | None = None,
 ) -> tuple[float, float]:
-    """One pass over (x, y) in shuffled batches; Keras's running (loss, acc)."""
+    """One pass over (x, y) in shuffled batches; Keras's running (loss, acc).
+
+    Raises _NonFinite at the first step whose loss is NaN or infinite.
+    """
     model.train()
     order = torch.randperm(len(x), generator=shuffle).to(x.device)
+    steps = -(-len(x) // batch_size)
+    losses = torch.empty(steps, device=x.device)  # per step, for the NaN check
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    seen = 0
+    seen = checked = 0
     for step, start in enumerate(range(0, len(x), batch_size), start=1):
         idx = order[start : start + batch_size]
         xb, yb = as_input(x[idx]), y[idx]
@@ -150,13 +231,26 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         # Accumulate on the device; reading a value forces a sync, so only the
-        # progress display does that, every PROGRESS_EVERY steps.
+        # loss check and the progress display do that, every PROGRESS_EVERY steps.
+        losses[step - 1] = loss.detach()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == yb).sum()
         seen += len(idx)
-        if report is not None and (step % PROGRESS_EVERY == 0 or seen == len(x)):
-            report(step, seen, loss_sum.item() / seen, correct.item() / seen)
+        if step % PROGRESS_EVERY == 0 or step == steps:
+            _check_losses(losses, checked, step)
+            checked = step
+            if report is not None:
+                report(step, seen, loss_sum.item() / seen, correct.item() / seen)
     return loss_sum.item() / seen, correct.item() / seen
+
+
+def _check_losses(losses: torch.Tensor, done: int, step: int) -> None:
+    """Raise _NonFinite for the first non-finite loss of steps done+1..step."""
+    window = losses[done:step]
+    bad = ~torch.isfinite(window)
+    if bad.any():  # the one host sync per window
+        first = int(bad.nonzero()[0])
+        raise _NonFinite(done + first + 1, float(window[first]))
 
 
 def fit(
@@ -189,13 +283,17 @@ def fit(
             reporter.epoch_start(epoch, config.epochs, steps, len(x))
         started = time.perf_counter()
         report = reporter.step if reporter is not None else None
-        loss, acc = train_epoch(
-            model, optimizer, x, y, config.batch_size, shuffle, report
-        )
+        try:
+            loss, acc = train_epoch(
+                model, optimizer, x, y, config.batch_size, shuffle, report
+            )
+        except _NonFinite as bad:
+            raise _diverged(config, epoch, bad.step, steps, bad.value) from None
         row: dict[str, Any] = {"epoch": epoch, "loss": loss, "acc": acc}
         row["val_loss"], row["val_acc"] = None, None
         if split.x_val is not None:
             row["val_loss"], row["val_acc"] = evaluate(model, split.x_val, split.y_val)
+        _check_epoch(model, row, config, steps)  # never checkpoint broken weights
         row["seconds"] = time.perf_counter() - started
         history.epochs.append(row)
         if reporter is not None:
@@ -211,3 +309,41 @@ def fit(
                 )
             )
     return history
+
+
+def _check_epoch(
+    model: Network, row: dict[str, Any], config: TrainConfig, steps: int
+) -> None:
+    """After an epoch: the weights and the metrics must all be finite."""
+    finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values())
+    values = [row[k] for k in ("loss", "val_loss") if row[k] is not None]
+    if not finite or not all(math.isfinite(v) for v in values):
+        value = next((v for v in values if not math.isfinite(v)), math.nan)
+        raise _diverged(config, row["epoch"], steps, steps, value, weights=True)
+
+
+def _diverged(
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    steps: int,
+    value: float,
+    weights: bool = False,
+) -> TrainingDiverged:
+    """The error for a NaN or infinite loss: where it happened and likely causes."""
+    kind = "NaN" if math.isnan(value) else "infinite"
+    what = (
+        "the weights or the validation loss became NaN or infinite after the "
+        "epoch's last step"
+        if weights
+        else f"the loss became {kind}"
+    )
+    lr = config.learning_rate
+    return TrainingDiverged(
+        f"training diverged at epoch {epoch}, step {step} of {steps}: {what}. "
+        f"Likely causes: a learning rate too high for this network ({config.optimizer}"
+        f" with lr {lr:g}; try --lr {lr / 10:g} or smaller), or data it cannot "
+        "handle (check the images and labels of --data).",
+        epoch,
+        step,
+    )

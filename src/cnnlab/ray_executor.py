@@ -1,0 +1,609 @@
+"""Run a study's trials on Ray: a local instance, or an existing cluster.
+
+Ray Tune schedules the trials (architectures x seeds) as actors with the CPUs (and
+GPU) each asks for, restarts a trial whose worker died (`FailureConfig`), and, opt-in,
+stops weak trials early with ASHA. Ray is an optional extra, imported only inside the
+functions here: `import cnnlab` never needs it.
+
+What travels where:
+
+- driver -> worker: one plain dict per trial (label, seed, the architecture as
+  `Architecture.to_dict()`, the `TrainConfig` as a dict, the run folder's absolute
+  path, the driver's working directory, the cnnlab version, the thread count), sent
+  once through Ray's object store. No tensors and no data: each worker loads the data
+  set itself, the embedded MNIST from its own installed cnnlab, checked against its
+  SHA-256 sums at every load; a `data` folder must exist at the same path everywhere.
+- worker -> run folder: the worker trains with `api.train` / `api.resume`, so the run
+  folder (a checkpoint every epoch, history, weights, curves) is written where it
+  trains. A retried trial resumes from that checkpoint, wherever Ray restarts it, so
+  on a multi-node cluster `out` must be a shared filesystem at the same path on every
+  node (it is the local disk on one machine).
+- worker -> driver: a Tune result per epoch (its history row) and a final one with
+  the test and clean-train scores. The driver alone writes the store, as the
+  in-process executor does, so tables and reports cannot tell the executors apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab import api
+from cnnlab.config import TrainConfig
+from cnnlab.data import load_dataset, split_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.executor import TrialOutcome, check_study
+from cnnlab.model import build_model
+from cnnlab.progress import StudyProgress, format_epoch_line
+from cnnlab.results import StudyInfo
+from cnnlab.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, environment, now, open_run
+from cnnlab.shapes import infer
+from cnnlab.spec import parse_architecture
+from cnnlab.store import Store, folder_lock, remove_temp_files
+from cnnlab.study import STORE_FILE, Study, Trial
+from cnnlab.train import HISTORY_KEYS, TrainState, evaluate, pick_device
+
+INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
+EARLY_STOPPERS = ("asha",)
+MAX_FAILURES = 3  # a trial whose worker dies is restarted this often, then fails
+# ASHA ranks trials by validation loss at rungs of 1, 2, 4, 8... epochs and stops
+# those outside the best 1/REDUCTION at each rung. 2 (Ray's default is 4) stops only
+# the worse half: the seeds of one net compete too, and they differ by noise.
+ASHA_METRIC = "val_loss"
+ASHA_GRACE_EPOCHS = 1  # no trial stops before this many epochs
+ASHA_REDUCTION = 2
+# Settings that may differ between a trial's first run and its resumption without
+# changing its results (machine settings) or that extend it (epochs): the same rule
+# as the in-process executor's.
+_RESUMABLE_CHANGES = ("epochs", "device", "threads")
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*: ")
+
+
+def import_ray() -> tuple[Any, Any]:
+    """(ray, ray.tune), or a CnnlabError saying how to install them."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError as err:
+        raise CnnlabError(
+            f"--executor ray needs Ray, which is not installed here ({err}); "
+            f"{INSTALL_HINT}"
+        ) from err
+    return ray, tune
+
+
+def run_study_ray(
+    study: Study,
+    out: Path,
+    address: str | None = None,
+    early_stop: str | None = None,
+    progress: StudyProgress | None = None,
+    cpus_per_trial: float = 1.0,
+) -> list[TrialOutcome]:
+    """Run every trial of `study` under `out` on Ray, skipping finished ones.
+
+    Without `address` a local Ray instance is started for the study and stopped
+    after it (an instance this process already started with `ray.init` is used as
+    it is). `early_stop="asha"` stops weak trials early; they are recorded with
+    status 'stopped_early' and the epoch they stopped at.
+    """
+    _check_options(study, early_stop, cpus_per_trial)
+    ray, tune = import_ray()
+    check_study(study)
+    study_dir = out / study.name
+    trials = study.trials()
+    device = pick_device(study.archs[0].config.device)
+    with folder_lock(study_dir, f"study '{study.name}'"), Store(out / STORE_FILE) as db:
+        for run_dir in {t.run_dir(study_dir) for t in trials}:
+            remove_temp_files(run_dir)  # what killed workers' atomic writes left
+        info = StudyInfo(
+            study.name, study.description, study.to_dict(), environment(device)
+        )
+        db.save_study(info, now())
+        db.mark_interrupted(study.name, now())
+        if progress is not None:
+            progress.study_start(study.name, len(trials))
+        book = _Book(db, study, study_dir, early_stop, progress, cpus_per_trial)
+        if book.jobs:
+            _run_jobs(ray, tune, book, address)
+        return book.close()
+
+
+def _check_options(study: Study, early_stop: str | None, cpus: float) -> None:
+    if early_stop is not None and early_stop not in EARLY_STOPPERS:
+        raise CnnlabError(
+            f"early_stop must be one of {', '.join(EARLY_STOPPERS)} or left out. "
+            f"Received: early_stop={early_stop!r}."
+        )
+    if not (isinstance(cpus, int | float) and 0 < cpus < float("inf")):
+        raise CnnlabError(
+            f"cpus_per_trial must be a positive number. Received: {cpus!r}."
+        )
+    blind = [a.label for a in study.archs if a.config.validation == "none"]
+    if early_stop is not None and blind:
+        raise CnnlabError(
+            f"--early-stop {early_stop} ranks trials by their validation loss, but "
+            f"{', '.join(blind)} train(s) with validation: none. Use validation: "
+            "holdout (the default), or leave out --early-stop."
+        )
+
+
+# --------------------------------------------------------------------- the driver
+
+
+@dataclass
+class _Job:
+    """One trial sent to Ray, and what the driver has heard of it so far."""
+
+    k: int  # 1-based position in the study's trials
+    trial: Trial
+    trial_id: int
+    payload: dict[str, Any]  # what the worker receives
+    outcome: str  # "trained" or "resumed", once it finishes
+    state: str = "queued"  # queued | running | finished | stopped | failed
+    error: str = ""
+
+
+class _Book:
+    """The driver's bookkeeping: plans the trials, then records what Ray reports.
+
+    Every store write of the Ray executor happens here, in the driver's process.
+    """
+
+    def __init__(
+        self,
+        db: Store,
+        study: Study,
+        study_dir: Path,
+        early_stop: str | None,
+        progress: StudyProgress | None,
+        cpus: float,
+    ) -> None:
+        self.db, self.study, self.progress = db, study, progress
+        self.early_stop, self.cpus = early_stop, cpus
+        trials = study.trials()
+        self.total = len(trials)
+        self.outcomes: dict[int, TrialOutcome] = {}  # by position in the study
+        self.jobs: list[_Job] = []
+        records = [_existing_run(t, t.run_dir(study_dir)) for t in trials]
+        for k, (trial, record) in enumerate(zip(trials, records, strict=True), 1):
+            self._plan(k, trial, trial.run_dir(study_dir), record)
+
+    def _plan(
+        self, k: int, trial: Trial, run_dir: Path, record: RunRecord | None
+    ) -> None:
+        """Record a finished trial as it stands, or queue it as a job for Ray."""
+        fields = _trial_fields(trial, run_dir)
+        fields |= {"status": "running", "stopped_epoch": None}
+        trial_id = self.db.save_trial(self.study.name, trial.label, trial.seed, fields)
+        status = None if record is None else record.status
+        done = record is not None and record.meta["epochs_done"] >= trial.config.epochs
+        if status == "completed" and done:
+            self._finish(trial_id, record.history().epochs, record.meta)
+            self._outcome(k, trial, "skipped")
+        elif status == "stopped_early" and self.early_stop is not None:
+            # ASHA judged it already; without --early-stop it trains to the end.
+            self._stopped(trial_id, record.history().epochs, record.meta)
+            self._outcome(k, trial, "stopped_early")
+        else:
+            payload = _payload(trial, run_dir, self.cpus)
+            outcome = "trained" if record is None else "resumed"
+            self.jobs.append(_Job(k, trial, trial_id, payload, outcome))
+
+    def _outcome(self, k: int, trial: Trial, status: str) -> None:
+        self.outcomes[k] = TrialOutcome(trial, status)
+        if self.progress is not None:
+            self.progress.trial_start(k, self.total, trial.label, trial.seed)
+            self.progress.trial_end(status)
+
+    def _finish(
+        self, trial_id: int, history: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> None:
+        self.db.save_epochs(trial_id, history)
+        self.db.update_trial(trial_id, status="completed", **_scores(meta))
+
+    def _stopped(
+        self, trial_id: int, history: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> None:
+        self.db.save_epochs(trial_id, history)
+        epoch = meta.get("stopped_epoch", len(history))
+        self.db.update_trial(
+            trial_id, status="stopped_early", stopped_epoch=epoch, **_scores(meta)
+        )
+
+    def _say(self, job: _Job, text: str) -> None:
+        if self.progress is not None:
+            self.progress.message(f"  {job.trial.label}, seed {job.trial.seed}: {text}")
+
+    # What Tune reports, through `_callback`, in the driver's thread.
+
+    def started(self, i: int) -> None:
+        job = self.jobs[i]
+        if job.state == "queued" and self.progress is not None:
+            self.progress.trial_start(
+                job.k, self.total, job.trial.label, job.trial.seed
+            )
+        job.state = "running"
+
+    def result(self, i: int, result: dict[str, Any]) -> None:
+        job = self.jobs[i]
+        if "error" in result:  # a CnnlabError in the worker: retrying cannot help
+            self.failed(i, result["error"])
+            return
+        if "test" in result:
+            self._finish(job.trial_id, result["history"], result)
+            job.state = "finished"
+            self.outcomes[job.k] = TrialOutcome(job.trial, job.outcome)
+            self._say(job, f"{job.outcome}, test acc {result['test']['acc']:.4f}")
+            if self.progress is not None:
+                self.progress.trial_end(job.outcome)
+            return
+        self.db.save_epochs(job.trial_id, result["history"])  # the whole history
+        row = {key: result.get(key) for key in HISTORY_KEYS}
+        self._say(job, format_epoch_line(row, job.trial.config.epochs))
+        if result.get("done"):  # the scheduler's decision: stop here
+            job.state = "stopped"
+
+    def retried(self, i: int, error: str) -> None:
+        job = self.jobs[i]
+        self._say(job, f"{error.rstrip('.')}; retrying from its last checkpoint")
+
+    def failed(self, i: int, error: str) -> None:
+        job = self.jobs[i]
+        job.state, job.error = "failed", error
+        self.db.update_trial(job.trial_id, status="interrupted", updated=now())
+        self._say(job, f"failed: {error}")
+
+    def record_stopped(self, job: _Job, scored: dict[str, Any]) -> None:
+        self._stopped(job.trial_id, scored["history"], scored)
+        self.outcomes[job.k] = TrialOutcome(job.trial, "stopped_early")
+        self._say(job, f"stopped early at epoch {scored['stopped_epoch']} (ASHA)")
+        if self.progress is not None:
+            self.progress.trial_end("stopped_early")
+
+    def mark_unfinished(self) -> None:
+        """Jobs Ray did not finish -> 'interrupted', as the in-process executor does."""
+        for job in self.jobs:
+            if job.state in ("queued", "running", "stopped"):
+                self.db.update_trial(job.trial_id, status="interrupted", updated=now())
+
+    def close(self) -> list[TrialOutcome]:
+        """The outcomes in the study's order; raise what went wrong, if anything."""
+        self.mark_unfinished()
+        failed = [j for j in self.jobs if j.state == "failed"]
+        if failed:
+            names = ", ".join(f"{j.trial.label} seed {j.trial.seed}" for j in failed)
+            raise CnnlabError(
+                f"{len(failed)} trial(s) failed on Ray ({names}): {failed[0].error} "
+                "Finished trials are saved; fix the cause and run the study again."
+            )
+        if any(j.state in ("queued", "running") for j in self.jobs):
+            raise KeyboardInterrupt  # Tune ended the experiment early: Ctrl-C
+        return [self.outcomes[k] for k in sorted(self.outcomes)]
+
+
+def _existing_run(trial: Trial, run_dir: Path) -> RunRecord | None:
+    """The trial's run folder if one was started, checked to match its settings."""
+    if not (run_dir / RUN_FILE).is_file():
+        return None
+    record = open_run(run_dir)
+    wanted = trial.config.to_dict()
+    changed = [
+        key
+        for key in wanted
+        if key not in _RESUMABLE_CHANGES
+        and record.meta["config"].get(key) != wanted[key]
+    ]
+    if changed:
+        raise CnnlabError(
+            f"{run_dir}: this trial was run with other settings "
+            f"({', '.join(changed)}). Use another --out folder or study name, "
+            f"or delete {run_dir}."
+        )
+    return record
+
+
+def _trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
+    """The trial's row in the store, as the in-process executor writes it."""
+    info = infer(trial.arch)
+    return {
+        "arch_name": trial.arch.name,
+        "optimizer": trial.config.optimizer,
+        "params": info.total,
+        "flops": info.flops,
+        "spec": trial.arch.to_dict(),
+        "config": trial.config.to_dict(),
+        "run_path": str(run_dir),
+        "updated": now(),
+    }
+
+
+def _scores(meta: dict[str, Any]) -> dict[str, Any]:
+    test = meta.get("test") or {}
+    clean = meta.get("train_clean") or {}
+    return {
+        "test_loss": test.get("loss"),
+        "test_acc": test.get("acc"),
+        "train_clean_loss": clean.get("loss"),
+        "train_clean_acc": clean.get("acc"),
+        "updated": now(),
+    }
+
+
+def _payload(trial: Trial, run_dir: Path, cpus: float) -> dict[str, Any]:
+    """Everything a worker needs to run one trial, as plain data."""
+    from cnnlab import __version__
+
+    return {
+        "label": trial.label,
+        "seed": trial.seed,
+        "spec": trial.arch.to_dict(),
+        "config": trial.config.to_dict(),
+        "run_dir": str(run_dir.resolve()),
+        "cwd": os.getcwd(),  # relative `data` paths resolve as on the driver
+        "cnnlab": __version__,
+        "threads": max(1, int(cpus)),
+    }
+
+
+def _run_jobs(ray: Any, tune: Any, book: _Book, address: str | None) -> None:
+    """Run the book's jobs as one Tune experiment, then score the stopped ones."""
+    started = _connect(ray, address, book.cpus)
+    storage = tempfile.mkdtemp(prefix="cnnlab-tune-")  # Tune's own state: disposable
+    try:
+        trainable = tune.with_parameters(
+            _train_job, jobs=[j.payload for j in book.jobs]
+        )
+        resources = {"cpu": book.cpus, "gpu": _gpus(ray, book.study)}
+        scheduler = None
+        if book.early_stop == "asha":
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="epoch",
+                metric=ASHA_METRIC,
+                mode="min",
+                max_t=max(a.config.epochs for a in book.study.archs),
+                grace_period=ASHA_GRACE_EPOCHS,
+                reduction_factor=ASHA_REDUCTION,
+            )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space={"index": tune.grid_search(list(range(len(book.jobs))))},
+            tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=book.study.name,
+                storage_path=storage,
+                verbose=0,
+                callbacks=[_callback(tune, book)],
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            ),
+        )
+        # Tune's classic output honours verbose=0; its auto loggers would only write
+        # copies of the results into `storage`, which is deleted; a failed trial is
+        # one line from `book`, not Tune's traceback.
+        with _environ(
+            RAY_AIR_NEW_OUTPUT="0",
+            TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+            TUNE_PRINT_ALL_TRIAL_ERRORS="0",
+        ):
+            tuner.fit()
+        _score_stopped(ray, book)
+    except BaseException:  # Ctrl-C, or Ray itself failing
+        book.mark_unfinished()
+        raise
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        if started:
+            ray.shutdown()
+
+
+def _connect(ray: Any, address: str | None, cpus: float) -> bool:
+    """Join the cluster at `address`, or start a local instance; True if started."""
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,  # trials talk through Tune results, not prints
+        "logging_level": logging.ERROR,
+    }
+    try:
+        ray.init(address=address or "local", **options)
+    except ConnectionError as err:
+        raise CnnlabError(
+            f"cannot connect to a Ray cluster at {address} ({err}). Start one with "
+            "`ray start --head` on the head node and pass the address it prints, "
+            "or leave out --address for a local instance."
+        ) from err
+    total = ray.cluster_resources().get("CPU", 0)
+    if address is None and cpus > total:
+        ray.shutdown()
+        raise CnnlabError(
+            f"cpus_per_trial={cpus} is more than the {total:g} CPUs of the local "
+            f"Ray instance. Use {total:g} or fewer."
+        )
+    return True
+
+
+def _gpus(ray: Any, study: Study) -> int:
+    """1 GPU per trial when the study asks for CUDA, or for 'auto' on GPU nodes."""
+    devices = {a.config.device for a in study.archs}
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    return int("cuda" in devices or ("auto" in devices and has_gpus))
+
+
+def _callback(tune: Any, book: _Book) -> Any:
+    """A Tune callback passing trial events, by job index, to `book`."""
+
+    class Recorder(tune.Callback):
+        def __init__(self, book: _Book) -> None:
+            self.book = book
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Tuner pickles its settings for Tuner.restore, which cnnlab never
+            # uses (it resumes from run folders); the store cannot be pickled.
+            return {}
+
+        def on_trial_start(self, iteration: int, trials: Any, trial: Any, **_: Any):
+            self.book.started(trial.config["index"])
+
+        def on_trial_result(
+            self, iteration: int, trials: Any, trial: Any, result: dict, **_: Any
+        ):
+            self.book.result(trial.config["index"], result)
+
+        def on_trial_recover(self, iteration: int, trials: Any, trial: Any, **_: Any):
+            self.book.retried(trial.config["index"], _error_text(trial))
+
+        def on_trial_error(self, iteration: int, trials: Any, trial: Any, **_: Any):
+            self.book.failed(trial.config["index"], _error_text(trial))
+
+    return Recorder(book)
+
+
+def _error_text(trial: Any) -> str:
+    """The failure that ended a Tune trial's last attempt, in one line."""
+    path = trial.error_file
+    lines = []
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = [line.strip() for line in fh if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Failure # ")]
+    last = lines[starts[-1] + 1 :] if starts else lines  # one section per attempt
+    # A crash in the trial ends its traceback with "ValueError: ..."; a dead worker
+    # is "The actor died unexpectedly before finishing this task." and details.
+    raised = [line for line in last if _EXCEPTION_LINE.match(line)]
+    text = raised[-1] if raised else last[0] if last else "the trial's worker failed"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _score_stopped(ray: Any, book: _Book) -> None:
+    """Score the trials ASHA stopped, in Ray tasks, once Tune has ended their actors.
+
+    Not sooner: Tune stops a trial by raising SystemExit in its training thread when
+    its actor ends, and on the way out `api` marks the run folder 'interrupted'.
+    After `fit()` returns, those actors are gone, so 'stopped_early' is written last.
+    """
+    stopped = [j for j in book.jobs if j.state == "stopped"]
+    if not stopped:
+        return
+    task = ray.remote(
+        num_cpus=book.cpus, num_gpus=_gpus(ray, book.study), max_retries=MAX_FAILURES
+    )(_score_job)
+    for job, scored in zip(
+        stopped, ray.get([task.remote(j.payload) for j in stopped]), strict=True
+    ):
+        book.record_stopped(job, scored)
+        job.state = "finished"
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# --------------------------------------------------------------------- the workers
+
+
+def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
+    """The worker's side of a payload: check the node, rebuild the trial."""
+    from cnnlab import __version__
+
+    if job["cnnlab"] != __version__:
+        raise CnnlabError(
+            f"node {platform.node()} has cnnlab {__version__}, the driver "
+            f"{job['cnnlab']}. Install the same cnnlab on every node of the cluster."
+        )
+    if os.path.isdir(job["cwd"]):
+        os.chdir(job["cwd"])
+    torch.set_num_threads(job["threads"])  # a config's own `threads` overrides it
+    source = f"study trial {job['label']!r}"
+    arch = parse_architecture(job["spec"], source=source)
+    config = TrainConfig.from_dict(job["config"])
+    return Trial(job["label"], job["seed"], arch, config), Path(job["run_dir"])
+
+
+def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    """Tune's trainable: train or resume one trial, reporting every epoch."""
+    from ray import tune
+
+    try:
+        trial, run_dir = _open_job(jobs[config["index"]])
+        epochs = trial.config.epochs
+
+        def on_epoch(state: TrainState) -> None:
+            # Called after the checkpoint: a reported epoch is never trained again
+            # by a retry. The last epoch goes with the test scores, so that ASHA
+            # cannot stop a trial between its last epoch and its scoring.
+            if state.epoch < epochs:
+                rows = state.history.epochs
+                tune.report(dict(rows[-1]) | {"history": rows})
+
+        hooks = api.Hooks(on_epoch=on_epoch, clean_train=True)
+        record = open_run(run_dir) if (run_dir / RUN_FILE).is_file() else None
+        if record is None:
+            if run_dir.exists() and not (run_dir / CHECKPOINT_FILE).exists():
+                shutil.rmtree(run_dir)  # killed while being created: nothing to keep
+            meta = api.train(trial.arch, trial.config, run_dir, hooks=hooks).meta
+        elif record.status == "completed" and record.meta["epochs_done"] >= epochs:
+            meta = record.meta  # killed after finishing, before reporting
+        else:
+            meta = api.resume(run_dir, epochs, hooks=hooks).meta
+        history = open_run(run_dir).history().epochs
+    except CnnlabError as err:
+        tune.report({"error": str(err)})
+        return
+    tune.report(
+        dict(history[-1])
+        | {"history": history, "test": meta["test"], "train_clean": meta["train_clean"]}
+    )
+
+
+def _score_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Score a trial ASHA stopped, from its last checkpoint, as a finished one is."""
+    _, run_dir = _open_job(job)
+    record = open_run(run_dir)
+    config = record.config
+    dataset = load_dataset(config.data)
+    split = split_dataset(
+        dataset,
+        validation=config.validation,
+        val_size=config.val_size,
+        split_seed=config.split_seed,
+        train_limit=config.train_limit,
+        test_limit=config.test_limit,
+    )
+    model = build_model(record.architecture(), dataset.num_classes, seed=config.seed)
+    model = model.to(pick_device(config.device))
+    state = record.load_checkpoint(model)
+    if state is None:
+        raise CnnlabError(f"{run_dir}: stopped before its first checkpoint.")
+    test = evaluate(model, split.x_test, split.y_test)
+    clean = evaluate(model, split.x_train, split.y_train)
+    record.save_weights(model)
+    scores = {
+        "stopped_epoch": state.epoch,
+        "test": {"loss": test[0], "acc": test[1]},
+        "train_clean": {"loss": clean[0], "acc": clean[1]},
+    }
+    record.save_meta(status="stopped_early", **scores)
+    return scores | {"history": state.history.epochs}

@@ -1,0 +1,1039 @@
+"""The bad-input matrix of issue 4, every case through the real `cnnlab` command.
+
+Each case must exit with code 2 and print one `error: ...` line naming what is wrong,
+where, and the fix; no traceback; and leave no file behind (the working folder is
+compared byte for byte before and after). Training-time failures (a diverged loss, a
+full disk) may follow progress lines, and are checked on what they keep instead.
+
+docs/bad-input.md lists every case with the exact message it gets here; each test
+compares its message with that table, and `pytest tests/test_bad_input.py
+--update-golden` rewrites the table from the current messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import cnnlab
+from cnnlab.config import TrainConfig
+from cnnlab.data import load_dataset
+from cnnlab.errors import SpecError
+from cnnlab.model import build_model
+from cnnlab.shapes import check_memory, estimate_memory, infer
+from test_cli import (  # the CLI tests' helpers: one bad-input contract
+    CONV,
+    FLAT,
+    OUT10,
+    Result,
+    draw_digit,
+    error_line,
+    layer,
+    run_cli,
+    snapshot,
+)
+from test_cli import cli as cli  # a fixture: main([...]) in process, in tmp_path
+from test_data import write_idx, write_sums
+
+DOC = Path(__file__).parent.parent / "docs" / "bad-input.md"
+SMALL = [
+    *("--epochs", "1", "--train-limit", "1000"),
+    *("--val-size", "200", "--test-limit", "200"),
+]
+TRAIN = ["train", "net.yaml", "--out", "OUT", *SMALL]
+
+# --------------------------------------------------------------------- workspace
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conv5-tiny, 1 epoch of SGD on 1,000 images: copied into the cases using it."""
+    path = tmp_path_factory.mktemp("shared") / "RUN"
+    config = TrainConfig(
+        epochs=1, optimizer="sgd", train_limit=1000, val_size=200, test_limit=200
+    )
+    cnnlab.train("conv5-tiny", config, out=path)
+    return path
+
+
+@dataclass
+class Workspace:
+    """A case's working folder, with the tools its setup may need."""
+
+    cwd: Path
+    request: pytest.FixtureRequest
+    mounts: list[Path] = field(default_factory=list)
+
+    def run(self, where: str = "RUN") -> Path:
+        """A fresh copy of the shared trained run, as ./RUN."""
+        shared = self.request.getfixturevalue("shared_run")
+        return Path(shutil.copytree(shared, self.cwd / where))
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.cwd / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        path.write_bytes(content)
+        return path
+
+    def mount(self, size: str = "1m", read_only: bool = False) -> Path:
+        """A small tmpfs at ./disk (needs root); the case is skipped without one."""
+        disk = self.cwd / "disk"
+        disk.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        try:
+            proc = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)],
+                capture_output=True,
+                text=True,
+            )
+        except FileNotFoundError:
+            pytest.skip("no `mount` command: the disk cases need a tmpfs")
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs ({proc.stderr.strip()}); needs root")
+        self.mounts.append(disk)
+        return disk
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workspace]:
+    space = Workspace(tmp_path, request)
+    yield space
+    for disk in reversed(space.mounts):
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill a file system with one file, leaving about `leave` bytes free."""
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    with open(disk / "filler", "wb") as fh:
+        try:
+            fh.write(bytes(max(free - leave, 0)))
+        except OSError:  # full already: that is the point
+            pass
+
+
+def temp_files(folder: Path) -> list[str]:
+    """Leftover temporary files of atomic writes."""
+    return sorted(p.name for p in folder.rglob(".*tmp*"))
+
+
+# --------------------------------------------------------- the message table
+
+
+@dataclass(frozen=True)
+class Row:
+    """One documented case: where it is tested, its input and its message."""
+
+    id: str
+    category: str
+    example: str
+    message: str
+    masks: tuple[str, ...] = ()  # regexes for machine-dependent parts
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&gt;", ">").replace("&lt;", "<").replace("\\|", "|")
+
+
+def masked(text: str, masks: tuple[str, ...]) -> str:
+    for pattern in masks:
+        text = re.sub(pattern, "...", text)
+    return text
+
+
+def format_row(row: Row) -> str:
+    return f"| `{row.id}` | {_escape(row.example)} | {_escape(row.message)} | 2 |"
+
+
+def read_doc_rows() -> dict[str, tuple[str, str]]:
+    """{test id: (example, message)} from the table in docs/bad-input.md."""
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        match = re.fullmatch(r"\| `([^`]+)` \| (.*?) \| (.*) \| 2 \|", line)
+        if match:
+            rows[match[1]] = (_unescape(match[2]), _unescape(match[3]))
+    return rows
+
+
+CATEGORIES = (
+    "Architecture files",
+    "Study files",
+    "Data",
+    "Run folders",
+    "Output folder and disk",
+    "Flags",
+    "Images for predict",
+    "Numerical faults",
+)
+MARK_START = "<!-- table: generated by tests/test_bad_input.py --update-golden -->"
+MARK_END = "<!-- end of table -->"
+
+
+def write_doc(rows: list[Row]) -> None:
+    """Rewrite the table between the markers of docs/bad-input.md."""
+    lines = [MARK_START]
+    for category in CATEGORIES:
+        these = [r for r in rows if r.category == category]
+        if not these:
+            continue
+        lines += ["", f"### {category}", ""]
+        lines += ["| case (test id) | input | message | exit |", "|---|---|---|---|"]
+        lines += [format_row(r) for r in these]
+    lines += ["", MARK_END]
+    text = DOC.read_text(encoding="utf-8")
+    start, end = text.index(MARK_START), text.index(MARK_END) + len(MARK_END)
+    DOC.write_text(text[:start] + "\n".join(lines) + text[end:], encoding="utf-8")
+
+
+class DocTable:
+    """Checks each message against the doc, or collects them to rewrite it."""
+
+    def __init__(self, update: bool) -> None:
+        self.update = update
+        self.rows: dict[str, Row] = {}
+
+    def check(self, row: Row) -> None:
+        if self.update:
+            self.rows[row.id] = row
+            return
+        documented = read_doc_rows().get(row.id)
+        assert documented is not None, (
+            f"{row.id} is missing from {DOC}; run pytest {__file__} --update-golden"
+        )
+        assert masked(documented[1], row.masks) == masked(row.message, row.masks), (
+            f"{DOC} has another message for {row.id}; run pytest --update-golden"
+        )
+
+
+@pytest.fixture(scope="module")
+def doc_table(request: pytest.FixtureRequest) -> Iterator[DocTable]:
+    table = DocTable(bool(request.config.getoption("--update-golden")))
+    yield table
+    if table.update and table.rows:
+        old = read_doc_rows()
+        order = [*ALL_IDS]
+        rows = []
+        for case_id in order:
+            if case_id in table.rows:
+                rows.append(table.rows[case_id])
+            elif case_id in old:  # not run this time: keep the documented row
+                example, message = old[case_id]
+                rows.append(Row(case_id, CATEGORY_OF[case_id], example, message))
+        write_doc(rows)
+
+
+# ------------------------------------------------------------------ the cases
+
+Setup = Callable[[Workspace], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command that must fail with exit code 2 and a message naming the fix."""
+
+    args: tuple[str, ...]
+    phrases: tuple[str, ...]  # what, where, the fix: each must be in the message
+    example: str  # the bad input, for the doc table
+    files: dict[str, str] = field(default_factory=dict)  # text files to create
+    setup: Setup | None = None
+    masks: tuple[str, ...] = ()
+    in_training: bool = False  # progress lines may precede the error
+
+
+def case(
+    id_: str, category: str, *marks: pytest.MarkDecorator, **fields: object
+) -> object:
+    fields["args"] = tuple(fields["args"])  # type: ignore[arg-type]
+    fields["phrases"] = tuple(fields["phrases"])  # type: ignore[arg-type]
+    return pytest.param(category, Case(**fields), id=id_, marks=marks)  # type: ignore[arg-type]
+
+
+def net(*layers: object, **top: object) -> dict[str, str]:
+    """net.yaml with these layers (and top-level keys such as input_shape)."""
+    doc = {"name": "net", **top, "layers": list(layers)}
+    return {"net.yaml": yaml.safe_dump(doc, sort_keys=False)}
+
+
+def study(text: str) -> dict[str, str]:
+    return {"study.yaml": text}
+
+
+STUDY = ["study", "study.yaml", "--out", "ST"]
+
+
+# -------------------------------------------------------------- data set setups
+
+
+def idx_folder(space: Workspace, name: str = "idx") -> Path:
+    """./idx: 300 training and 100 test MNIST images as plain IDX files."""
+    mnist = load_dataset("mnist")
+    folder = space.cwd / name
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", mnist.x_train[:300].numpy())
+    write_idx(folder / "train-labels-idx1-ubyte", mnist.y_train[:300].numpy())
+    write_idx(folder / "t10k-images-idx3-ubyte", mnist.x_test[:100].numpy())
+    write_idx(folder / "t10k-labels-idx1-ubyte", mnist.y_test[:100].numpy())
+    return folder
+
+
+def broken_idx(change: Callable[[Path], None]) -> Setup:
+    """A setup: make ./idx, then break it with `change(folder)`."""
+    return lambda space: change(idx_folder(space))
+
+
+def _truncate(path: Path, cut: int) -> None:
+    path.write_bytes(path.read_bytes()[:-cut])
+
+
+def _gzip_half(folder: Path) -> None:
+    plain = folder / "t10k-images-idx3-ubyte"
+    packed = gzip.compress(plain.read_bytes())
+    plain.unlink()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(packed[: len(packed) // 2])
+
+
+def _checksum_mismatch(folder: Path) -> None:
+    write_sums(folder)  # then change a file the sums list
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.ones(100, dtype=np.uint8))
+
+
+def _images_32(folder: Path) -> None:
+    for name, n in (("train-images-idx3-ubyte", 300), ("t10k-images-idx3-ubyte", 100)):
+        write_idx(folder / name, np.zeros((n, 32, 32), dtype=np.uint8))
+
+
+DATA = ["train", "conv5-tiny", "--data-dir", "idx", "--out", "OUT"]
+DATA += ["--epochs", "1", "--val-size", "100"]
+
+# ------------------------------------------------------------ run folder setups
+
+
+def _run_edit(change: Callable[[Path], None]) -> Setup:
+    """A setup: copy the shared run to ./RUN, then change it."""
+    return lambda space: change(space.run())
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = meta
+        *parents, last = key.split("__")
+        for parent in parents:
+            target = target[parent]
+        target[last] = value
+    path.write_text(json.dumps(meta))
+
+
+def _edit_checkpoint(run: Path, **changes: object) -> None:
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    payload.update(changes)
+    torch.save(payload, run / "checkpoint.pt")
+
+
+def _other_weights(run: Path) -> None:
+    other = build_model(cnnlab.load("conv5-medium"), 10, seed=0)
+    torch.save(other.state_dict(), run / "weights.pt")
+
+
+def _no_weights(run: Path) -> None:
+    (run / "weights.pt").unlink()
+    (run / "checkpoint.pt").unlink()
+
+
+class Pwned:
+    """Unpickling this would run code: a hostile checkpoint."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("touch PWNED",))
+
+
+def _hostile_checkpoint(run: Path) -> None:
+    torch.save({"format": 1, "model": Pwned()}, run / "checkpoint.pt")
+
+
+# ----------------------------------------------------------------- disk setups
+
+
+def _read_only(space: Workspace) -> None:
+    space.mount("64k", read_only=True)
+
+
+def _full_disk(space: Workspace) -> None:
+    fill(space.mount("256k"))
+
+
+def _parent_is_file(space: Workspace) -> None:
+    space.write("afile", "not a folder\n")
+
+
+# ---------------------------------------------------------------- image setups
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    """A PNG whose header claims `size`, with no pixel data: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def _with_run(space: Workspace) -> None:
+    space.run()
+
+
+def _image(name: str, make: Callable[[Path], None]) -> Setup:
+    def setup(space: Workspace) -> None:
+        space.run()
+        make(space.cwd / name)
+
+    return setup
+
+
+def _truncated_png(path: Path) -> None:
+    whole = draw_digit(path, "1").read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+
+def _bytes(content: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(content)
+
+
+PREDICT = ["predict", "RUN"]
+MEMORY_MASK = r"but [\d.]+ [kMGT]?B is available"
+
+MATRIX = [
+    # ------------------------------------------------------ architecture files
+    case("arch-empty-file", "Architecture files", args=TRAIN, files={"net.yaml": ""},
+         example="an empty net.yaml",
+         phrases=["net.yaml: the file is empty", "'name' and 'layers' keys"]),
+    case("arch-not-a-mapping", "Architecture files", args=TRAIN,
+         files={"net.yaml": "- Flatten\n- Dense: {units: 10}\n"},
+         example="a YAML list instead of a mapping",
+         phrases=["net.yaml: an architecture file must be a mapping", "a list"]),
+    case("arch-unknown-key", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: net\nlayer: [Flatten]\n"}, example="`layer:`",
+         phrases=["net.yaml: unknown key 'layer'", "Did you mean 'layers'?"]),
+    case("arch-no-layers", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: net\nlayers: []\n"}, example="`layers: []`",
+         phrases=["net.yaml: 'layers' must be a non-empty list", "Example:"]),
+    case("arch-layer-not-a-mapping", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: net\nlayers: [5]\n"}, example="`layers: [5]`",
+         phrases=["net.yaml: layers[0]: a layer must be a mapping", "Received: 5"]),
+    case("arch-missing-argument", "Architecture files", args=TRAIN,
+         files=net(FLAT, layer("Dense", activation="softmax")),
+         example="`Dense` without `units`",
+         phrases=["layers[1] (Dense): missing required argument(s): units"]),
+    case("arch-negative-kernel", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filters=4, kernel_size=-3), FLAT, OUT10),
+         example="`kernel_size: -3`",
+         phrases=["layers[0] (Conv2D): kernel_size must be positive",
+                  "Received: kernel_size=[-3, -3]"]),
+    case("arch-kernel-three-numbers", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filters=4, kernel_size=[3, 3, 3]), FLAT, OUT10),
+         example="`kernel_size: [3, 3, 3]`",
+         phrases=["layers[0] (Conv2D): kernel_size must be an integer or a list of "
+                  "two integers", "kernel_size: [3, 3]"]),
+    case("arch-float-filters", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filters=8.5, kernel_size=3), FLAT, OUT10),
+         example="`filters: 8.5`",
+         phrases=["layers[0] (Conv2D): filters must be a positive integer",
+                  "filters=8.5"]),
+    case("arch-unknown-activation", "Architecture files", args=TRAIN,
+         files=net(FLAT, layer("Dense", units=10, activation="rellu")),
+         example="`activation: rellu`",
+         phrases=["layers[1] (Dense): activation must be one of",
+                  "Did you mean 'relu'?"]),
+    case("arch-unknown-padding", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filters=4, kernel_size=3, padding="full"), FLAT,
+                   OUT10),
+         example="`padding: full`",
+         phrases=["layers[0] (Conv2D): padding must be one of valid, same"]),
+    case("arch-dropout-rate-one", "Architecture files", args=TRAIN,
+         files=net(FLAT, layer("Dropout", rate=1.0), OUT10),
+         example="`Dropout: {rate: 1.0}`",
+         phrases=["layers[1] (Dropout): rate must be a number in [0, 1)",
+                  "Example: rate: 0.25"]),
+    case("arch-pool-larger-than-input", "Architecture files", args=TRAIN,
+         files=net(layer("MaxPooling2D", pool_size=32), FLAT, OUT10),
+         example="`pool_size: 32` on a 28x28 image",
+         phrases=["layers[0] (MaxPooling2D): pool_size [32, 32] is larger than its "
+                  "input 28x28", "padding: same"]),
+    case("arch-conv-after-flatten", "Architecture files", args=TRAIN,
+         files=net(FLAT, layer("Conv2D", filters=4, kernel_size=3), OUT10),
+         example="`Conv2D` after `Flatten`",
+         phrases=["layers[1] (Conv2D): expects an image input",
+                  "Move it before the Flatten/Dense layers"]),
+    case("arch-output-sigmoid", "Architecture files", args=TRAIN,
+         files=net(FLAT, layer("Dense", units=10, activation="sigmoid")),
+         example="a sigmoid output layer",
+         phrases=["layers[1] (Dense): the output activation is 'sigmoid'",
+                  "activation: softmax"]),
+    case("arch-input-shape-two-numbers", "Architecture files", args=TRAIN,
+         files=net(FLAT, OUT10, input_shape=[28, 28]),
+         example="`input_shape: [28, 28]`",
+         phrases=["net.yaml: input_shape must be three positive integers",
+                  "input_shape: [28, 28, 1]"]),
+    case("arch-input-shape-not-the-data", "Architecture files", args=TRAIN,
+         files=net(FLAT, OUT10, input_shape=[32, 32, 1]),
+         example="`input_shape: [32, 32, 1]` for 28x28 MNIST",
+         phrases=["net.yaml: input_shape is [32, 32, 1]", "28x28 with 1 channel",
+                  "Set input_shape: [28, 28, 1]"]),
+    case("arch-input-channels-not-the-data", "Architecture files", args=TRAIN,
+         files=net(CONV, FLAT, OUT10, input_shape=[28, 28, 3]),
+         example="`input_shape: [28, 28, 3]` (RGB) for greyscale MNIST",
+         phrases=["net.yaml: input_shape is [28, 28, 3]", "with 1 channel"]),
+    case("arch-too-large-for-memory", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filters=64, kernel_size=3, padding="same"), FLAT,
+                   layer("Dense", units=2_000_000), OUT10),
+         example="`Dense: {units: 2000000}` after a 28x28x64 conv (401 GB of weights)",
+         phrases=["net.yaml: training needs about 1.6 TB of memory",
+                  "weights 401.5 GB", "adam state 1.2 TB",
+                  "layers[2] (Dense) has 100,354,000,000 weights",
+                  "fewer units or filters"],
+         masks=(MEMORY_MASK,)),
+    case("arch-python-tag", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: !!python/object/apply:os.system ['touch PWNED']\n"
+                            "layers: [Flatten]\n"},
+         example="`name: !!python/object/apply:os.system [...]`",
+         phrases=["net.yaml: invalid YAML at line 1, column 7",
+                  "could not determine a constructor"]),
+    case("arch-not-utf8", "Architecture files", args=TRAIN,
+         setup=lambda space: space.write("net.yaml", b"\xff\xfe\x00 binary"),
+         example="a binary file named net.yaml",
+         phrases=["net.yaml: not a text file (byte 0 is not UTF-8)",
+                  "Save the architecture as UTF-8 YAML or JSON"]),
+    case("arch-invalid-json", "Architecture files",
+         args=["train", "net.json", "--out", "OUT", *SMALL],
+         files={"net.json": '{"name": "net", "layers": [}'},
+         example="net.json with a stray `}`",
+         phrases=["net.json: invalid YAML at line 1, column 28", "Fix the syntax"]),
+    case("arch-folder-not-file", "Architecture files",
+         args=["train", "nets/", "--out", "OUT", *SMALL],
+         setup=lambda space: (space.cwd / "nets").mkdir(),
+         example="a folder given as the architecture",
+         phrases=["nets: is a folder, not an architecture file",
+                  "Give the path of a YAML or JSON file"]),
+    # ------------------------------------------------------------- study files
+    case("study-missing", "Study files", args=["study", "none.yaml", "--out", "ST"],
+         example="a study file that does not exist",
+         phrases=["none.yaml: no such study file or built-in study",
+                  "Built-in: quickstart, seed"]),
+    case("study-invalid-yaml", "Study files", args=STUDY,
+         files=study("name: s\narchitectures: [conv5-tiny\n"),
+         example="an unclosed `[`", phrases=["study.yaml: invalid YAML at line 3"]),
+    case("study-unknown-key", "Study files", args=STUDY,
+         files=study("name: s\narchitecture: [conv5-tiny]\n"),
+         example="`architecture:`",
+         phrases=["study.yaml: unknown key 'architecture'",
+                  "Did you mean 'architectures'?"]),
+    case("study-negative-seed", "Study files", args=STUDY,
+         files=study("name: s\nseeds: [-1]\narchitectures: [conv5-tiny]\n"),
+         example="`seeds: [-1]`",
+         phrases=["study.yaml: seeds: must be a list of integers >= 0"]),
+    case("study-duplicate-labels", "Study files", args=STUDY,
+         files=study("name: s\narchitectures: [conv5-tiny, conv5-tiny]\n"),
+         example="the same net twice without labels",
+         phrases=["study.yaml: architectures: labels must be unique",
+                  "distinct 'label'"]),
+    case("study-unknown-setting", "Study files", args=STUDY,
+         files=study("name: s\ntrain: {epoch: 3}\narchitectures: [conv5-tiny]\n"),
+         example="`train: {epoch: 3}`",
+         phrases=["study.yaml: train: unknown key 'epoch'", "Did you mean 'epochs'?"]),
+    case("study-bad-setting", "Study files", args=STUDY,
+         files=study("name: s\ntrain: {batch_size: 0}\narchitectures: [conv5-tiny]\n"),
+         example="`train: {batch_size: 0}`",
+         phrases=["study.yaml: train: batch_size must be a positive integer"]),
+    case("study-name-not-simple", "Study files", args=STUDY,
+         files=study("name: 'my study/x'\narchitectures: [conv5-tiny]\n"),
+         example="`name: 'my study/x'`",
+         phrases=["study.yaml: name: must be a simple name", "it names a folder"]),
+    case("study-preset-and-file", "Study files", args=STUDY,
+         files=study("name: s\narchitectures: [{preset: conv5-tiny, file: n.yaml}]\n"),
+         example="an entry with both `preset` and `file`",
+         phrases=["study.yaml: architectures[0]: give exactly one of preset, file "
+                  "or spec"]),
+    case("study-net-not-ten-classes", "Study files", args=STUDY,
+         files=study("name: s\narchitectures:\n  - {label: t, spec: {layers: "
+                     "[Flatten, {Dense: {units: 7}}]}}\n"),
+         example="an inline spec ending in 7 units",
+         phrases=["study.yaml: architectures[0].spec: layers[1] (Dense): the "
+                  "network's output has shape (7,)", "units: 10"]),
+    # -------------------------------------------------------------------- data
+    case("data-unknown-name", "Data",
+         args=["train", "conv5-tiny", "--data", "mnits", "--out", "OUT", *SMALL],
+         example="`--data mnits`",
+         phrases=["unknown data set 'mnits'", "use 'mnist', 'fashion-mnist' or a "
+                  "folder"]),
+    case("data-dir-is-a-file", "Data", args=DATA,
+         setup=lambda space: space.write("idx", "a file\n"),
+         example="`--data-dir` naming a file",
+         phrases=["unknown data set 'idx': idx is not a folder"]),
+    case("data-file-missing", "Data", args=DATA,
+         setup=broken_idx(lambda f: (f / "t10k-labels-idx1-ubyte").unlink()),
+         example="no t10k-labels file",
+         phrases=["missing t10k-labels-idx1-ubyte[.gz] in idx",
+                  "put the four IDX files there"]),
+    case("data-wrong-magic", "Data", args=DATA,
+         setup=broken_idx(lambda f: (f / "train-images-idx3-ubyte").write_bytes(
+             b"\x00\x01\x08\x03" + bytes(100))),
+         example="an IDX file starting 00 01 08 03",
+         phrases=["idx/train-images-idx3-ubyte: not an IDX file (magic bytes "
+                  "00 01 08 03", "pass the original IDX file"]),
+    case("data-truncated", "Data", args=DATA,
+         setup=broken_idx(lambda f: _truncate(f / "train-images-idx3-ubyte", 100)),
+         example="the last 100 bytes of an image file cut off",
+         phrases=["idx/train-images-idx3-ubyte: truncated (header shape "
+                  "(300, 28, 28) needs 235216 bytes, the data has 235116)",
+                  "restore the original file"]),
+    case("data-truncated-gzip", "Data", args=DATA, setup=broken_idx(_gzip_half),
+         example="half of a .gz file",
+         phrases=["idx/t10k-images-idx3-ubyte.gz: the gzip stream is truncated",
+                  "copy it again"]),
+    case("data-not-gzip", "Data", args=DATA,
+         setup=broken_idx(lambda f: (f / "t10k-labels-idx1-ubyte").rename(
+             f / "t10k-labels-idx1-ubyte.gz")),
+         example="a plain IDX file named .gz",
+         phrases=["idx/t10k-labels-idx1-ubyte.gz: not a gzip file",
+                  "store it decompressed without .gz"]),
+    case("data-count-mismatch", "Data", args=DATA,
+         setup=broken_idx(lambda f: write_idx(f / "train-labels-idx1-ubyte",
+                                              np.zeros(299, dtype=np.uint8))),
+         example="300 images, 299 labels",
+         phrases=["idx/train-images-idx3-ubyte holds 300 images but "
+                  "idx/train-labels-idx1-ubyte holds 299 labels",
+                  "use files from the same data set"]),
+    case("data-checksum-mismatch", "Data", args=DATA,
+         setup=broken_idx(_checksum_mismatch),
+         example="a file changed after SHA256SUMS was written",
+         phrases=["idx/t10k-labels-idx1-ubyte: SHA-256 mismatch (expected",
+                  "fix SHA256SUMS"]),
+    case("data-bad-sums-line", "Data", args=DATA,
+         setup=broken_idx(lambda f: (f / "SHA256SUMS").write_text("zzz\n")),
+         example="a SHA256SUMS line that is not a digest",
+         phrases=["idx/SHA256SUMS: line 1 is not '<64 hex digits>  <file name>'"]),
+    case("data-images-not-uint8", "Data", args=DATA,
+         setup=broken_idx(lambda f: write_idx(f / "train-images-idx3-ubyte",
+                                              np.zeros((300, 28, 28), np.float32),
+                                              0x0D)),
+         example="float32 images (IDX type 0x0D)",
+         phrases=["idx/train-images-idx3-ubyte: expected uint8 images",
+                  "IDX3 file of type 0x08"]),
+    case("data-more-classes-than-net", "Data", args=DATA,
+         setup=broken_idx(lambda f: write_idx(f / "train-labels-idx1-ubyte",
+                                              np.arange(300) % 12)),
+         example="labels 0..11 for a 10-class preset",
+         phrases=["preset conv5-tiny: layers[9] (Dense): the network's output has "
+                  "shape (10,), but the data set has 12 classes", "units: 12"]),
+    case("data-images-not-28x28", "Data", args=DATA,
+         setup=broken_idx(_images_32),
+         example="32x32 images for a 28x28 preset",
+         phrases=["preset conv5-tiny: input_shape is [28, 28, 1], but the images of "
+                  "idx are 32x32", "Set input_shape: [32, 32, 1]"]),
+    case("data-evaluate-more-classes", "Data",
+         args=["evaluate", "RUN", "--data", "idx"],
+         setup=lambda space: (space.run(), write_idx(
+             idx_folder(space) / "t10k-labels-idx1-ubyte", np.arange(100) % 13)),
+         example="`evaluate --data` with 13 classes on a 10-class run",
+         phrases=["idx: the data set has 13 classes, but the network of RUN scores "
+                  "10", "data with the classes it was trained on"]),
+    case("data-val-size-too-large", "Data",
+         args=["train", "conv5-tiny", "--val-size", "60000", "--out", "OUT"],
+         example="`--val-size 60000` (all of MNIST's training set)",
+         phrases=["val_size=60000 (--val-size) is out of range", "choose 1..59999",
+                  "(--validation)"]),
+    # ------------------------------------------------------------- run folders
+    case("run-missing", "Run folders", args=["evaluate", "nothere"],
+         example="`evaluate nothere`",
+         phrases=["nothere: no such run folder", "Give the folder a training run "
+                  "wrote"]),
+    case("run-weights-of-another-net", "Run folders", args=["evaluate", "RUN"],
+         setup=_run_edit(_other_weights),
+         example="weights.pt copied from a conv5-medium run into a conv5-tiny run",
+         phrases=["RUN/weights.pt: the saved weights do not fit the run's "
+                  "architecture", "Retrain the run"]),
+    case("run-checkpoint-newer-format", "Run folders",
+         args=["train", "--resume", "RUN", "--epochs", "2"],
+         setup=_run_edit(lambda run: _edit_checkpoint(run, format=99)),
+         example="checkpoint.pt of format 99",
+         phrases=["RUN/checkpoint.pt: checkpoint format 99 is newer than this cnnlab "
+                  "understands (1)", "Upgrade cnnlab"]),
+    case("run-newer-format", "Run folders", args=["evaluate", "RUN"],
+         setup=_run_edit(lambda run: _edit_json(run / "run.json", format=99)),
+         example="run.json of format 99",
+         phrases=["RUN: run format 99 is newer than this cnnlab understands (1)",
+                  "Upgrade cnnlab"]),
+    case("run-checkpoint-corrupt", "Run folders",
+         args=["train", "--resume", "RUN", "--epochs", "2"],
+         setup=_run_edit(lambda run: (run / "checkpoint.pt").write_bytes(b"junk" * 9)),
+         example="checkpoint.pt overwritten with junk",
+         phrases=["RUN/checkpoint.pt: cannot be read as a cnnlab checkpoint: the "
+                  "file is corrupt", "Retrain the run or restore the file"]),
+    case("run-checkpoint-incomplete", "Run folders",
+         args=["train", "--resume", "RUN", "--epochs", "2"],
+         setup=_run_edit(lambda run: torch.save({"format": 1},
+                                                run / "checkpoint.pt")),
+         example="a checkpoint holding only `{format: 1}`",
+         phrases=["RUN/checkpoint.pt: incomplete checkpoint (missing epoch, model",
+                  "Retrain the run or restore the file"]),
+    case("run-checkpoint-runs-code", "Run folders",
+         args=["train", "--resume", "RUN", "--epochs", "2"],
+         setup=_run_edit(_hostile_checkpoint),
+         example="a checkpoint whose pickle calls os.system",
+         phrases=["RUN/checkpoint.pt: cannot be read as a cnnlab checkpoint: it "
+                  "holds Python objects", "loading them could run code"]),
+    case("run-weights-empty", "Run folders", args=["evaluate", "RUN"],
+         setup=_run_edit(lambda run: (run / "weights.pt").write_bytes(b"")),
+         example="an empty weights.pt",
+         phrases=["RUN/weights.pt: cannot be read as a cnnlab checkpoint: the file "
+                  "is corrupt", "restore the file"]),
+    case("run-json-corrupt", "Run folders", args=["evaluate", "RUN"],
+         setup=_run_edit(lambda run: (run / "run.json").write_text("{not json")),
+         example="run.json that is not JSON",
+         phrases=["RUN/run.json: unreadable", "Retrain the run"]),
+    case("run-json-bad-config", "Run folders",
+         args=["train", "--resume", "RUN", "--epochs", "2"],
+         setup=_run_edit(lambda run: _edit_json(run / "run.json",
+                                                config__epochs="many")),
+         example="run.json with `config.epochs: \"many\"`",
+         phrases=["RUN/run.json: config: epochs must be a positive integer",
+                  "Received: epochs='many'"]),
+    case("run-no-weights-yet", "Run folders",
+         args=[*PREDICT, "one.png"],
+         setup=lambda space: (_no_weights(space.run()),
+                              draw_digit(space.cwd / "one.png", "1")),
+         example="a run stopped before its first epoch ended",
+         phrases=["RUN: no weights yet (no epoch has finished)",
+                  "cnnlab train --resume RUN"]),
+    # -------------------------------------------------- output folder and disk
+    case("out-parent-is-a-file", "Output folder and disk",
+         args=["train", "conv5-tiny", "--out", "afile/run", *SMALL],
+         setup=_parent_is_file, example="`--out afile/run`, afile a file",
+         phrases=["afile/run: cannot create the output folder (Not a directory)",
+                  "Choose a writable --out"]),
+    case("out-read-only", "Output folder and disk",
+         args=["train", "conv5-tiny", "--out", "disk/run", *SMALL],
+         setup=_read_only, example="`--out` on a read-only file system",
+         phrases=["disk/run: cannot create the output folder (Read-only file "
+                  "system)", "Choose a writable --out"]),
+    case("out-disk-full", "Output folder and disk",
+         args=["train", "conv5-tiny", "--out", "disk/run", *SMALL],
+         setup=_full_disk, example="`--out` on a full disk",
+         phrases=["disk/run/spec.yaml: cannot write the file (No space left on "
+                  "device)", "Free some disk space"]),
+    # ------------------------------------------------------------------- flags
+    case("flag-unknown-command", "Flags", args=["trian", "conv5-tiny"],
+         example="`cnnlab trian`",
+         phrases=["invalid choice: 'trian'", "(did you mean train?)"]),
+    case("flag-not-a-number", "Flags",
+         args=["train", "conv5-tiny", "--batch-size", "big"],
+         example="`--batch-size big`",
+         phrases=["argument --batch-size: expected a positive integer, got 'big'"]),
+    case("flag-lr-nan", "Flags", args=["train", "conv5-tiny", "--lr", "nan"],
+         example="`--lr nan`",
+         phrases=["argument --lr: expected a positive number, got nan"]),
+    case("flag-seed-negative", "Flags", args=["train", "conv5-tiny", "--seed", "-1"],
+         example="`--seed -1`",
+         phrases=["argument --seed: expected an integer >= 0, got -1"]),
+    case("flag-missing-value", "Flags", args=["train", "conv5-tiny", "--epochs"],
+         example="`--epochs` with no number",
+         phrases=["argument --epochs: expected one argument"]),
+    case("flag-validation-typo", "Flags",
+         args=["train", "conv5-tiny", "--validation", "tset"],
+         example="`--validation tset`",
+         phrases=["argument --validation: invalid choice: 'tset'",
+                  "(did you mean test?)"]),
+    case("flag-threads-more-than-cpus", "Flags",
+         args=["train", "conv5-tiny", "--threads", "100000", "--out", "OUT", *SMALL],
+         example="`--threads 100000` (PyTorch crashes on it)",
+         phrases=["threads=100000 (--threads) is more than the", "or fewer"],
+         masks=(r"the \d+ CPU\(s\)", r"--threads \d+ or fewer")),
+    case("flag-val-size-without-holdout", "Flags",
+         args=["train", "conv5-tiny", "--validation", "test", "--val-size", "100"],
+         example="`--validation test --val-size 100`",
+         phrases=["--val-size sets the hold-out, but --validation is test",
+                  "Drop --val-size"]),
+    case("flag-resume-with-overwrite", "Flags",
+         args=["train", "--resume", "RUN", "--overwrite"],
+         setup=_with_run,
+         example="`--resume RUN --overwrite`",
+         phrases=["--resume continues a run with its own settings; drop --overwrite"]),
+    case("flag-resume-missing-run", "Flags", args=["train", "--resume", "nothere"],
+         example="`--resume nothere`", phrases=["nothere: no such run folder"]),
+    case("flag-device-cuda-without-gpu", "Flags",
+         pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+         args=["train", "conv5-tiny", "--device", "cuda", "--out", "OUT", *SMALL],
+         example="`--device cuda` on a machine without a GPU",
+         phrases=["--device cuda was asked for, but PyTorch sees no GPU",
+                  "Use --device cpu"]),
+    case("flag-study-seeds", "Flags", args=["study", "quickstart", "--seeds", "a,b"],
+         example="`study --seeds a,b`",
+         phrases=["argument --seeds: expected comma-separated integers"]),
+    # ------------------------------------------------------ images for predict
+    case("image-missing", "Images for predict", args=[*PREDICT, "none.png"],
+         setup=_with_run, example="a path that does not exist",
+         phrases=["none.png: no such file", "check the path"]),
+    case("image-folder", "Images for predict", args=[*PREDICT, "RUN"],
+         setup=_with_run, example="a folder",
+         phrases=["RUN: is a folder, not an image file"]),
+    case("image-fake-jpeg", "Images for predict", args=[*PREDICT, "x.jpg"],
+         setup=_image("x.jpg", _bytes(b"\xff\xd8\xff\xe0" + bytes(50))),
+         example="a JPEG header followed by zeros",
+         phrases=["x.jpg: not an image file Pillow can read", "PNG or JPEG"]),
+    case("image-truncated", "Images for predict", args=[*PREDICT, "half.png"],
+         setup=_image("half.png", _truncated_png), example="the first half of a PNG",
+         phrases=["half.png: cannot decode the image (image file is truncated)",
+                  "re-save it"]),
+    case("image-huge", "Images for predict", args=[*PREDICT, "huge.png"],
+         setup=_image("huge.png", lambda p: Image.new("1", (8000, 6000), 1).save(p)),
+         example="an 8000x6000 PNG (48 MP)",
+         phrases=["huge.png: the image is 8000x6000 = 48,000,000 pixels, over the "
+                  "limit of 40,000,000", "shrink it first"]),
+    case("image-bomb", "Images for predict", args=[*PREDICT, "bomb.png"],
+         setup=_image("bomb.png", _bytes(_png((100_000, 100_000)))),
+         example="a 100-byte PNG whose header claims 100000x100000",
+         phrases=["bomb.png: the image is too large to decode safely",
+                  "shrink it below 40,000,000 pixels"]),
+    case("image-blank", "Images for predict", args=[*PREDICT, "blank.png"],
+         setup=_image("blank.png", lambda p: Image.new("L", (100, 100), 255).save(p)),
+         example="an all-white image",
+         phrases=["blank.png: the image is blank (no ink found)"]),
+    # -------------------------------------------------------- numerical faults
+    case("diverged-first-epoch", "Numerical faults",
+         args=["train", "conv5-tiny", "--optimizer", "sgd", "--lr", "1e6",
+               "--out", "OUT", *SMALL],
+         example="`--optimizer sgd --lr 1e6`",
+         phrases=["OUT: training diverged at epoch 1, step ",
+                  "the loss became NaN", "sgd with lr 1e+06; try --lr 100000",
+                  "No epoch had finished", "smaller --lr"],
+         masks=(r"step \d+ of",), in_training=True),
+]  # fmt: skip
+
+# Cases with their own tests below (they check what a failure keeps).
+DEDICATED = {
+    "diverged-later-epoch": "Numerical faults",
+    "disk-full-during-checkpoint": "Output folder and disk",
+}
+CATEGORY_OF = {p.id: p.values[0] for p in MATRIX} | DEDICATED  # type: ignore[attr-defined]
+ALL_IDS = [
+    *(i for c in CATEGORIES for i, cat in CATEGORY_OF.items() if cat == c),
+]
+# Run again as real processes: a file, a machine limit and a run-folder error.
+AS_PROCESS = {
+    "arch-too-large-for-memory",
+    "flag-threads-more-than-cpus",
+    "run-checkpoint-incomplete",
+}
+
+
+def check_error(result: Result, case_: Case) -> str:
+    """The bad-input contract; returns the message without 'error: '."""
+    if not case_.in_training:
+        return error_line(result, *case_.phrases)[len("error: ") :]
+    assert result.code == 2, result
+    assert "Traceback" not in result.err
+    line = result.err.splitlines()[-1]
+    assert line.startswith("error: "), result.err
+    for phrase in case_.phrases:
+        assert phrase in line, f"{phrase!r} not in {line!r}"
+    return line[len("error: ") :]
+
+
+def prepare(case_: Case, space: Workspace) -> None:
+    for name, text in case_.files.items():
+        space.write(name, text)
+    if case_.setup is not None:
+        case_.setup(space)
+
+
+@pytest.mark.parametrize(("category", "case_"), MATRIX)
+def test_bad_input(
+    cli: Callable[..., Result],
+    workspace: Workspace,
+    doc_table: DocTable,
+    request: pytest.FixtureRequest,
+    category: str,
+    case_: Case,
+) -> None:
+    prepare(case_, workspace)
+    before = snapshot(workspace.cwd)
+    result = cli(*case_.args)
+    message = check_error(result, case_)
+    assert not (workspace.cwd / "PWNED").exists()  # no file ran code
+    if case_.in_training:  # the run folder stays, marked failed, with no weights
+        assert sorted(p.name for p in (workspace.cwd / "OUT").iterdir()) == [
+            "run.json",
+            "spec.yaml",
+        ]
+        assert json.loads((workspace.cwd / "OUT/run.json").read_text())["status"] == (
+            "failed"
+        )
+    else:
+        assert snapshot(workspace.cwd) == before  # nothing written, nothing changed
+    test_id = request.node.callspec.id
+    doc_table.check(Row(test_id, category, case_.example, message, case_.masks))
+
+
+@pytest.mark.parametrize(
+    ("category", "case_"),
+    [p for p in MATRIX if p.id in AS_PROCESS],  # type: ignore[attr-defined]
+)
+def test_bad_input_as_process(workspace: Workspace, category: str, case_: Case) -> None:
+    prepare(case_, workspace)
+    before = snapshot(workspace.cwd)
+    result = run_cli(*case_.args, cwd=workspace.cwd)
+    check_error(result, case_)
+    assert snapshot(workspace.cwd) == before
+
+
+def test_every_case_is_documented() -> None:
+    assert list(read_doc_rows()) == ALL_IDS, (
+        f"{DOC} lists other cases; run pytest {__file__} --update-golden"
+    )
+    assert len(ALL_IDS) >= 40
+
+
+# ----------------------------------------------------- training-time failures
+
+
+def set_lr(run: Path, lr: float) -> None:
+    """Change a run's learning rate where resuming reads it: the optimizer state."""
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    for group in payload["optimizer"]["param_groups"]:
+        group["lr"] = lr
+    torch.save(payload, run / "checkpoint.pt")
+    _edit_json(run / "run.json", config__lr=lr)
+
+
+def test_diverged_later_epoch_keeps_the_last_checkpoint(
+    cli: Callable[..., Result], workspace: Workspace, doc_table: DocTable
+) -> None:
+    # Epoch 1 trained with SGD at its default lr; now the run's lr is raised to
+    # 1e6 (as if it had been given) and epoch 2 diverges within a few steps.
+    run = workspace.run()
+    set_lr(run, 1e6)
+    kept = {name: (run / name).read_bytes() for name in ("checkpoint.pt",
+            "history.csv", "weights.pt", "spec.yaml", "curves.png")}  # fmt: skip
+
+    result = cli("train", "--resume", "RUN", "--epochs", "2")
+
+    case_ = Case(
+        args=(),
+        phrases=("RUN: training diverged at epoch 2, step ", "the loss became NaN",
+                 "The checkpoint of epoch 1 is intact", "--lr 100000"),
+        example="`--resume` into epoch 2 with lr raised to 1e6",
+        in_training=True,
+    )  # fmt: skip
+    message = check_error(result, case_)
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+    assert temp_files(run) == []
+    meta = json.loads((run / "run.json").read_text())
+    assert (meta["status"], meta["epochs_done"]) == ("failed", 1)
+    assert "training diverged at epoch 2" in meta["error"]
+    doc_table.check(
+        Row("diverged-later-epoch", "Numerical faults", case_.example, message,
+            (r"step \d+ of",))
+    )  # fmt: skip
+
+    # The checkpoint is good: with a sane lr the run resumes from epoch 1.
+    set_lr(run, 0.01)
+    result = cli("train", "--resume", "RUN", "--epochs", "2")
+    assert result.code == 0, result.err
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[:2] == kept["history.csv"].decode().splitlines()
+    assert len(history) == 3
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_one(
+    cli: Callable[..., Result], workspace: Workspace, doc_table: DocTable
+) -> None:
+    disk = workspace.mount("1m")
+    run = workspace.run("disk/RUN")  # epoch 1 done
+    before = snapshot(run)
+    fill(disk, leave=12 * 1024)  # room for run.json, not for a 27 kB checkpoint
+
+    result = cli("train", "--resume", "disk/RUN", "--epochs", "2")
+
+    case_ = Case(
+        args=(),
+        phrases=("disk/RUN/checkpoint.pt: cannot write the file (No space left on "
+                 "device)", "Free some disk space",
+                 "The checkpoint of epoch 1 is intact",
+                 "resume with: cnnlab train --resume disk/RUN"),
+        example="a disk that fills up during epoch 2's checkpoint",
+        in_training=True,
+    )  # fmt: skip
+    message = check_error(result, case_)
+    after = snapshot(run)
+    assert temp_files(run) == []
+    assert {k: v for k, v in after.items() if k != "run.json"} == {
+        k: v for k, v in before.items() if k != "run.json"
+    }
+    assert json.loads(after["run.json"])["status"] == "interrupted"
+    doc_table.check(
+        Row("disk-full-during-checkpoint", "Output folder and disk", case_.example,
+            message)
+    )  # fmt: skip
+
+    (disk / "filler").unlink()  # space again: the run resumes from epoch 1
+    result = cli("train", "--resume", "disk/RUN", "--epochs", "2")
+    assert result.code == 0, result.err
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
+
+
+# ------------------------------------------------------------ memory estimate
+
+
+def test_memory_estimate_by_hand() -> None:
+    arch = cnnlab.Architecture("mlp", (cnnlab.Flatten(), cnnlab.Dense(10)))
+    need = estimate_memory(infer(arch, 10), batch_size=128, optimizer_slots=2)
+    weights = (784 * 10 + 10) * 4
+    assert need.weights == weights
+    assert need.training_state == 3 * weights  # gradients + Adam's m and v
+    # input 784 + flatten 784 + dense 10 values per image, x3 for the backward pass
+    assert need.activations == (784 + 784 + 10) * 128 * 3 * 4
+    inference = estimate_memory(infer(arch, 10), batch_size=1000, optimizer_slots=None)
+    assert inference.training_state == 0
+    assert inference.activations == (784 + 784 + 10) * 1000 * 4
+
+
+def test_memory_check_names_the_estimate_and_the_fix() -> None:
+    info = infer(cnnlab.load("conv5-medium"), 10)
+    need = check_memory(info, 128, "adam", available=10**9)
+    assert 1e6 < need.total < 1e8
+    with pytest.raises(SpecError) as caught:
+        check_memory(info, 128, "adam", available=need.total)  # uses only 80%
+    message = str(caught.value)
+    assert message.startswith("preset conv5-medium: training needs about ")
+    assert f"but {need.total / 1e6:.1f} MB is available" in message
+    assert "a smaller --batch-size" in message  # activations dominate here
+
+
+def test_the_largest_preset_is_estimated_below_2_gb() -> None:
+    # conv3-512: 23.3M weights (373 MB with Adam) and 512-channel 26x26 activations
+    need = estimate_memory(infer(cnnlab.load("conv3-512"), 10), 128, 2)
+    assert 0.5e9 < need.total < 2e9

@@ -1,0 +1,270 @@
+"""The Ray executor: the in-process results on Ray, a killed worker resumed, ASHA.
+
+Ray is an optional extra; without it the tests marked `ray` are skipped. One local
+Ray instance (2 CPUs) serves the module; the first test starts and stops its own, as
+`cnnlab study --executor ray` does, and checks that no Ray process outlives it.
+"""
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnnlab.analysis import comparison_rows
+from cnnlab.errors import CnnlabError
+from cnnlab.executor import run_study
+from cnnlab.ray_executor import INSTALL_HINT, run_study_ray
+from cnnlab.store import Store
+from cnnlab.study import STORE_FILE, Study, parse_study
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY, reason="Ray is not installed: pip install 'cnnlab[ray]'"
+)
+LINEAR = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
+
+
+def make_study(name: str, seeds: list[int], archs: list[Any], **train: Any) -> Study:
+    # threads: 1 in both executors. A Ray trial gets torch threads from its CPUs
+    # (1 here), the in-process run all cores by default, and a different thread
+    # count changes the summation order of matrix products: with 2 vs 1 threads the
+    # linear net's clean train loss differed in the 7th digit.
+    base = {"train_limit": 1000, "val_size": 300, "test_limit": 500, "threads": 1}
+    doc = {"name": name, "seeds": seeds, "train": base | train, "architectures": archs}
+    return parse_study(doc, source=f"{name}.yaml")
+
+
+def tiny_study() -> Study:
+    archs = [
+        "conv5-medium",
+        {"label": "linear", "spec": LINEAR, "train": {"lr": 0.003}},
+    ]
+    return make_study("tiny", [0, 1], archs, epochs=1)
+
+
+def results(out: Path, study: str) -> list[tuple]:
+    """Everything a report reads of each trial, except wall-clock seconds."""
+    with Store(out / STORE_FILE) as store:
+        return sorted(
+            (t.label, t.seed, t.arch_name, t.params, t.flops, t.status, t.test_loss,
+             t.test_acc, t.train_clean_loss, t.train_clean_acc, t.stopped_epoch,
+             tuple((r["epoch"], r["loss"], r["acc"], r["val_loss"], r["val_acc"])
+                   for r in t.history))
+            for t in store.trials(study)
+        )  # fmt: skip
+
+
+def rows(out: Path) -> list[dict]:
+    """The store's trial rows as written, but for the row id, run folder and time."""
+    with Store(out / STORE_FILE) as store:
+        found = [dict(r) for r in store.trial_rows("tiny")]
+    for row in found:
+        assert Path(row.pop("run_path")).parent == out / "tiny" / "runs"
+        del row["id"], row["updated"]
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendant processes of `pid`, from /proc (Ray starts its as children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has exited already
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def ray_processes() -> list[str]:
+    """Ray's processes started from this one (raylet, gcs_server, workers)."""
+    return [c for c in map(command, descendants(os.getpid())) if "ray" in c]
+
+
+def wait_for_no_ray_processes(timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return ray_processes()
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study run by the in-process executor."""
+    out = tmp_path_factory.mktemp("in-process")
+    run_study(tiny_study(), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """One 2-CPU Ray instance for the module; run_study_ray uses it as it finds it."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    yield ray
+    ray.shutdown()
+    assert wait_for_no_ray_processes() == []
+
+
+def test_without_ray_the_executor_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` -> ImportError
+    with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[ray\]'"):
+        run_study_ray(tiny_study(), tmp_path)
+    assert INSTALL_HINT == "install with: pip install 'cnnlab[ray]'"
+    assert not (tmp_path / STORE_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "options,phrase",
+    [
+        ({"early_stop": "hyperband"}, "early_stop must be one of asha"),
+        ({"cpus_per_trial": 0}, "cpus_per_trial must be a positive number"),
+    ],
+)
+def test_bad_options_are_refused_before_ray_starts(
+    tmp_path: Path, options: dict, phrase: str
+) -> None:
+    with pytest.raises(CnnlabError, match=phrase):
+        run_study_ray(tiny_study(), tmp_path, **options)
+
+
+def test_early_stopping_needs_validation(tmp_path: Path) -> None:
+    study = make_study("blind", [0], ["conv5-medium"], validation="none")
+    with pytest.raises(CnnlabError, match="validation: none"):
+        run_study_ray(study, tmp_path, early_stop="asha")
+
+
+@pytest.mark.ray
+@needs_ray
+def test_same_results_as_in_process(tmp_path: Path, in_process: Path) -> None:
+    """On its own local instance, as the CLI starts it: none of it outlives the run.
+
+    This test runs before the module's shared instance exists (`local_ray`).
+    """
+    outcomes = run_study_ray(tiny_study(), tmp_path)
+    assert [(o.trial.label, o.trial.seed, o.status) for o in outcomes] == [
+        ("conv5-medium", 0, "trained"), ("linear", 0, "trained"),
+        ("conv5-medium", 1, "trained"), ("linear", 1, "trained")]  # fmt: skip
+    assert wait_for_no_ray_processes() == []
+    ray_results = results(tmp_path, "tiny")
+    assert ray_results == results(in_process, "tiny")  # exactly equal
+    assert {r[5] for r in ray_results} == {"completed"}
+    assert rows(tmp_path) == rows(in_process)  # the same rows, in the same order
+    run = tmp_path / "tiny" / "runs" / "linear-s1"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "completed" and (run / "weights.pt").is_file()
+
+    again = run_study_ray(tiny_study(), tmp_path)
+    assert {o.status for o in again} == {"skipped"}
+    assert results(tmp_path, "tiny") == ray_results
+
+
+def kill_first_trial_worker(run_dir: Path, killed: dict[str, Any]) -> None:
+    """Once epoch 1 is checkpointed, SIGKILL the Ray worker training the trial."""
+    run_json = run_dir / "run.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            meta = json.loads(run_json.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("epochs_done") == 1 and meta.get("status") == "running":
+            break
+        time.sleep(0.02)
+    else:
+        return
+    killed["history"] = (run_dir / "history.csv").read_text()
+    workers = [
+        pid
+        for pid in descendants(os.getpid())
+        if command(pid).startswith("ray::ImplicitFunc")  # Tune's trial actors
+    ]
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    killed["pids"] = workers
+
+
+@pytest.mark.ray
+@needs_ray
+def test_killed_worker_resumes_from_its_checkpoint(
+    tmp_path: Path, local_ray: Any
+) -> None:
+    study = make_study("killme", [0], ["conv5-medium"], epochs=3, train_limit=6000)
+    run_study(study, tmp_path / "clean")
+
+    killed: dict[str, Any] = {}
+    run_dir = tmp_path / "killed" / "killme" / "runs" / "conv5-medium-s0"
+    killer = threading.Thread(target=kill_first_trial_worker, args=(run_dir, killed))
+    killer.start()
+    outcomes = run_study_ray(study, tmp_path / "killed")
+    killer.join()
+
+    assert len(killed.get("pids", [])) == 1, "no trial worker was found to kill"
+    assert [o.status for o in outcomes] == ["trained"]
+    assert results(tmp_path / "killed", "killme") == results(
+        tmp_path / "clean", "killme"
+    )
+    # Resumed, not restarted: epoch 1 (with its wall-clock seconds) is the one
+    # checkpointed before the kill.
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[:2] == killed["history"].splitlines()[:2]
+    assert len(history) == 4
+
+
+@pytest.mark.ray
+@needs_ray
+def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None:
+    weak = {"label": "weak", "spec": LINEAR, "train": {"optimizer": "sgd", "lr": 1e-6}}
+    study = make_study("asha", [0], ["conv5-medium", weak], epochs=3)
+    # 2 CPUs per trial on 2 CPUs: one trial at a time, in study order, so the strong
+    # net sets the bar at every rung before the weak one reaches it.
+    outcomes = run_study_ray(study, tmp_path, early_stop="asha", cpus_per_trial=2)
+    assert [(o.trial.label, o.status) for o in outcomes] == [
+        ("conv5-medium", "trained"), ("weak", "stopped_early")]  # fmt: skip
+    with Store(tmp_path / STORE_FILE) as store:
+        strong, stopped = store.trials("asha")
+    assert (strong.status, strong.stopped_epoch, len(strong.history)) == (
+        "completed", None, 3)  # fmt: skip
+    assert (stopped.status, stopped.stopped_epoch, len(stopped.history)) == (
+        "stopped_early", 1, 1)  # fmt: skip
+    assert stopped.test_acc < 0.3 < strong.test_acc  # scored at the epoch it stopped
+    assert stopped.train_clean_acc is not None
+    assert [r.stopped_early for r in comparison_rows([strong, stopped])] == [0, 1]
+    run = json.loads((tmp_path / "asha" / "runs" / "weak-s0" / "run.json").read_text())
+    assert (run["status"], run["stopped_epoch"]) == ("stopped_early", 1)
+
+    again = run_study_ray(study, tmp_path, early_stop="asha", cpus_per_trial=2)
+    assert [o.status for o in again] == ["skipped", "stopped_early"]
