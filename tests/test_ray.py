@@ -268,3 +268,45 @@ def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None
 
     again = run_study_ray(study, tmp_path, early_stop="asha", cpus_per_trial=2)
     assert [o.status for o in again] == ["skipped", "stopped_early"]
+
+
+def write_study(folder: Path, name: str, seeds: list[int], archs: list[Any]) -> Path:
+    base = {"train_limit": 1000, "val_size": 300, "test_limit": 500, "threads": 1}
+    doc = {"name": name, "seeds": seeds, "train": base | {"epochs": 1},
+           "architectures": archs}  # fmt: skip
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def cnnlab(*args: str) -> Any:
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("flags", [["--early-stop", "asha"], ["--address", "auto"]])
+def test_ray_only_flags_need_the_ray_executor(tmp_path: Path, flags: list) -> None:
+    path = write_study(tmp_path, "cli", [0], ["conv5-tiny"])
+    result = cnnlab("study", path, "--out", tmp_path / "out", *flags)
+    assert result.returncode == 2
+    assert f"{flags[0]} needs --executor ray" in result.stderr
+    assert not (tmp_path / "out" / STORE_FILE).exists()
+
+
+@pytest.mark.ray
+@needs_ray
+def test_cli_runs_a_study_on_a_local_ray_instance(tmp_path: Path) -> None:
+    path = write_study(tmp_path, "cli", [0, 1], ["conv5-tiny"])
+    result = cnnlab("study", path, "--out", tmp_path / "out", "--executor", "ray")
+    assert result.returncode == 0, result.stderr
+    assert "conv5-tiny" in result.stdout and "Wall time" in result.stdout
+    with Store(tmp_path / "out" / STORE_FILE) as store:
+        assert [(t.seed, t.status) for t in store.trials("cli")] == [
+            (0, "completed"), (1, "completed")]  # fmt: skip
+    assert (tmp_path / "out" / "cli" / "report" / "report.html").is_file()

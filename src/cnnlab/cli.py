@@ -263,6 +263,31 @@ def build_parser() -> Parser:
     p.add_argument(
         "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: trials as Ray Tune trials on a "
+        "local Ray instance or the cluster at --address (pip install 'cnnlab[ray]'; "
+        "see docs/ray.md)",
+    )
+    p.add_argument(
+        "--address",
+        help="with --executor ray: an existing Ray cluster, e.g. ray://head:10001 or "
+        "auto; without it a local instance is started for the study",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=_positive_int,
+        help="with --executor ray: CPUs (and torch threads) each trial gets "
+        "(default 1)",
+    )
+    p.add_argument(
+        "--early-stop",
+        choices=("asha",),
+        help="with --executor ray: stop weak trials early with ASHA (ranks them by "
+        "validation loss at 1, 2, 4... epochs); the report marks them",
+    )
 
     p = add_command("runs", help="list the trials recorded in a study store")
     p.add_argument("--out", type=Path, default=Path("studies"), help="the study folder")
@@ -448,10 +473,28 @@ def cmd_study(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
     )
+    ray_only = [
+        f for f in ("address", "early_stop", "cpus_per_trial") if getattr(args, f)
+    ]
+    if args.executor != "ray" and ray_only:
+        flag = "--" + ray_only[0].replace("_", "-")
+        raise CnnlabError(f"{flag} needs --executor ray; add it, or drop {flag}.")
     started = time.perf_counter()
     try:
         with StudyProgress() as progress:
-            run_study(study, args.out, progress)
+            if args.executor == "ray":
+                from cnnlab.ray_executor import run_study_ray
+
+                run_study_ray(
+                    study,
+                    args.out,
+                    args.address,
+                    args.early_stop,
+                    progress,
+                    cpus_per_trial=args.cpus_per_trial or 1,
+                )
+            else:
+                run_study(study, args.out, progress)
     except KeyboardInterrupt:
         print(
             f"interrupted: finished trials and the last epoch are saved in {args.out}. "
