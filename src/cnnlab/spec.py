@@ -473,7 +473,7 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
 def load_architecture(path: str | Path) -> Architecture:
     """Read an architecture file (YAML or JSON) and validate it."""
     path = Path(path)
-    return parse_architecture(_parse_yaml(_read_text(path), path), source=str(path))
+    return parse_architecture(parse_yaml(_read_text(path), path), source=str(path))
 
 
 def _read_text(path: Path) -> str:
@@ -502,29 +502,36 @@ def _read_text(path: Path) -> str:
         ) from err
 
 
-def _parse_yaml(text: str, path: Path) -> Any:
-    """YAML (or JSON) text -> a document, with the safe loader only."""
+def parse_yaml(text: str, path: Path | str) -> Any:
+    """YAML (or JSON) text -> plain data, with the safe loader; failures as SpecError.
+
+    safe_load builds only plain data (no `!!python/...` tags), but on bad input it
+    raises more than YAMLError: ValueError for a date such as 2001-02-30 or an int
+    past 4,300 digits, KeyError for `!!bool x`, RecursionError for deep nesting.
+    Architecture and study files both come through here.
+    """
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(
-            f"{path}: invalid YAML{at}: {problem}. Fix the syntax (indentation, "
-            "colons, brackets) and try again."
-        ) from err
+        if isinstance(err, yaml.constructor.ConstructorError):
+            fix = (
+                "The file must hold plain YAML (mappings, lists, strings, numbers); "
+                "tags such as !!python/... are refused."
+            )
+        else:
+            fix = "Fix the syntax (indentation, colons, brackets) and try again."
+        raise SpecError(f"{path}: invalid YAML{at}: {problem}. {fix}") from err
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
-        # The safe loader's constructors raise these for text that parses but
-        # cannot be built: a date such as 2001-02-30, an int past 4,300 digits,
-        # brackets nested thousands deep.
         if isinstance(err, RecursionError):
             reason = "nested too deeply"
         else:  # the first clause of the message, on one line
             reason = " ".join(str(err).split(";")[0].split())[:120]
         raise SpecError(
-            f"{path}: invalid YAML: a value cannot be read ({reason}). Fix that "
-            "value and try again."
+            f"{path}: invalid YAML: a value cannot be read ({reason}). Quote dates "
+            "and tagged values, nest less deeply, and try again."
         ) from err
 
 

@@ -49,7 +49,12 @@ import yaml
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.presets import NOTEBOOK_NETS, load_preset, preset_names
-from cnnlab.spec import Architecture, load_architecture, parse_architecture
+from cnnlab.spec import (
+    Architecture,
+    load_architecture,
+    parse_architecture,
+    parse_yaml,
+)
 
 STORE_FILE = "cnnlab.sqlite"
 _TOP_KEYS = (
@@ -423,43 +428,10 @@ def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> St
             f"{', '.join(builtin_studies())}."
         )
     try:
-        doc = _safe_load(path.read_text(encoding="utf-8"), path)
+        doc = parse_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"{path}: cannot read the file ({err}).") from err
     return parse_study(doc, source=str(path), base_dir=path.parent, allow=allow)
-
-
-def _safe_load(text: str, path: Path) -> Any:
-    """yaml.safe_load, every failure as one SpecError.
-
-    safe_load builds only plain data (no `!!python/...` tags), but on bad input it
-    raises more than YAMLError: ValueError for `2001-02-30`, KeyError for
-    `!!bool x`, RecursionError for deep nesting.
-    """
-    try:
-        return yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as err:
-        mark = err.problem_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(
-            f"{path}: invalid YAML{at}: {err.problem}. Study files hold plain YAML "
-            "(mappings, lists, strings, numbers); tags such as !!python/... are "
-            "refused."
-        ) from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(
-            f"{path}: invalid YAML{at}: {problem}. Fix the syntax (indentation, "
-            "colons, brackets) and try again."
-        ) from err
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
-        raise SpecError(
-            f"{path}: invalid YAML: a value cannot be read "
-            f"({type(err).__name__}: {_short(str(err))}). Quote dates and tagged "
-            "values, and nest less deeply."
-        ) from err
 
 
 def override(study: Study, **changes: Any) -> Study:
