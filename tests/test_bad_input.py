@@ -824,11 +824,11 @@ MATRIX = [
          phrases=["blank.png: the image is blank (no ink found)"]),
     # -------------------------------------------------------- numerical faults
     case("diverged-first-epoch", "Numerical faults",
-         args=["train", "conv5-tiny", "--optimizer", "sgd", "--lr", "1e6",
+         args=["train", "conv5-tiny", "--optimizer", "sgd", "--lr", "1e30",
                "--out", "OUT", *SMALL],
-         example="`--optimizer sgd --lr 1e6`",
+         example="`--optimizer sgd --lr 1e30`",
          phrases=["OUT: training diverged at epoch 1, step ",
-                  "the loss became NaN", "sgd with lr 1e+06; try --lr 100000",
+                  "the loss became NaN", "sgd with lr 1e+30; try --lr 1e+29",
                   "No epoch had finished", "smaller --lr"],
          masks=(r"step \d+ of",), in_training=True),
 ]  # fmt: skip
@@ -933,9 +933,9 @@ def test_diverged_later_epoch_keeps_the_last_checkpoint(
     cli: Callable[..., Result], workspace: Workspace, doc_table: DocTable
 ) -> None:
     # Epoch 1 trained with SGD at its default lr; now the run's lr is raised to
-    # 1e6 (as if it had been given) and epoch 2 diverges within a few steps.
+    # 1e30 (as if it had been given) and epoch 2 diverges within a few steps.
     run = workspace.run()
-    set_lr(run, 1e6)
+    set_lr(run, 1e30)
     kept = {name: (run / name).read_bytes() for name in ("checkpoint.pt",
             "history.csv", "weights.pt", "spec.yaml", "curves.png")}  # fmt: skip
 
@@ -944,8 +944,8 @@ def test_diverged_later_epoch_keeps_the_last_checkpoint(
     case_ = Case(
         args=(),
         phrases=("RUN: training diverged at epoch 2, step ", "the loss became NaN",
-                 "The checkpoint of epoch 1 is intact", "--lr 100000"),
-        example="`--resume` into epoch 2 with lr raised to 1e6",
+                 "The checkpoint of epoch 1 is intact", "--lr 1e+29"),
+        example="`--resume` into epoch 2 with lr raised to 1e30",
         in_training=True,
     )  # fmt: skip
     message = check_error(result, case_)

@@ -167,6 +167,14 @@ def _run_training(
             hooks.on_epoch(s)
 
     record.save_meta(status="running")
+    if state is not None and state.epoch >= config.epochs:
+        # Killed after its last checkpoint, before the curves were drawn: no epoch
+        # will run to draw them, so do it here.
+        _plot_history(
+            state.history.as_dict(),
+            record.path / CURVES_FILE,
+            title=record.meta["name"],
+        )
     try:
         history = fit(model, split, config, state, checkpoint, hooks.reporter)
         test_loss, test_acc = evaluate(model, split.x_test, split.y_test)

@@ -7,20 +7,22 @@ import difflib
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.markup import escape
 
 from cnnlab import api
+from cnnlab.augment import AUGMENTS
 from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.executor import run_study
-from cnnlab.presets import load_preset, preset_names
+from cnnlab.presets import load_preset, preset_names, recipe_config, recipe_names
 from cnnlab.progress import RichReporter, StudyProgress
 from cnnlab.report import build_report, rich_table
 from cnnlab.runs import default_run_path
+from cnnlab.schedule import SCHEDULES
 from cnnlab.shapes import infer
 from cnnlab.store import Store
 from cnnlab.study import STORE_FILE, load_study, override
@@ -58,40 +60,28 @@ class Parser(argparse.ArgumentParser):
         return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got '{text}'"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(
+    kind: type, accept: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)` that `accept` approves, else a clear error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}, got '{text}'"
+            ) from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 0, got '{text}'"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number, got '{text}'"
-        ) from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -131,6 +121,22 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--seed",
         type=_non_negative_int,
         help=f"weights, data order, dropout (default {d.seed})",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help=f"learning rate per step: constant, or onecycle (warm-up to --lr, then "
+        f"anneal) (default {d.schedule})",
+    )
+    g.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        help=f"shift: random translations of up to 2 pixels (default {d.augment})",
+    )
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        help=f"from 0 up to 1 (default {d.label_smoothing:g})",
     )
     g = p.add_argument_group("data")
     g.add_argument(
@@ -264,6 +270,18 @@ def build_parser() -> Parser:
         "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
     )
     p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="trials run at once, each in its own process with --threads threads "
+        "(default: cnnlab splits the CPUs and says how)",
+    )
+    p.add_argument(
+        "--batch-seeds",
+        action="store_true",
+        help="train the seeds of each net together as one batched computation "
+        "(same results as one by one; run folders as usual)",
+    )
+    p.add_argument(
         "--executor",
         choices=("local", "ray"),
         default="local",
@@ -328,7 +346,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
         ("FLOPs/sample", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for number, name in enumerate(preset_names(), start=1):
+    recipes = recipe_names()
+    plain = [name for name in preset_names() if name not in recipes]
+    for number, name in enumerate(plain, start=1):
         info = infer(load_preset(name))
         table.add_row(
             str(number),
@@ -338,7 +358,43 @@ def cmd_presets(args: argparse.Namespace) -> int:
             format_flops(info.flops),
         )
     Console().print(table)
+    if recipes:
+        Console().print(_recipes_table(recipes))
     return 0
+
+
+def _recipes_table(recipes: list[str]) -> Any:
+    """Recipes: an architecture with its own training settings (`cnnlab train NAME`).
+
+    A borderless table, so it reads apart from the notebook's nine above it.
+    """
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="Recipes (architecture + training settings: cnnlab train NAME)",
+        box=box.SIMPLE,
+    )
+    for col in ("name", "description", "params", "FLOPs/sample", "training"):
+        table.add_column(col)
+    for name in recipes:
+        info = infer(load_preset(name))
+        config = recipe_config(name)
+        table.add_row(
+            name,
+            info.arch.description,
+            f"{info.total:,}",
+            format_flops(info.flops),
+            _recipe_text(config, config),
+        )
+    return table
+
+
+def _recipe_text(base: TrainConfig, config: TrainConfig) -> str:
+    """The settings a recipe changes from TrainConfig(), as used after the flags."""
+    default = TrainConfig().to_dict()
+    changed = [k for k, v in base.to_dict().items() if v != default[k]]
+    return ", ".join(f"{k} {getattr(config, k)}" for k in changed)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -361,6 +417,9 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
         optimizer=args.optimizer,
         lr=args.lr,
         seed=args.seed,
+        schedule=args.schedule,
+        augment=args.augment,
+        label_smoothing=args.label_smoothing,
         data=args.data or args.data_dir,
         validation=args.validation,
         val_size=args.val_size,
@@ -381,6 +440,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "optimizer",
                 "lr",
                 "seed",
+                "schedule",
+                "augment",
+                "label_smoothing",
                 "data",
                 "data_dir",
                 "validation",
@@ -411,7 +473,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "or --resume RUN. See 'cnnlab presets'."
             )
         arch = api.load(args.arch)
-        config = _config_from_flags(args, TrainConfig())
+        base = recipe_config(args.arch)  # a recipe's settings, under the flags
+        config = _config_from_flags(args, base)
+        if base != TrainConfig():
+            print(f"Recipe {args.arch}: {_recipe_text(base, config)}")
         out = args.out or default_run_path(arch.name)
         run = lambda rep: api.train(arch, config, out, args.overwrite, rep)  # noqa: E731
     try:
@@ -476,6 +541,15 @@ def cmd_study(args: argparse.Namespace) -> int:
     ray_only = [
         f for f in ("address", "early_stop", "cpus_per_trial") if getattr(args, f)
     ]
+    if args.executor == "ray" and args.workers:
+        raise CnnlabError(
+            "--workers is for the local executor; with --executor ray use "
+            "--cpus-per-trial, or drop --executor ray."
+        )
+    if args.executor == "ray" and args.batch_seeds:
+        raise CnnlabError(
+            "--batch-seeds is for the local executor; drop it or --executor ray."
+        )
     if args.executor != "ray" and ray_only:
         flag = "--" + ray_only[0].replace("_", "-")
         raise CnnlabError(f"{flag} needs --executor ray; add it, or drop {flag}.")
@@ -494,7 +568,13 @@ def cmd_study(args: argparse.Namespace) -> int:
                     cpus_per_trial=args.cpus_per_trial or 1,
                 )
             else:
-                run_study(study, args.out, progress)
+                run_study(
+                    study,
+                    args.out,
+                    progress,
+                    workers=args.workers,
+                    batch_seeds=args.batch_seeds,
+                )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished trials and the last epoch are saved in {args.out}. "

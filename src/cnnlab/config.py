@@ -7,7 +7,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from cnnlab.augment import AUGMENTS
 from cnnlab.errors import CnnlabError
+from cnnlab.schedule import SCHEDULES
 from cnnlab.spec import show_value
 
 VALIDATIONS = ("holdout", "test", "none")
@@ -55,6 +57,10 @@ class TrainConfig:
     test_limit: int | None = None  # use only this many test images
     device: str = "auto"  # auto: CUDA when present, else CPU
     threads: int | None = None  # CPU threads; None: PyTorch's default (all cores)
+    # Additions for recipes such as `fast`; the defaults are the notebook's protocol.
+    schedule: str = "constant"  # constant | onecycle (cnnlab.schedule), per step
+    augment: str = "none"  # none | shift: random translations (cnnlab.augment)
+    label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -65,6 +71,16 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZER_DEFAULTS))
         _check_choice("validation", self.validation, VALIDATIONS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("augment", self.augment, AUGMENTS)
+        smoothing = self.label_smoothing
+        number = isinstance(smoothing, int | float) and not isinstance(smoothing, bool)
+        if not (number and 0 <= smoothing < 1):
+            raise CnnlabError(
+                "label_smoothing must be a number from 0 up to (not including) 1. "
+                f"Received: label_smoothing={show_value(smoothing)}. "
+                "Example: --label-smoothing 0.1."
+            )
         lr = self.lr
         number = isinstance(lr, int | float) and not isinstance(lr, bool)
         if lr is not None and not (number and 0 < lr <= sys.float_info.max):

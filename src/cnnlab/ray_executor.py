@@ -43,12 +43,11 @@ from cnnlab import api
 from cnnlab.config import TrainConfig
 from cnnlab.data import load_dataset, split_dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import TrialOutcome, check_study
+from cnnlab.executor import TrialOutcome, check_study, existing_run, trial_fields
 from cnnlab.model import build_model
 from cnnlab.progress import StudyProgress, format_epoch_line
 from cnnlab.results import StudyInfo
 from cnnlab.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, environment, now, open_run
-from cnnlab.shapes import infer
 from cnnlab.spec import parse_architecture
 from cnnlab.store import Store, folder_lock, remove_temp_files
 from cnnlab.study import STORE_FILE, Study, Trial
@@ -63,10 +62,6 @@ MAX_FAILURES = 3  # a trial whose worker dies is restarted this often, then fail
 ASHA_METRIC = "val_loss"
 ASHA_GRACE_EPOCHS = 1  # no trial stops before this many epochs
 ASHA_REDUCTION = 2
-# Settings that may differ between a trial's first run and its resumption without
-# changing its results (machine settings) or that extend it (epochs): the same rule
-# as the in-process executor's.
-_RESUMABLE_CHANGES = ("epochs", "device", "threads")
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*: ")
 
 
@@ -176,7 +171,7 @@ class _Book:
         self.total = len(trials)
         self.outcomes: dict[int, TrialOutcome] = {}  # by position in the study
         self.jobs: list[_Job] = []
-        records = [_existing_run(t, t.run_dir(study_dir)) for t in trials]
+        records = [existing_run(t, t.run_dir(study_dir)) for t in trials]
         for k, (trial, record) in enumerate(zip(trials, records, strict=True), 1):
             self._plan(k, trial, trial.run_dir(study_dir), record)
 
@@ -184,7 +179,7 @@ class _Book:
         self, k: int, trial: Trial, run_dir: Path, record: RunRecord | None
     ) -> None:
         """Record a finished trial as it stands, or queue it as a job for Ray."""
-        fields = _trial_fields(trial, run_dir)
+        fields = trial_fields(trial, run_dir)
         fields |= {"status": "running", "stopped_epoch": None}
         trial_id = self.db.save_trial(self.study.name, trial.label, trial.seed, fields)
         status = None if record is None else record.status
@@ -291,42 +286,6 @@ class _Book:
         if any(j.state in ("queued", "running") for j in self.jobs):
             raise KeyboardInterrupt  # Tune ended the experiment early: Ctrl-C
         return [self.outcomes[k] for k in sorted(self.outcomes)]
-
-
-def _existing_run(trial: Trial, run_dir: Path) -> RunRecord | None:
-    """The trial's run folder if one was started, checked to match its settings."""
-    if not (run_dir / RUN_FILE).is_file():
-        return None
-    record = open_run(run_dir)
-    wanted = trial.config.to_dict()
-    changed = [
-        key
-        for key in wanted
-        if key not in _RESUMABLE_CHANGES
-        and record.meta["config"].get(key) != wanted[key]
-    ]
-    if changed:
-        raise CnnlabError(
-            f"{run_dir}: this trial was run with other settings "
-            f"({', '.join(changed)}). Use another --out folder or study name, "
-            f"or delete {run_dir}."
-        )
-    return record
-
-
-def _trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
-    """The trial's row in the store, as the in-process executor writes it."""
-    info = infer(trial.arch)
-    return {
-        "arch_name": trial.arch.name,
-        "optimizer": trial.config.optimizer,
-        "params": info.total,
-        "flops": info.flops,
-        "spec": trial.arch.to_dict(),
-        "config": trial.config.to_dict(),
-        "run_path": str(run_dir),
-        "updated": now(),
-    }
 
 
 def _scores(meta: dict[str, Any]) -> dict[str, Any]:

@@ -20,10 +20,12 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from cnnlab.augment import epoch_generator, random_shift
 from cnnlab.config import OPTIMIZER_DEFAULTS, TrainConfig
 from cnnlab.data import Split
 from cnnlab.errors import CnnlabError
 from cnnlab.model import Network
+from cnnlab.schedule import learning_rate
 
 EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls
 # Steps between progress updates and loss checks (each costs a host sync).
@@ -154,14 +156,21 @@ def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     """The optimizer with Keras's defaults (see config.OPTIMIZER_DEFAULTS)."""
     d = OPTIMIZER_DEFAULTS[config.optimizer]
     lr = config.learning_rate
+    # fused: one pass over each weight's memory instead of the foreach path's
+    # several; the same update rule (preset 9's 6.75 M weights: +9% samples/s).
     if config.optimizer == "adam":
         return torch.optim.Adam(
-            params, lr, betas=(d["beta_1"], d["beta_2"]), eps=d["epsilon"]
+            params, lr, betas=(d["beta_1"], d["beta_2"]), eps=d["epsilon"], fused=True
         )
     if config.optimizer == "adamw":
         betas = (d["beta_1"], d["beta_2"])
         return torch.optim.AdamW(
-            params, lr, betas=betas, eps=d["epsilon"], weight_decay=d["weight_decay"]
+            params,
+            lr,
+            betas=betas,
+            eps=d["epsilon"],
+            weight_decay=d["weight_decay"],
+            fused=True,
         )
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr, momentum=d["momentum"])
@@ -202,6 +211,48 @@ def evaluate(
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """A recipe's per-step extras for one epoch; the default changes nothing.
+
+    Every part is a function of (config, epoch), never of state carried between
+    epochs, so a resumed run rebuilds the same plan (see `epoch_plan`).
+    """
+
+    lr_at: Callable[[int], float] | None = None  # 1-based step of the epoch -> lr
+    shift: torch.Generator | None = None  # random_shift's generator; None: no shift
+    label_smoothing: float = 0.0
+
+    def start_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if self.lr_at is not None:
+            lr = self.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def images(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb if self.shift is None else random_shift(xb, self.shift)
+
+
+def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
+    """The schedule's rates for epoch `epoch` (1-based) and its shift generator.
+
+    The schedule spans `config.epochs` epochs of `steps` steps: resuming with a
+    larger --epochs stretches what remains of it.
+    """
+    lr_at = None
+    if config.schedule != "constant":
+        total, before = config.epochs * steps, (epoch - 1) * steps
+        peak = config.learning_rate
+
+        def lr_at(step: int) -> float:
+            return learning_rate(config.schedule, before + step - 1, total, peak)
+
+    shift = None
+    if config.augment == "shift":
+        shift = epoch_generator(config.seed, epoch)
+    return EpochPlan(lr_at, shift, config.label_smoothing)
+
+
 def train_epoch(
     model: Network,
     optimizer: torch.optim.Optimizer,
@@ -210,6 +261,7 @@ def train_epoch(
     batch_size: int,
     shuffle: torch.Generator,
     report: Callable[[int, int, float, float], None] | None = None,
+    plan: EpochPlan = EpochPlan(),  # noqa: B008 (frozen, never mutated)
 ) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; Keras's running (loss, acc).
 
@@ -224,9 +276,10 @@ def train_epoch(
     seen = checked = 0
     for step, start in enumerate(range(0, len(x), batch_size), start=1):
         idx = order[start : start + batch_size]
-        xb, yb = as_input(x[idx]), y[idx]
+        plan.start_step(optimizer, step)
+        xb, yb = as_input(plan.images(x[idx])), y[idx]
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=plan.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -284,8 +337,9 @@ def fit(
         started = time.perf_counter()
         report = reporter.step if reporter is not None else None
         try:
+            plan = epoch_plan(config, epoch, steps)
             loss, acc = train_epoch(
-                model, optimizer, x, y, config.batch_size, shuffle, report
+                model, optimizer, x, y, config.batch_size, shuffle, report, plan
             )
         except _NonFinite as bad:
             raise _diverged(config, epoch, bad.step, steps, bad.value) from None

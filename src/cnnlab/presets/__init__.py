@@ -1,14 +1,23 @@
-"""Built-in architectures: the notebook's nine networks, numbered as in its sections."""
+"""Built-in architectures: the notebook's nine networks, numbered as in its sections,
+and recipes.
+
+A recipe is a preset whose YAML file also holds a `train:` mapping of TrainConfig
+settings (e.g. fast.yaml). The architecture keys parse as for any preset; the `train:`
+settings become the defaults of `cnnlab train NAME`, under any flag given. In a study
+a recipe preset contributes its architecture only: the study's `train:` rules.
+"""
 
 from __future__ import annotations
 
 import difflib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from cnnlab.errors import SpecError
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.spec import Architecture, load_architecture, parse_architecture
 
 # Number -> name, in the notebook's order (DESIGN.md's table numbers them 1-9).
@@ -23,6 +32,7 @@ NOTEBOOK_NETS = {
     8: "conv7-deep-dense",
     9: "conv7-dropout",
 }
+RECIPE_KEY = "train"  # the training-settings mapping of a recipe preset
 
 
 def preset_names() -> list[str]:
@@ -33,8 +43,43 @@ def preset_names() -> list[str]:
     return ordered + [name for name in found if name not in ordered]
 
 
+def recipe_names() -> list[str]:
+    """The presets that carry training settings (a `train:` mapping)."""
+    return [name for name in preset_names() if _preset_doc(name).get(RECIPE_KEY)]
+
+
 def load_preset(name: str) -> Architecture:
     """A built-in architecture by name ('conv3-small') or notebook number ('2')."""
+    doc = {k: v for k, v in _preset_doc(name).items() if k != RECIPE_KEY}
+    return parse_architecture(doc, source=f"preset {_canonical(name)}")
+
+
+def recipe_config(name_or_path: str | Path) -> TrainConfig:
+    """The training defaults for `cnnlab train NAME`: a recipe's, else TrainConfig().
+
+    Files and non-recipe presets train with the notebook's protocol.
+    """
+    text = str(name_or_path)
+    if _looks_like_file(text) or text not in preset_names():
+        return TrainConfig()
+    settings = _preset_doc(text).get(RECIPE_KEY) or {}
+    if not isinstance(settings, dict):
+        raise SpecError(f"preset {text}: '{RECIPE_KEY}' must be a mapping.")
+    try:
+        return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
+    except CnnlabError as err:
+        raise SpecError(f"preset {text}: {RECIPE_KEY}: {err}") from err
+
+
+def _canonical(name: str) -> str:
+    """A notebook number ('2') -> its name; names pass through."""
+    if name.isdigit() and int(name) in NOTEBOOK_NETS:
+        return NOTEBOOK_NETS[int(name)]
+    return name
+
+
+def _preset_doc(name: str) -> dict[str, Any]:
+    """The parsed YAML document of a preset, by name or notebook number."""
     if name.isdigit() and int(name) in NOTEBOOK_NETS:
         name = NOTEBOOK_NETS[int(name)]
     resource = resources.files(__name__) / f"{name}.yaml"
@@ -46,14 +91,18 @@ def load_preset(name: str) -> Architecture:
             f"unknown preset '{name}'.{hint} See `cnnlab presets` for the list, or "
             "give the path of an architecture YAML file."
         )
-    doc = yaml.safe_load(resource.read_text(encoding="utf-8"))
-    return parse_architecture(doc, source=f"preset {name}")
+    return yaml.safe_load(resource.read_text(encoding="utf-8"))
 
 
 def resolve_architecture(name_or_path: str | Path) -> Architecture:
     """A preset name or number, or the path of an architecture file."""
     text = str(name_or_path)
-    looks_like_file = text.endswith((".yaml", ".yml", ".json")) or "/" in text
-    if looks_like_file or Path(text).is_file():
+    if _looks_like_file(text):
         return load_architecture(text)
     return load_preset(text)
+
+
+def _looks_like_file(text: str) -> bool:
+    """Paths name files; a bare word is a preset unless such a file exists."""
+    suffix = text.endswith((".yaml", ".yml", ".json"))
+    return suffix or "/" in text or Path(text).is_file()

@@ -1,0 +1,220 @@
+"""The `fast` recipe: its settings, the one-cycle schedule, shift augmentation, and
+exact resume of a run that uses both. Speed is measured by
+benchmarks/fast_recipe.py, not here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import api
+from cnnlab.augment import MAX_SHIFT, epoch_generator, random_shift
+from cnnlab.config import TrainConfig
+from cnnlab.data import load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.model import build_model
+from cnnlab.presets import (
+    NOTEBOOK_NETS,
+    load_preset,
+    preset_names,
+    recipe_config,
+    recipe_names,
+)
+from cnnlab.schedule import DIV_FACTOR, FINAL_DIV_FACTOR, onecycle_lr
+from cnnlab.train import EpochPlan, epoch_plan
+
+# What the recipe must set: the point of `fast` (see presets/fast.yaml).
+RECIPE = {
+    "schedule": "onecycle",
+    "augment": "shift",
+    "validation": "none",
+    "optimizer": "adam",
+}
+TINY = ("--epochs", "1", "--train-limit", "512", "--test-limit", "500")
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ | {"COLUMNS": "200"},
+        timeout=120,
+    )
+
+
+# ------------------------------------------------------------------ the recipe
+
+
+def test_fast_is_a_recipe_apart_from_the_notebook_nets() -> None:
+    assert recipe_names() == ["fast"]
+    assert preset_names()[:9] == list(NOTEBOOK_NETS.values())
+    config = recipe_config("fast")
+    assert {k: getattr(config, k) for k in RECIPE} == RECIPE
+    assert config.learning_rate > TrainConfig().learning_rate  # one-cycle's peak
+    # Notebook presets and files keep the notebook's protocol.
+    assert recipe_config("conv5-medium") == TrainConfig()
+    assert recipe_config("4") == TrainConfig()
+    model = build_model(load_preset("fast"), 10, seed=0)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_train_fast_help_lists_the_recipe_flags(tmp_path: Path) -> None:
+    result = run_cli("train", "fast", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--schedule", "--augment", "--label-smoothing"):
+        assert flag in result.stdout
+
+
+def test_train_fast_writes_the_recipe_settings_flags_on_top(tmp_path: Path) -> None:
+    result = run_cli(
+        "train", "fast", *TINY, "--label-smoothing", "0.1", "--out", "RUN",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Recipe fast: " in result.stdout
+    meta = json.loads((tmp_path / "RUN" / "run.json").read_text())
+    expected = recipe_config("fast").replace(
+        epochs=1, train_limit=512, test_limit=500, label_smoothing=0.1
+    )
+    assert meta["config"] == expected.to_dict()
+    assert meta["status"] == "completed"
+    assert meta["environment"]["val_samples"] == 0
+
+
+def test_presets_lists_the_recipe_in_its_own_table(tmp_path: Path) -> None:
+    result = run_cli("presets", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    recipes = result.stdout.split("Recipes")[1]
+    assert "fast" in recipes and "schedule onecycle" in recipes
+    # The notebook's table (rows framed by │) does not list it.
+    assert not any("fast" in line for line in result.stdout.splitlines()
+                   if line.startswith("│"))  # fmt: skip
+
+
+# ------------------------------------------------------------------- settings
+
+
+def test_new_settings_default_to_the_notebook_protocol() -> None:
+    config = TrainConfig()
+    assert (config.schedule, config.augment, config.label_smoothing) == (
+        "constant",
+        "none",
+        0.0,
+    )
+    plan = epoch_plan(config, 1, 10)
+    assert plan == EpochPlan()
+
+
+@pytest.mark.parametrize(
+    ("changes", "phrase"),
+    [
+        ({"schedule": "cosine"}, "schedule must be one of constant, onecycle"),
+        ({"augment": "flip"}, "augment must be one of none, shift"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be a number from 0"),
+        ({"label_smoothing": -0.1}, "label_smoothing must be a number from 0"),
+        ({"label_smoothing": "0.1"}, "label_smoothing must be a number from 0"),
+    ],
+)
+def test_bad_settings_are_refused(changes: dict[str, object], phrase: str) -> None:
+    with pytest.raises(CnnlabError, match=phrase):
+        TrainConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_settings_round_trip_and_old_configs_still_load() -> None:
+    config = TrainConfig(schedule="onecycle", augment="shift", label_smoothing=0.1)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in TrainConfig().to_dict().items()
+           if k not in ("schedule", "augment", "label_smoothing")}  # fmt: skip
+    assert TrainConfig.from_dict(old) == TrainConfig()
+
+
+# ------------------------------------------------------------------- schedule
+
+
+def test_onecycle_warms_up_to_the_peak_then_anneals() -> None:
+    total, peak = 100, 0.01  # warm-up: the first 30 steps
+    rates = [onecycle_lr(step, total, peak) for step in range(total)]
+    assert rates[0] == pytest.approx(peak / DIV_FACTOR)
+    assert rates[15] == pytest.approx((peak + peak / DIV_FACTOR) / 2)  # cosine midway
+    assert rates[30] == pytest.approx(peak) and max(rates) == rates[30]
+    assert rates[-1] == pytest.approx(peak / DIV_FACTOR / FINAL_DIV_FACTOR)
+    assert all(a < b for a, b in zip(rates[:30], rates[1:31], strict=True))
+    assert all(a > b for a, b in zip(rates[30:-1], rates[31:], strict=True))
+
+
+def test_epoch_plan_continues_the_schedule_across_epochs() -> None:
+    config = TrainConfig(epochs=3, lr=0.01, schedule="onecycle")
+    steps = 7
+    rates = [
+        epoch_plan(config, epoch, steps).lr_at(step)  # type: ignore[misc]
+        for epoch in (1, 2, 3)
+        for step in range(1, steps + 1)
+    ]
+    assert rates == [onecycle_lr(i, 3 * steps, 0.01) for i in range(3 * steps)]
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_shift_keeps_shape_dtype_and_pixels_and_is_seeded() -> None:
+    images = load_dataset("mnist").x_train[:256]
+    shifted = random_shift(images, epoch_generator(0, 1))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    # Digits whose 2-pixel frame is empty lose no ink when moved by <= 2 pixels.
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[MAX_SHIFT:-MAX_SHIFT, MAX_SHIFT:-MAX_SHIFT] = False
+    inside = (images[:, border] == 0).all(1)
+    assert inside.sum() > 200
+    sums = lambda x: x[inside].flatten(1).long().sum(1)  # noqa: E731
+    assert torch.equal(sums(shifted), sums(images))
+    assert not torch.equal(shifted, images)
+    # Same (seed, epoch): same shifts; another epoch: others.
+    assert torch.equal(shifted, random_shift(images, epoch_generator(0, 1)))
+    assert not torch.equal(shifted, random_shift(images, epoch_generator(0, 2)))
+
+
+def test_shift_moves_each_image_by_at_most_two_pixels() -> None:
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, 14, 14] = 255
+    moved = random_shift(image.expand(500, 28, 28), epoch_generator(3, 1))
+    where = moved.flatten(1).argmax(1)
+    rows, cols = where // 28 - 14, where % 28 - 14
+    assert rows.abs().max() == cols.abs().max() == MAX_SHIFT
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 25
+
+
+# ------------------------------------------------------------------- resume
+
+
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C after the first epoch, as a user would."""
+
+
+def test_resumed_onecycle_shift_run_equals_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    config = recipe_config("fast").replace(
+        epochs=2, batch_size=64, train_limit=640, test_limit=200, threads=1
+    )
+    whole = api.train("fast", config, tmp_path / "whole")
+
+    def stop_after_first(state: object) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        api.train(
+            "fast", config, tmp_path / "cut", hooks=api.Hooks(on_epoch=stop_after_first)
+        )
+    resumed = api.resume(tmp_path / "cut")
+    assert resumed.history.column("loss") == whole.history.column("loss")
+    assert resumed.test_acc == whole.test_acc
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
