@@ -49,9 +49,7 @@ def run_cnnlab(preset: str, mode: str, epochs: int, steps: int, size: int) -> di
     from cnnlab.train import as_input, fit, make_optimizer
 
     ds = load_dataset("mnist")
-    model = build_model(cnnlab.load(preset), 10, seed=0).to(
-        memory_format=torch.channels_last
-    )
+    model = build_model(cnnlab.load(preset), 10, seed=0)  # as `cnnlab train` does
     if mode == "epochs":
         split = Split(ds.x_train[:size], ds.y_train[:size], ds.x_test, ds.y_test,
                       ds.x_test, ds.y_test, "test")  # fmt: skip
@@ -86,6 +84,23 @@ def _time_steps(step: Any, steps: int, warmup: int = 2) -> dict:
 # ------------------------------------------------------------- PyTorch
 
 
+def idiomatic(model: Any) -> Any:
+    """cnnlab's network as plain PyTorch code has it: NCHW weights, nn.Dropout.
+
+    The same layers and maths, without cnnlab's speed choices (channels_last weights,
+    dropout masks from rand_like), so this stack measures what a user gets from a
+    straightforward PyTorch loop.
+    """
+    import torch
+
+    from cnnlab.model import MaskDropout
+
+    for i, layer in enumerate(model.body):
+        if isinstance(layer, MaskDropout):
+            model.body[i] = torch.nn.Dropout(layer.rate)
+    return model.to(memory_format=torch.contiguous_format)
+
+
 def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dict:
     """Idiomatic PyTorch: TensorDataset + DataLoader(shuffle), NCHW, eval each epoch."""
     import torch
@@ -101,7 +116,7 @@ def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dic
         return TensorDataset(xs, torch.from_numpy(y).long())
 
     torch.manual_seed(0)
-    model = build_model(cnnlab.load(preset), 10, seed=0)
+    model = idiomatic(build_model(cnnlab.load(preset), 10, seed=0))
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
     train = DataLoader(dataset(x_train, y_train), batch_size=BATCH, shuffle=True)
