@@ -98,6 +98,12 @@ def _prepare(config: TrainConfig) -> tuple[torch.device, Any, Split]:
             "--device cuda was asked for, but PyTorch sees no GPU. Use --device cpu."
         )
     set_threads(config.threads)
+    dataset, split = load_split(config)
+    return device, dataset, split
+
+
+def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
+    """The data set `config` names, split into train/validation/test as it says."""
     dataset = load_dataset(config.data)
     split = split_dataset(
         dataset,
@@ -107,7 +113,7 @@ def _prepare(config: TrainConfig) -> tuple[torch.device, Any, Split]:
         train_limit=config.train_limit,
         test_limit=config.test_limit,
     )
-    return device, dataset, split
+    return dataset, split
 
 
 def _image_shape(dataset: Dataset) -> tuple[int, int, int]:

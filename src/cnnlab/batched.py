@@ -1,7 +1,10 @@
 """Train several seeds of one architecture as one batched computation.
 
-Small nets such as preset 2 leave most of a CPU step to fixed costs (Python, kernel
-launches, tiny GEMMs); K seeds stacked into one network share those costs. Seed k
+The idea: small nets such as preset 2 leave much of a step to fixed costs (Python,
+kernel launches, tiny GEMMs), which K seeds stacked into one network would share.
+Measured on the 2-core CPU it does not pay: oneDNN's grouped convolutions cost 6-8x a
+single one, and 5 seeds of preset 2 batched took 7.9x one seed's time (one by one: 5x;
+benchmarks/batched_seeds.py). So it stays opt-in (`cnnlab study --batch-seeds`). Seed k
 owns slice k of every weight: convolutions become grouped convolutions (groups=K,
 channels seed-major), batch norm runs over K x C channels (so per seed), Dense
 layers become batched matrix products. The images a seed sees in slice k come from

@@ -279,7 +279,8 @@ def build_parser() -> Parser:
         "--batch-seeds",
         action="store_true",
         help="train the seeds of each net together as one batched computation "
-        "(same results as one by one; run folders as usual)",
+        "(same results as one by one; run folders as usual). Slower on CPUs "
+        "measured so far (docs/benchmarks.md)",
     )
     p.add_argument(
         "--executor",

@@ -41,7 +41,6 @@ import torch
 
 from cnnlab import api
 from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset, split_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.executor import TrialOutcome, check_study, existing_run, trial_fields
 from cnnlab.model import build_model
@@ -542,15 +541,7 @@ def _score_job(job: dict[str, Any]) -> dict[str, Any]:
     _, run_dir = _open_job(job)
     record = open_run(run_dir)
     config = record.config
-    dataset = load_dataset(config.data)
-    split = split_dataset(
-        dataset,
-        validation=config.validation,
-        val_size=config.val_size,
-        split_seed=config.split_seed,
-        train_limit=config.train_limit,
-        test_limit=config.test_limit,
-    )
+    dataset, split = api.load_split(config)
     model = build_model(record.architecture(), dataset.num_classes, seed=config.seed)
     model = model.to(pick_device(config.device))
     state = record.load_checkpoint(model)
