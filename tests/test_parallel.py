@@ -18,6 +18,7 @@ from cnnlab.parallel import CpuSplit, default_split, plan_split
 from cnnlab.store import Store
 from cnnlab.study import load_study, override
 from cnnlab.train import usable_cpus
+from test_study import cnnlab  # the study tests' CLI runner
 
 TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
 STUDY = {
@@ -30,14 +31,6 @@ STUDY = {
 needs_two_cpus = pytest.mark.skipif(
     usable_cpus() < 2, reason="2 workers x 1 thread needs 2 usable CPUs"
 )
-
-
-def cnnlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def final(store_path: Path, study: str) -> list[tuple]:

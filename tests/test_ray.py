@@ -25,6 +25,7 @@ from cnnlab.executor import run_study
 from cnnlab.ray_executor import INSTALL_HINT, run_study_ray
 from cnnlab.store import Store
 from cnnlab.study import STORE_FILE, Study, parse_study
+from test_study import cnnlab  # the study tests' CLI runner
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -279,21 +280,11 @@ def write_study(folder: Path, name: str, seeds: list[int], archs: list[Any]) -> 
     return path
 
 
-def cnnlab(*args: str) -> Any:
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", "cnnlab", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.parametrize("flags", [["--early-stop", "asha"], ["--address", "auto"]])
 def test_ray_only_flags_need_the_ray_executor(tmp_path: Path, flags: list) -> None:
     path = write_study(tmp_path, "cli", [0], ["conv5-tiny"])
-    result = cnnlab("study", path, "--out", tmp_path / "out", *flags)
+    result = cnnlab("study", str(path), "--out", str(tmp_path / "out"), *flags,
+                    cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 2
     assert f"{flags[0]} needs --executor ray" in result.stderr
     assert not (tmp_path / "out" / STORE_FILE).exists()
@@ -303,7 +294,8 @@ def test_ray_only_flags_need_the_ray_executor(tmp_path: Path, flags: list) -> No
 @needs_ray
 def test_cli_runs_a_study_on_a_local_ray_instance(tmp_path: Path) -> None:
     path = write_study(tmp_path, "cli", [0, 1], ["conv5-tiny"])
-    result = cnnlab("study", path, "--out", tmp_path / "out", "--executor", "ray")
+    result = cnnlab("study", str(path), "--out", str(tmp_path / "out"),
+                    "--executor", "ray", cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "conv5-tiny" in result.stdout and "Wall time" in result.stdout
     with Store(tmp_path / "out" / STORE_FILE) as store:
