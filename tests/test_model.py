@@ -114,3 +114,55 @@ def test_same_seed_same_weights() -> None:
     c = build_model(load_preset("conv3-small"), 10, seed=4).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["conv3-small", "conv5-medium", "conv7-dropout", "fast"])
+def test_pool_before_activation_gives_the_same_loss_and_gradients(name: str) -> None:
+    """Moving ReLU after its max pool is a pure speed-up: same loss, same gradients.
+
+    Equal up to float rounding, not bit for bit: the backward's intermediate
+    gradients may come out in another memory layout, which changes the order of
+    the convolutions' sums.
+    """
+    from cnnlab.data import load_dataset
+    from cnnlab.train import as_input
+
+    mnist = load_dataset("mnist")
+    x, y = as_input(mnist.x_train[:128]), mnist.y_train[:128]
+    kinds, losses, grads = [], [], []
+    for reorder in (False, True):
+        net = build_model(load_preset(name), 10, seed=5, reorder=reorder)
+        torch.manual_seed(9)  # the same dropout masks
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        kinds.append([type(m).__name__ for m in net.body])
+        losses.append(loss.item())
+        grads.append({k: p.grad for k, p in net.named_parameters()})
+    assert kinds[0] != kinds[1]  # the reordering happened
+    assert sorted(kinds[0]) == sorted(kinds[1])  # and only that
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for key, grad in grads[0].items():
+        scale = grad.abs().max().item()
+        assert (grad - grads[1][key]).abs().max().item() <= 1e-5 * scale, key
+
+
+def test_activation_stays_before_an_average_pool() -> None:
+    arch = Architecture(
+        name="avg-then-max",
+        input_shape=(12, 12, 1),
+        layers=(
+            Conv2D(filters=2, kernel_size=(3, 3), activation="relu"),
+            AveragePooling2D(pool_size=(2, 2)),
+            Conv2D(filters=2, kernel_size=(3, 3), activation="relu"),
+            MaxPooling2D(pool_size=(2, 2)),
+            Flatten(),
+            Dense(units=3),
+        ),
+    )
+    kinds = [type(m).__name__ for m in build_model(arch, seed=0).body]
+    assert kinds[:6] == ["KerasConv2d", "ReLU", "KerasPool2d"] + [
+        "KerasConv2d",
+        "KerasPool2d",
+        "ReLU",
+    ]

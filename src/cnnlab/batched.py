@@ -79,6 +79,7 @@ class _StackedConv(nn.Module):
         super().__init__()
         conv = source.conv
         self.pad = source.pad
+        self.winograd = False  # NNPACK has no grouped convolutions
         self.conv = nn.utils.skip_init(
             nn.Conv2d,
             k * conv.in_channels,
