@@ -88,16 +88,19 @@ def idiomatic(model: Any) -> Any:
     """cnnlab's network as plain PyTorch code has it: NCHW weights, nn.Dropout.
 
     The same layers and maths, without cnnlab's speed choices (channels_last weights,
-    dropout masks from rand_like), so this stack measures what a user gets from a
-    straightforward PyTorch loop.
+    dropout masks from rand_like, NNPACK's Winograd convolutions; the model must be
+    built with reorder=False, which keeps each activation before its pool), so this
+    stack measures what a user gets from a straightforward PyTorch loop.
     """
     import torch
 
-    from cnnlab.model import MaskDropout
+    from cnnlab.model import KerasConv2d, MaskDropout
 
     for i, layer in enumerate(model.body):
         if isinstance(layer, MaskDropout):
             model.body[i] = torch.nn.Dropout(layer.rate)
+        if isinstance(layer, KerasConv2d):
+            layer.winograd = False
     return model.to(memory_format=torch.contiguous_format)
 
 
@@ -116,7 +119,7 @@ def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dic
         return TensorDataset(xs, torch.from_numpy(y).long())
 
     torch.manual_seed(0)
-    model = idiomatic(build_model(cnnlab.load(preset), 10, seed=0))
+    model = idiomatic(build_model(cnnlab.load(preset), 10, seed=0, reorder=False))
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
     train = DataLoader(dataset(x_train, y_train), batch_size=BATCH, shuffle=True)
