@@ -109,6 +109,7 @@ def test_new_settings_default_to_the_notebook_protocol() -> None:
         "none",
         0.0,
     )
+    assert config.max_shift == MAX_SHIFT == 2  # what `shift` did before the setting
     plan = epoch_plan(config, 1, 10)
     assert plan == EpochPlan()
 
@@ -121,6 +122,10 @@ def test_new_settings_default_to_the_notebook_protocol() -> None:
         ({"label_smoothing": 1.0}, "label_smoothing must be a number from 0"),
         ({"label_smoothing": -0.1}, "label_smoothing must be a number from 0"),
         ({"label_smoothing": "0.1"}, "label_smoothing must be a number from 0"),
+        ({"max_shift": 0}, "max_shift must be an integer from 1 to 16"),
+        ({"max_shift": 17}, "max_shift must be an integer from 1 to 16"),
+        ({"max_shift": 1.0}, "max_shift must be an integer from 1 to 16"),
+        ({"max_shift": True}, "max_shift must be an integer from 1 to 16"),
     ],
 )
 def test_bad_settings_are_refused(changes: dict[str, object], phrase: str) -> None:
@@ -129,10 +134,12 @@ def test_bad_settings_are_refused(changes: dict[str, object], phrase: str) -> No
 
 
 def test_settings_round_trip_and_old_configs_still_load() -> None:
-    config = TrainConfig(schedule="onecycle", augment="shift", label_smoothing=0.1)
+    config = TrainConfig(
+        schedule="onecycle", augment="shift", label_smoothing=0.1, max_shift=1
+    )
     assert TrainConfig.from_dict(config.to_dict()) == config
     old = {k: v for k, v in TrainConfig().to_dict().items()
-           if k not in ("schedule", "augment", "label_smoothing")}  # fmt: skip
+           if k not in ("schedule", "augment", "label_smoothing", "max_shift")}  # fmt: skip
     assert TrainConfig.from_dict(old) == TrainConfig()
 
 
@@ -189,6 +196,22 @@ def test_shift_moves_each_image_by_at_most_two_pixels() -> None:
     rows, cols = where // 28 - 14, where % 28 - 14
     assert rows.abs().max() == cols.abs().max() == MAX_SHIFT
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 25
+
+
+def test_max_shift_sets_how_far_the_training_images_move() -> None:
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, 14, 14] = 255
+    batch = image.expand(500, 28, 28)
+    for max_shift, offsets in ((1, 9), (2, 25), (3, 49)):
+        config = TrainConfig(augment="shift", max_shift=max_shift, seed=3)
+        moved = epoch_plan(config, 1, 10).images(batch)
+        where = moved.flatten(1).argmax(1)
+        rows, cols = where // 28 - 14, where % 28 - 14
+        assert rows.abs().max() == cols.abs().max() == max_shift
+        assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == offsets
+    # Without augment=shift the setting changes nothing.
+    plain = epoch_plan(TrainConfig(max_shift=1), 1, 10).images(batch)
+    assert torch.equal(plain, batch)
 
 
 # ------------------------------------------------------------------- resume

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 
 AUGMENTS = ("none", "shift")
-# Largest translation in pixels. MNIST digits sit in a 20x20 box centred by mass in
-# the 28x28 frame (LeCun et al., the MNIST page), so 2 px keeps every digit inside.
+# Default largest translation in pixels (TrainConfig.max_shift). MNIST digits sit in
+# a 20x20 box centred by mass in the 28x28 frame (LeCun et al., the MNIST page), so
+# 2 px keeps every digit inside.
 MAX_SHIFT = 2
+SHIFT_LIMIT = 16  # largest max_shift a config accepts (padding grows with it)
 _EPOCH_BITS = 32  # epochs stay below 2**31 (config.MAX_COUNT): seed and epoch unique
 
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from rich.markup import escape
 
 from cnnlab import api
-from cnnlab.augment import AUGMENTS
+from cnnlab.augment import AUGMENTS, SHIFT_LIMIT
 from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.executor import run_study
@@ -131,7 +131,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--augment",
         choices=AUGMENTS,
-        help=f"shift: random translations of up to 2 pixels (default {d.augment})",
+        help=f"shift: random translations of up to --max-shift pixels "
+        f"(default {d.augment})",
+    )
+    g.add_argument(
+        "--max-shift",
+        type=_positive_int,
+        help=f"largest shift in pixels for --augment shift, 1 to {SHIFT_LIMIT} "
+        f"(default {d.max_shift}; the fast recipe uses 1)",
     )
     g.add_argument(
         "--label-smoothing",
@@ -421,6 +428,7 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
         schedule=args.schedule,
         augment=args.augment,
         label_smoothing=args.label_smoothing,
+        max_shift=args.max_shift,
         data=args.data or args.data_dir,
         validation=args.validation,
         val_size=args.val_size,
@@ -444,6 +452,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "schedule",
                 "augment",
                 "label_smoothing",
+                "max_shift",
                 "data",
                 "data_dir",
                 "validation",

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.augment import AUGMENTS
+from cnnlab.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError
 from cnnlab.schedule import SCHEDULES
 from cnnlab.spec import show_value
@@ -61,6 +61,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | onecycle (cnnlab.schedule), per step
     augment: str = "none"  # none | shift: random translations (cnnlab.augment)
     label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
+    max_shift: int = MAX_SHIFT  # augment=shift: largest move in pixels, 1 to 16
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -80,6 +81,13 @@ class TrainConfig:
                 "label_smoothing must be a number from 0 up to (not including) 1. "
                 f"Received: label_smoothing={show_value(smoothing)}. "
                 "Example: --label-smoothing 0.1."
+            )
+        shift = self.max_shift
+        if not _is_int(shift) or not 1 <= shift <= SHIFT_LIMIT:
+            raise CnnlabError(
+                f"max_shift must be an integer from 1 to {SHIFT_LIMIT} (pixels). "
+                f"Received: max_shift={show_value(shift)}. "
+                "Example: max_shift: 1 in a recipe's train: settings."
             )
         lr = self.lr
         number = isinstance(lr, int | float) and not isinstance(lr, bool)

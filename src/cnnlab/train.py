@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import epoch_generator, random_shift
+from cnnlab.augment import MAX_SHIFT, epoch_generator, random_shift
 from cnnlab.config import OPTIMIZER_DEFAULTS, TrainConfig
 from cnnlab.data import Split
 from cnnlab.errors import CnnlabError
@@ -222,6 +222,7 @@ class EpochPlan:
     lr_at: Callable[[int], float] | None = None  # 1-based step of the epoch -> lr
     shift: torch.Generator | None = None  # random_shift's generator; None: no shift
     label_smoothing: float = 0.0
+    max_shift: int = MAX_SHIFT  # pixels, for `shift`
 
     def start_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self.lr_at is not None:
@@ -230,7 +231,9 @@ class EpochPlan:
                 group["lr"] = lr
 
     def images(self, xb: torch.Tensor) -> torch.Tensor:
-        return xb if self.shift is None else random_shift(xb, self.shift)
+        if self.shift is None:
+            return xb
+        return random_shift(xb, self.shift, self.max_shift)
 
 
 def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
@@ -250,7 +253,7 @@ def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
     shift = None
     if config.augment == "shift":
         shift = epoch_generator(config.seed, epoch)
-    return EpochPlan(lr_at, shift, config.label_smoothing)
+    return EpochPlan(lr_at, shift, config.label_smoothing, config.max_shift)
 
 
 def train_epoch(
