@@ -16,6 +16,7 @@ oneDNN's to float rounding (relative error ~4e-7 on the 512->256 layer).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -25,21 +26,17 @@ from torch.autograd import Function
 MIN_CHANNELS = 64  # below this on either side, oneDNN's direct convolution wins
 MIN_BATCH = 16  # PyTorch's own threshold for NNPACK; smaller batches gain little
 
-_state = {"available": None}
-
-
+@functools.cache
 def available() -> bool:
     """NNPACK is built in and works on this CPU (checked once per process).
 
     `torch._nnpack_available()` also initialises NNPACK; calling it first is
     required before any NNPACK convolution.
     """
-    if _state["available"] is None:
-        try:
-            _state["available"] = bool(torch._nnpack_available())
-        except (AttributeError, RuntimeError):
-            _state["available"] = False
-    return bool(_state["available"])
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def applies(

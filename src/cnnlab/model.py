@@ -91,7 +91,8 @@ class KerasConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd:
-            return fastconv.conv3x3(x, self.conv.weight, self.conv.bias, self.conv.padding[0])
+            conv = self.conv
+            return fastconv.conv3x3(x, conv.weight, conv.bias, conv.padding[0])
         if self.pad is not None:
             x = F.pad(x, self.pad)
         return self.conv(x)
