@@ -49,7 +49,7 @@ def gemm_peak(threads: int) -> float:
 def training_flops(preset: str) -> float:
     """Training FLOPs per sample: 3 x forward (cnnlab.shapes' count)."""
     import cnnlab
-    from cnnlab.shapes import infer
+    from cnnlab.nn.shapes import infer
 
     return 3.0 * infer(cnnlab.load(preset)).flops
 

@@ -26,11 +26,11 @@ import torch
 import yaml
 
 from cnnlab.api import load
-from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset, split_dataset
-from cnnlab.model import build_model
-from cnnlab.presets import recipe_config
-from cnnlab.train import TrainState, evaluate, fit, set_threads
+from cnnlab.data.datasets import load_dataset, split_dataset
+from cnnlab.nn.model import build_model
+from cnnlab.training.config import TrainConfig, recipe_config
+from cnnlab.training.loop import TrainState, evaluate, fit
+from cnnlab.util.machine import set_threads
 
 THRESHOLDS = (0.990, 0.993, 0.994)  # test accuracies whose arrival time is reported
 # The targets: mean >= 99.40%, every seed >= 99.30%, <= 30 s of training.

@@ -38,10 +38,10 @@ def _worker(preset: str, threads: int, steps: int) -> None:
 
     torch.set_num_threads(threads)
     from cnnlab import load
-    from cnnlab.config import TrainConfig
-    from cnnlab.data import load_dataset
-    from cnnlab.model import build_model
-    from cnnlab.train import make_optimizer, train_epoch
+    from cnnlab.data.datasets import load_dataset
+    from cnnlab.nn.model import build_model
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.loop import make_optimizer, train_epoch
 
     data = load_dataset("mnist")
     model = build_model(load(preset), data.num_classes, seed=0)
@@ -143,7 +143,7 @@ def main() -> None:
     if args.worker:
         _worker(args.worker, args.threads, args.steps)
         return
-    from cnnlab.train import usable_cpus
+    from cnnlab.util.machine import usable_cpus
 
     cpus = usable_cpus()
     if args.part in ("threads", "all"):

@@ -25,7 +25,7 @@ BATCH = 128
 
 def mnist(train_size: int) -> tuple[np.ndarray, ...]:
     """uint8 MNIST from cnnlab's embedded copy: (x_train, y_train, x_test, y_test)."""
-    from cnnlab.data import load_dataset
+    from cnnlab.data.datasets import load_dataset
 
     ds = load_dataset("mnist")
     return (
@@ -43,10 +43,10 @@ def run_cnnlab(preset: str, mode: str, epochs: int, steps: int, size: int) -> di
     import torch
 
     import cnnlab
-    from cnnlab.config import TrainConfig
-    from cnnlab.data import Split, load_dataset
-    from cnnlab.model import build_model
-    from cnnlab.train import as_input, fit, make_optimizer
+    from cnnlab.data.datasets import Split, load_dataset
+    from cnnlab.nn.model import build_model
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.loop import as_input, fit, make_optimizer
 
     ds = load_dataset("mnist")
     model = build_model(cnnlab.load(preset), 10, seed=0)  # as `cnnlab train` does
@@ -94,7 +94,7 @@ def idiomatic(model: Any) -> Any:
     """
     import torch
 
-    from cnnlab.model import KerasConv2d, MaskDropout
+    from cnnlab.nn.model import KerasConv2d, MaskDropout
 
     for i, layer in enumerate(model.body):
         if isinstance(layer, MaskDropout):
@@ -110,7 +110,7 @@ def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dic
     from torch.utils.data import DataLoader, TensorDataset
 
     import cnnlab
-    from cnnlab.model import build_model
+    from cnnlab.nn.model import build_model
 
     x_train, y_train, x_test, y_test = mnist(size)
 
@@ -163,7 +163,7 @@ def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dic
 def keras_model(keras: Any, preset: str) -> Any:
     """The preset as a Keras Sequential, layer for layer."""
     import cnnlab
-    from cnnlab.spec import layer_to_dict
+    from cnnlab.nn.spec import layer_to_dict
 
     arch = cnnlab.load(preset)
     layers = [keras.Input(shape=arch.input_shape)]

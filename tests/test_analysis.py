@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from cnnlab.analysis import (
+from cnnlab.errors import CnnlabError
+from cnnlab.reporting.analysis import (
     ArchRow,
     Stat,
     compare_to_best,
@@ -15,9 +16,8 @@ from cnnlab.analysis import (
     describe,
     notebook_view,
 )
-from cnnlab.diagnosis import OVERFIT_RISE, diagnose, diagnose_all
-from cnnlab.errors import CnnlabError
-from cnnlab.results import TrialResult
+from cnnlab.reporting.diagnosis import OVERFIT_RISE, diagnose, diagnose_all
+from cnnlab.studies.results import TrialResult
 
 # The notebook's section 3 net (412 parameters): its logged running train loss and
 # accuracy for 12 epochs, and its test score. Its validation losses are cut off in

@@ -31,11 +31,11 @@ import yaml
 from PIL import Image
 
 import cnnlab
-from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import SpecError
-from cnnlab.model import build_model
-from cnnlab.shapes import check_memory, estimate_memory, infer
+from cnnlab.nn.model import build_model
+from cnnlab.nn.shapes import check_memory, estimate_memory, infer
+from cnnlab.training.config import TrainConfig
 from test_cli import (  # the CLI tests' helpers: one bad-input contract
     CONV,
     FLAT,

@@ -24,7 +24,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from cnnlab.cli import main
-from cnnlab.data import FASHION_MNIST_DIR
+from cnnlab.data.datasets import FASHION_MNIST_DIR
 
 # The brief's size limits: every training run in this file stays this small.
 TINY = [

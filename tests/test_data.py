@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import data
-from cnnlab.data import (
+from cnnlab.data import datasets as data
+from cnnlab.data.datasets import (
     FASHION_MNIST_DIR,
     Dataset,
     load_dataset,

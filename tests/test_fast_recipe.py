@@ -14,20 +14,19 @@ import pytest
 import torch
 
 from cnnlab import api
-from cnnlab.augment import MAX_SHIFT, epoch_generator, random_shift
-from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset
+from cnnlab.data.augment import MAX_SHIFT, epoch_generator, random_shift
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.model import build_model
-from cnnlab.presets import (
+from cnnlab.nn.model import build_model
+from cnnlab.nn.presets import (
     NOTEBOOK_NETS,
     load_preset,
     preset_names,
-    recipe_config,
     recipe_names,
 )
-from cnnlab.schedule import DIV_FACTOR, FINAL_DIV_FACTOR, onecycle_lr
-from cnnlab.train import EpochPlan, epoch_plan
+from cnnlab.training.config import TrainConfig, recipe_config
+from cnnlab.training.loop import EpochPlan, epoch_plan
+from cnnlab.training.schedule import DIV_FACTOR, FINAL_DIV_FACTOR, onecycle_lr
 
 # What the recipe must set: the point of `fast` (see presets/fast.yaml).
 RECIPE = {

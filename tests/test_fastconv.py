@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import fastconv
-from cnnlab.data import load_dataset
-from cnnlab.model import KerasConv2d, build_model
-from cnnlab.spec import Architecture, Conv2D, Dense, Flatten, MaxPooling2D
-from cnnlab.train import as_input
+from cnnlab.data.datasets import load_dataset
+from cnnlab.nn import fastconv
+from cnnlab.nn.model import KerasConv2d, build_model
+from cnnlab.nn.spec import Architecture, Conv2D, Dense, Flatten, MaxPooling2D
+from cnnlab.training.loop import as_input
 
 needs_nnpack = pytest.mark.skipif(
     not fastconv.available(), reason="this PyTorch build has no working NNPACK"
@@ -40,7 +40,7 @@ def test_winograd_conv_matches_conv2d_values_and_gradients(
     grad = torch.randn(expected.shape, generator=gen)
     out.backward(grad)
     expected.backward(grad)
-    for mine, theirs in zip(ours, ref):
+    for mine, theirs in zip(ours, ref, strict=True):
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-4)
     if bias:
         torch.testing.assert_close(b_ours.grad, b_ref.grad, rtol=1e-4, atol=1e-4)

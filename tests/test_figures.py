@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.figures import (
+from cnnlab.reporting.figures import (
     accuracy_vs_cost,
     arch_curves,
     cost_points,
@@ -18,7 +18,7 @@ from cnnlab.figures import (
     safe_name,
     study_figures,
 )
-from cnnlab.results import TrialResult
+from cnnlab.studies.results import TrialResult
 
 HTML_LABEL = "<b>x/y</b>"
 

@@ -40,9 +40,9 @@ with warnings.catch_warnings():
         import hypothesis.extra._patching  # noqa: F401
     except ImportError:  # no libcst: hypothesis then skips writing patches
         pass
-from cnnlab.shapes import infer
-from cnnlab.spec import dump_architecture, parse_architecture
-from cnnlab.study import load_study, parse_study
+from cnnlab.nn.shapes import infer
+from cnnlab.nn.spec import dump_architecture, parse_architecture
+from cnnlab.studies.study import load_study, parse_study
 
 # ------------------------------------------------------------------- documents
 

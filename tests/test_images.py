@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from cnnlab.data.images import load_image
 from cnnlab.errors import CnnlabError
-from cnnlab.images import load_image
 
 # Pixel centres sit at integer indices, so the 28x28 centre is (13.5, 13.5).
 CENTRE = 13.5

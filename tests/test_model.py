@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.model import build_model
-from cnnlab.presets import load_preset, preset_names
-from cnnlab.spec import (
+from cnnlab.nn.model import build_model
+from cnnlab.nn.presets import load_preset, preset_names
+from cnnlab.nn.spec import (
     Architecture,
     AveragePooling2D,
     BatchNormalization,
@@ -116,7 +116,9 @@ def test_same_seed_same_weights() -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("name", ["conv3-small", "conv5-medium", "conv7-dropout", "fast"])
+@pytest.mark.parametrize(
+    "name", ["conv3-small", "conv5-medium", "conv7-dropout", "fast"]
+)
 def test_pool_before_activation_gives_the_same_loss_and_gradients(name: str) -> None:
     """Moving ReLU after its max pool is a pure speed-up: same loss, same gradients.
 
@@ -124,8 +126,8 @@ def test_pool_before_activation_gives_the_same_loss_and_gradients(name: str) -> 
     gradients may come out in another memory layout, which changes the order of
     the convolutions' sums.
     """
-    from cnnlab.data import load_dataset
-    from cnnlab.train import as_input
+    from cnnlab.data.datasets import load_dataset
+    from cnnlab.training.loop import as_input
 
     mnist = load_dataset("mnist")
     x, y = as_input(mnist.x_train[:128]), mnist.y_train[:128]

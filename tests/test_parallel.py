@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import run_study
-from cnnlab.parallel import CpuSplit, default_split, plan_split
-from cnnlab.store import Store
-from cnnlab.study import load_study, override
-from cnnlab.train import usable_cpus
+from cnnlab.studies.executors.local import run_study
+from cnnlab.studies.executors.pool import CpuSplit, default_split, plan_split
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import load_study, override
+from cnnlab.util.machine import usable_cpus
 from test_study import cnnlab  # the study tests' CLI runner
 
 TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}

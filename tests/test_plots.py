@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.plots import plot_histories, plot_history
+from cnnlab.training.curves import plot_histories, plot_history
 
 FULL = {
     "loss": [2.1, 0.9, 0.5, 0.35],
@@ -95,7 +95,7 @@ def test_unwritable_target_is_a_cnnlab_error(tmp_path: Path) -> None:
     # The target's "folder" is a regular file, so nothing can be created in it.
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(CnnlabError, match="cannot write the plot"):
+    with pytest.raises(CnnlabError, match="cannot write the file"):
         plot_history(FULL, blocker / "curves.png")
     assert only_file(tmp_path) == blocker
 
@@ -105,7 +105,7 @@ def test_replacing_a_folder_fails_cleanly(tmp_path: Path) -> None:
     # must be removed again.
     target = tmp_path / "curves.png"
     (target / "inside").mkdir(parents=True)
-    with pytest.raises(CnnlabError, match="curves.png: cannot write the plot"):
+    with pytest.raises(CnnlabError, match="curves.png: cannot write the file"):
         plot_history(FULL, target)
     assert only_file(tmp_path) == target
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from cnnlab.analysis import comparison_rows
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import run_study
-from cnnlab.ray_executor import INSTALL_HINT, run_study_ray
-from cnnlab.store import Store
-from cnnlab.study import STORE_FILE, Study, parse_study
+from cnnlab.reporting.analysis import comparison_rows
+from cnnlab.studies.executors.local import run_study
+from cnnlab.studies.executors.ray import INSTALL_HINT, run_study_ray
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study, parse_study
 from test_study import cnnlab  # the study tests' CLI runner
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None

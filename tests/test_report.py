@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cnnlab.report import build_report
-from cnnlab.results import StudyInfo
-from cnnlab.store import Store
+from cnnlab.reporting.report import build_report
+from cnnlab.studies.results import StudyInfo
+from cnnlab.studies.store import Store
 
 HOSTILE = "<script>alert(1)</script>"
 

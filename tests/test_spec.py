@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from cnnlab import Conv2D, Dense, Flatten, MaxPooling2D, SpecError
-from cnnlab.presets import load_preset
-from cnnlab.shapes import infer
-from cnnlab.spec import (
+from cnnlab.nn.presets import load_preset
+from cnnlab.nn.shapes import infer
+from cnnlab.nn.spec import (
     Architecture,
     dump_architecture,
     load_architecture,

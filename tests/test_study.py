@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.errors import SpecError
-from cnnlab.store import Store
-from cnnlab.study import load_study, parse_study
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import load_study, parse_study
 
 TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
 

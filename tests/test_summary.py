@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.presets import NOTEBOOK_NETS, load_preset, preset_names
-from cnnlab.shapes import infer
-from cnnlab.summary import format_summary
+from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, preset_names
+from cnnlab.nn.shapes import infer
+from cnnlab.nn.summary import format_summary
 
 GOLDEN = Path(__file__).parent / "golden"
 

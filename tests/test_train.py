@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset, split_dataset
-from cnnlab.model import build_model
-from cnnlab.train import evaluate, fit
+from cnnlab.data.datasets import load_dataset, split_dataset
+from cnnlab.nn.model import build_model
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.loop import evaluate, fit
 
 SMALL = TrainConfig(epochs=2, train_limit=2000, val_size=500, test_limit=1000)
 

@@ -23,12 +23,12 @@ import torch
 import yaml
 
 from cnnlab import api
-from cnnlab.config import TrainConfig
 from cnnlab.errors import RunError, SpecError
-from cnnlab.executor import run_study
-from cnnlab.runs import create_run
-from cnnlab.spec import load_architecture, parse_architecture
-from cnnlab.study import load_study, parse_study
+from cnnlab.nn.spec import load_architecture, parse_architecture
+from cnnlab.studies.executors.local import run_study
+from cnnlab.studies.study import load_study, parse_study
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.runs import create_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
 NET = {"name": "net", "layers": ["Flatten", {"Dense": {"units": 10}}]}
@@ -441,7 +441,7 @@ def test_a_yaml_bomb_in_an_architecture_fails_fast(tmp_path: Path) -> None:
     anchors = ", ".join(line.split(": ", 1)[1] for line in laughs(9).splitlines())
     path = tmp_path / "bomb.yaml"  # units is checked first, use_bias holds the bomb
     path.write_text(f"layers: [{{Dense: {{use_bias: [{anchors}], units: *a9}}}}]\n")
-    code = ("import sys; from cnnlab.spec import load_architecture\n"
+    code = ("import sys; from cnnlab.nn.spec import load_architecture\n"
             "try: load_architecture(sys.argv[1])\n"
             "except Exception as err: print(type(err).__name__, len(str(err)))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, str(path)],

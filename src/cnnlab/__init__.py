@@ -1,8 +1,7 @@
 """cnnlab: design, train and compare convolutional networks on MNIST-family data."""
 
-__version__ = "0.1.0"
-
-from cnnlab.api import (  # noqa: E402
+from cnnlab._version import __version__ as __version__
+from cnnlab.api import (
     Prediction,
     RunResult,
     evaluate_run,
@@ -14,10 +13,9 @@ from cnnlab.api import (  # noqa: E402
     summary,
     train,
 )
-from cnnlab.config import TrainConfig  # noqa: E402
-from cnnlab.errors import CnnlabError, DataError, RunError, SpecError  # noqa: E402
-from cnnlab.model import build_model  # noqa: E402
-from cnnlab.spec import (  # noqa: E402
+from cnnlab.errors import CnnlabError, DataError, RunError, SpecError
+from cnnlab.nn.model import build_model
+from cnnlab.nn.spec import (
     Activation,
     Architecture,
     AveragePooling2D,
@@ -30,6 +28,7 @@ from cnnlab.spec import (  # noqa: E402
     MaxPooling2D,
     load_architecture,
 )
+from cnnlab.training.config import TrainConfig
 
 __all__ = [
     "Activation",

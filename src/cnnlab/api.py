@@ -11,60 +11,34 @@ cnnlab.predict(result.path, ["digit.png"])
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnlab.config import TrainConfig
-from cnnlab.data import Dataset, Split, load_dataset, split_dataset
-from cnnlab.errors import CnnlabError, RunError
-from cnnlab.images import load_image
-from cnnlab.model import Network, build_model
-from cnnlab.plots import plot_history as _plot_history
-from cnnlab.presets import resolve_architecture
-from cnnlab.runs import (
-    CURVES_FILE,
-    RunRecord,
-    create_run,
-    default_run_path,
-    environment,
-    open_run,
+from cnnlab.data.datasets import load_dataset, split_dataset
+from cnnlab.data.images import load_image
+from cnnlab.errors import RunError
+from cnnlab.nn.model import Network, build_model
+from cnnlab.nn.presets import resolve_architecture
+from cnnlab.nn.shapes import check_input, check_memory, infer
+from cnnlab.nn.spec import Architecture
+from cnnlab.nn.summary import format_summary
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.curves import plot_history as _plot_history
+from cnnlab.training.loop import EVAL_BATCH, History, Reporter, evaluate
+from cnnlab.training.runs import CURVES_FILE, RunRecord, default_run_path, open_run
+from cnnlab.training.session import (
+    Hooks,
+    RunResult,
+    image_shape,
+    resume_run,
+    train_run,
 )
-from cnnlab.shapes import check_input, check_memory, infer
-from cnnlab.spec import Architecture
-from cnnlab.summary import format_summary
-from cnnlab.train import (
-    EVAL_BATCH,
-    History,
-    Reporter,
-    TrainingDiverged,
-    TrainState,
-    available_memory,
-    evaluate,
-    fit,
-    pick_device,
-    set_threads,
-)
-
-
-@dataclass
-class RunResult:
-    """A finished (or resumed-to-the-end) training run."""
-
-    path: Path
-    model: Network
-    history: History
-    test_loss: float
-    test_acc: float
-    train_clean: tuple[float, float] | None = None  # (loss, acc), dropout off
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """The run's run.json."""
-        return open_run(self.path).meta
+from cnnlab.util.machine import available_memory
 
 
 @dataclass(frozen=True)
@@ -90,136 +64,20 @@ def summary(arch: Architecture | str, num_classes: int | None = None) -> str:
     return format_summary(infer(arch, num_classes))
 
 
-def _prepare(config: TrainConfig) -> tuple[torch.device, Any, Split]:
-    """Device, thread count and data: everything checked before a file is written."""
-    device = pick_device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(
-            "--device cuda was asked for, but PyTorch sees no GPU. Use --device cpu."
-        )
-    set_threads(config.threads)
-    dataset, split = load_split(config)
-    return device, dataset, split
-
-
-def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
-    """The data set `config` names, split into train/validation/test as it says."""
-    dataset = load_dataset(config.data)
-    split = split_dataset(
-        dataset,
-        validation=config.validation,
-        val_size=config.val_size,
-        split_seed=config.split_seed,
-        train_limit=config.train_limit,
-        test_limit=config.test_limit,
-    )
-    return dataset, split
-
-
-def _image_shape(dataset: Dataset) -> tuple[int, int, int]:
-    """(H, W, C) of the data set's images: IDX images have one channel."""
-    return (*dataset.x_train.shape[1:], 1)  # type: ignore[return-value]
-
-
-def _check_fits(
-    arch: Architecture,
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    device: torch.device,
-) -> None:
-    """The net must take the data's images, score its classes and fit in memory."""
-    check_input(arch, _image_shape(dataset), config.data)
-    info = infer(arch, dataset.num_classes)
-    batch = min(config.batch_size, len(split.x_train))  # a big batch_size is capped
-    check_memory(info, batch, config.optimizer, available_memory(device))
-
-
-def _mark(record: RunRecord, status: str, **changes: Any) -> None:
-    """Record the status of a run that stopped; a failing disk must not hide why."""
+@contextmanager
+def _torch_state_kept() -> Iterator[None]:
+    """Leave torch's thread count and random generators as the caller had them:
+    training sets both (threads from the config, seeds for weights and dropout)."""
+    threads = torch.get_num_threads()
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
-        record.save_meta(status=status, **changes)
-    except CnnlabError:
-        pass  # the error being raised already says what went wrong
-
-
-def _kept(record: RunRecord) -> str:
-    """What the run folder still holds after a failed epoch."""
-    done = record.meta.get("epochs_done", 0)
-    if not done:
-        return "No epoch had finished, so the folder holds no weights."
-    return (
-        f"The checkpoint of epoch {done} is intact (cnnlab evaluate and predict use "
-        "it)."
-    )
-
-
-def _run_training(
-    record: RunRecord,
-    model: Network,
-    split: Split,
-    config: TrainConfig,
-    state: TrainState | None,
-    hooks: Hooks,
-) -> RunResult:
-    """Train with a checkpoint per epoch, then score the test set and finish."""
-
-    def checkpoint(s: TrainState) -> None:
-        record.save_checkpoint(model, s)
-        _plot_history(
-            s.history.as_dict(), record.path / CURVES_FILE, title=record.meta["name"]
-        )
-        if hooks.on_epoch is not None:
-            hooks.on_epoch(s)
-
-    record.save_meta(status="running")
-    if state is not None and state.epoch >= config.epochs:
-        # Killed after its last checkpoint, before the curves were drawn: no epoch
-        # will run to draw them, so do it here.
-        _plot_history(
-            state.history.as_dict(),
-            record.path / CURVES_FILE,
-            title=record.meta["name"],
-        )
-    try:
-        history = fit(model, split, config, state, checkpoint, hooks.reporter)
-        test_loss, test_acc = evaluate(model, split.x_test, split.y_test)
-        clean = None
-        if hooks.clean_train:  # the training set scored after the last epoch
-            clean = evaluate(model, split.x_train, split.y_train)
-        record.save_weights(model)
-    except TrainingDiverged as err:  # resuming would diverge again: "failed"
-        _mark(record, "failed", error=str(err))
-        raise TrainingDiverged(
-            f"{record.path}: {err} {_kept(record)} Train again with a smaller --lr "
-            "(--overwrite replaces this run).",
-            err.epoch,
-            err.step,
-        ) from err
-    except CnnlabError as err:  # e.g. a full disk: fixable, then resumable
-        _mark(record, "interrupted")
-        raise RunError(
-            f"{err} {_kept(record)} Once fixed, resume with: "
-            f"cnnlab train --resume {record.path}"
-        ) from err
-    except BaseException:  # Ctrl-C or a crash: the last checkpoint stays resumable
-        _mark(record, "interrupted")
-        raise
-    record.save_meta(
-        status="completed",
-        test={"loss": test_loss, "acc": test_acc},
-        train_clean=None if clean is None else {"loss": clean[0], "acc": clean[1]},
-    )
-    return RunResult(record.path, model, history, test_loss, test_acc, clean)
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """Optional extras of a training run: progress display, per-epoch callback."""
-
-    reporter: Reporter | None = None
-    on_epoch: Callable[[TrainState], None] | None = None  # after each checkpoint
-    clean_train: bool = False  # also score the training set after the last epoch
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def train(
@@ -233,21 +91,11 @@ def train(
     """Train an architecture into a new run folder and score it on the test set."""
     if not isinstance(arch, Architecture):
         arch = load(arch)
-    config = config or TrainConfig()
-    device, dataset, split = _prepare(config)
-    _check_fits(arch, dataset, split, config, device)  # before the folder exists
     path = Path(out) if out is not None else default_run_path(arch.name)
-    env = environment(device) | {
-        "data_source": dataset.source,
-        "class_names": list(dataset.class_names),
-        "train_samples": len(split.x_train),
-        "val_samples": 0 if split.x_val is None else len(split.x_val),
-        "test_samples": len(split.x_test),
-    }
-    record = create_run(path, arch, config, env, overwrite=overwrite)
-    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    hooks = hooks or Hooks(reporter=reporter)
-    return _run_training(record, model, split, config, None, hooks)
+    with _torch_state_kept():
+        return train_run(
+            arch, config or TrainConfig(), path, overwrite, hooks or Hooks(reporter)
+        )
 
 
 def resume(
@@ -255,23 +103,14 @@ def resume(
     epochs: int | None = None,
     reporter: Reporter | None = None,
     hooks: Hooks | None = None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> RunResult:
-    """Continue an interrupted run from its last checkpoint (or extend its epochs)."""
-    record = open_run(run)
-    config = record.config.replace(epochs=epochs)
-    if record.status == "completed" and record.meta["epochs_done"] >= config.epochs:
-        raise RunError(
-            f"{record.path}: already completed {record.meta['epochs_done']} epochs. "
-            "Pass --epochs N with a larger N to train further."
-        )
-    arch = record.architecture()
-    device, dataset, split = _prepare(config)
-    _check_fits(arch, dataset, split, config, device)
-    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    state = record.load_checkpoint(model)
-    record.save_meta(config=config.to_dict())
-    hooks = hooks or Hooks(reporter=reporter)
-    return _run_training(record, model, split, config, state, hooks)
+    """Continue an interrupted run from its last checkpoint (or extend its epochs),
+    optionally on another device or with another thread count."""
+    changes = {"epochs": epochs, "device": device, "threads": threads}
+    with _torch_state_kept():
+        return resume_run(run, changes, hooks or Hooks(reporter))
 
 
 def load_model(run: str | Path) -> tuple[RunRecord, Network]:
@@ -293,7 +132,7 @@ def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
     record, model = load_model(run)
     config = record.config.replace(data=data)
     dataset = load_dataset(config.data)
-    check_input(model.arch, _image_shape(dataset), config.data)
+    check_input(model.arch, image_shape(dataset), config.data)
     outputs = model.info.output_shape[0]
     if dataset.num_classes > outputs:
         raise RunError(

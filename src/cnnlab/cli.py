@@ -14,19 +14,25 @@ from typing import Any, NoReturn
 from rich.markup import escape
 
 from cnnlab import api
-from cnnlab.augment import AUGMENTS, SHIFT_LIMIT
-from cnnlab.config import DEVICES, OPTIMIZER_DEFAULTS, VALIDATIONS, TrainConfig
+from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import run_study
-from cnnlab.presets import load_preset, preset_names, recipe_config, recipe_names
-from cnnlab.progress import RichReporter, StudyProgress
-from cnnlab.report import build_report, rich_table
-from cnnlab.runs import default_run_path
-from cnnlab.schedule import SCHEDULES
-from cnnlab.shapes import infer
-from cnnlab.store import Store
-from cnnlab.study import STORE_FILE, load_study, override
-from cnnlab.summary import format_flops
+from cnnlab.nn.presets import load_preset, preset_names, recipe_names
+from cnnlab.nn.shapes import infer
+from cnnlab.nn.summary import format_flops
+from cnnlab.reporting.report import build_report, rich_table
+from cnnlab.studies.executors.local import run_study
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, load_study, override
+from cnnlab.training.config import (
+    DEVICES,
+    OPTIMIZER_DEFAULTS,
+    VALIDATIONS,
+    TrainConfig,
+    recipe_config,
+)
+from cnnlab.training.progress import RichReporter, StudyProgress
+from cnnlab.training.runs import default_run_path
+from cnnlab.training.schedule import SCHEDULES
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -567,7 +573,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         with StudyProgress() as progress:
             if args.executor == "ray":
-                from cnnlab.ray_executor import run_study_ray
+                from cnnlab.studies.executors.ray import run_study_ray
 
                 run_study_ray(
                     study,

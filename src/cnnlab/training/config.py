@@ -5,17 +5,23 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from cnnlab.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
-from cnnlab.errors import CnnlabError
-from cnnlab.schedule import SCHEDULES
-from cnnlab.spec import show_value
+from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
+from cnnlab.errors import CnnlabError, SpecError
+from cnnlab.nn.presets import RECIPE_KEY, recipe_settings
+from cnnlab.nn.spec import show_value
+from cnnlab.training.schedule import SCHEDULES
 
 VALIDATIONS = ("holdout", "test", "none")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_COUNT = 2**31 - 1  # epochs, batch size, limits, threads: far past any real run
 MAX_SEED = 2**32 - 1  # torch takes seeds < 2**64, numpy's legacy seeding < 2**32
+# Settings a resumed run may change: they extend it (epochs) or pick the machine it
+# runs on (device, threads) without changing its results. Every other field is fixed
+# once a run has started.
+RESUMABLE = ("epochs", "device", "threads")
 
 # Keras 3's optimizer defaults (keras.optimizers.*): learning rate and epsilon.
 # Adadelta follows Keras 3 / tf.keras 2.x (learning_rate=0.001, rho=0.95,
@@ -34,10 +40,6 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "rmsprop": {"lr": 1e-3, "rho": 0.9, "epsilon": 1e-7},
     "adadelta": {"lr": 1e-3, "rho": 0.95, "epsilon": 1e-7},
 }
-# Buffers each PyTorch optimizer keeps per weight, for the memory estimate: Adam's
-# and AdamW's two moments, RMSprop's squared average, Adadelta's two averages; SGD
-# with Keras's momentum 0 keeps none.
-OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 0, "rmsprop": 1, "adadelta": 2}
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,36 @@ class TrainConfig:
             self, **{k: v for k, v in changes.items() if v is not None}
         )
 
+    def resume_with(self, changes: dict[str, Any]) -> TrainConfig:
+        """This (saved) config with the RESUMABLE settings of `changes` applied;
+        other keys of `changes` must equal the saved values."""
+        fixed = sorted(
+            k
+            for k, v in changes.items()
+            if k not in RESUMABLE and v is not None and getattr(self, k) != v
+        )
+        if fixed:
+            raise CnnlabError(
+                f"a resumed run keeps its settings; {', '.join(fixed)} cannot change "
+                f"(only {', '.join(RESUMABLE)} may)."
+            )
+        return self.replace(**{k: changes.get(k) for k in RESUMABLE})
+
+    def changed_from(self, saved: dict[str, Any]) -> list[str]:
+        """Settings of this config that differ from a run's saved config, but for
+        those a resumption may change. A key the saved config lacks (written by an
+        older cnnlab) counts as its default, which is what that run used."""
+        try:
+            saved = TrainConfig.from_dict(saved).to_dict()
+        except CnnlabError:
+            pass  # compared as saved: every unreadable key shows up as changed
+        wanted = self.to_dict()
+        return [
+            key
+            for key in wanted
+            if key not in RESUMABLE and saved.get(key) != wanted[key]
+        ]
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -151,3 +183,17 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
             f"{name} must be one of {', '.join(choices)}. "
             f"Received: {name}={show_value(value)}."
         )
+
+
+def recipe_config(name_or_path: str | Path) -> TrainConfig:
+    """The training defaults for `cnnlab train NAME`: a recipe's, else TrainConfig().
+
+    Files and non-recipe presets train with the notebook's protocol.
+    """
+    settings = recipe_settings(name_or_path)
+    if not settings:
+        return TrainConfig()
+    try:
+        return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
+    except CnnlabError as err:
+        raise SpecError(f"preset {name_or_path}: {RECIPE_KEY}: {err}") from err

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.analysis import _group_by_label, _mean, metric_value
-from cnnlab.results import TrialResult
+from cnnlab.reporting.analysis import _group_by_label, _mean, metric_value
+from cnnlab.studies.results import TrialResult
 
 # Validation loss must end >10% above its minimum: on a 10,000-image set it wobbles
 # by a few percent from epoch to epoch without any trend.

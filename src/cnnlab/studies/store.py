@@ -12,10 +12,7 @@ folder, released by the kernel when its process dies, however it dies) and
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +25,7 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-from cnnlab.results import StudyInfo, TrialResult
+from cnnlab.studies.results import StudyInfo, TrialResult
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
@@ -295,57 +292,3 @@ def _replace_epochs(
 
 
 # ------------------------------------------------------------ the study folders
-
-# What a killed atomic write leaves: runs.atomic_write's `.NAME.tmp-PID` and the
-# plots' `.NAME.HEX.tmp`, both hidden names in the target's own folder.
-_TEMP_NAME = re.compile(r"^\..+\.tmp(-\d+)?$")
-
-
-@contextmanager
-def folder_lock(folder: Path, what: str, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (created if missing) while writing in it.
-
-    flock on the folder itself: no lock file to leave behind, and the kernel drops
-    the lock when the holder dies, even by SIGKILL, so a stale lock cannot exist.
-    With wait=False a held lock is an error naming `what` holds it.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
-    except OSError as err:
-        raise RunError(
-            f"{folder}: cannot create or open the folder ({err.strerror}). Choose a "
-            "writable --out."
-        ) from err
-    if fd is None:  # Windows: no flock; studies then rely on the store alone
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as err:
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RunError(
-                    f"{folder}: {what} is already running in another process. Wait "
-                    "for it to finish (or stop it), then run the command again."
-                ) from err
-            # Any other errno: this filesystem cannot lock (some network mounts);
-            # go on unlocked, as on Windows.
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files killed writers left in `folder` (not below it).
-
-    Only for a folder whose writers are excluded by `folder_lock`: a live writer's
-    temporary file would vanish under it.
-    """
-    removed = []
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if _TEMP_NAME.match(path.name) and path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed

@@ -1,8 +1,6 @@
 """Training curves as PNG files, drawn without pyplot so no GUI state is touched."""
 
 import math
-import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
+from cnnlab.util.fsio import atomic_write
 
 History = Mapping[str, Sequence[float | None] | None]
 
@@ -44,7 +43,7 @@ def plot_history(history: History, path: str | Path, title: str = "") -> Path:
     _draw_pair(acc_axes, history, "acc", "accuracy")
     if title:
         figure.suptitle(title)
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def plot_histories(
@@ -67,7 +66,7 @@ def plot_histories(
     _style(axes, _LABELS.get(key, key), epochs)
     if title:
         axes.set_title(title)
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def _values(history: History, key: str) -> list[float]:
@@ -86,7 +85,7 @@ def _epochs(values: Sequence[float]) -> range:
     return range(1, len(values) + 1)
 
 
-def _marker(values: Sequence[float]) -> str:
+def marker(values: Sequence[float]) -> str:
     """Dots on each epoch for short curves (a single epoch is only a dot)."""
     return "o" if len(values) <= _MAX_MARKED_EPOCHS else ""
 
@@ -98,7 +97,7 @@ def _draw_pair(axes: Axes, history: History, key: str, ylabel: str) -> None:
         values = _values(history, name)
         if values:
             axes.plot(
-                _epochs(values), values, marker=_marker(values), label=_LABELS[name]
+                _epochs(values), values, marker=marker(values), label=_LABELS[name]
             )
             epochs = max(epochs, len(values))
     _style(axes, ylabel, epochs)
@@ -111,7 +110,7 @@ def _draw_run(axes: Axes, name: str, history: History, key: str) -> int:
     if not values:
         axes.plot([], [], linestyle="none", label=f"{name} (no {key})")
         return 0
-    axes.plot(_epochs(values), values, marker=_marker(values), markersize=3, label=name)
+    axes.plot(_epochs(values), values, marker=marker(values), markersize=3, label=name)
     return len(values)
 
 
@@ -130,36 +129,9 @@ def _style(axes: Axes, ylabel: str, epochs: int) -> None:
     axes.legend()
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    """Render the figure to path atomically, via a temporary file in its folder."""
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Render `figure` to the PNG `path` atomically (see `atomic_write`)."""
     FigureCanvasAgg(figure)
-    # A hidden name in the same folder keeps os.replace a same-filesystem rename,
-    # so readers see either the old file or the complete new one, never a torn PNG.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 honours the umask, unlike mkstemp's fixed 0o600.
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as err:
-        raise _write_error(path, err) from err
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=_DPI)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as err:
-        temporary.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _write_error(path, err) from err
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=_DPI))
     return path
-
-
-def _write_error(path: Path, err: OSError) -> CnnlabError:
-    """A CnnlabError for a plot that could not be written."""
-    reason = " ".join(str(err).split())
-    return CnnlabError(
-        f"{path}: cannot write the plot ({reason}); "
-        "check that the folder is writable and the disk is not full"
-    )

@@ -16,26 +16,23 @@ Checkpoints hold only tensors and plain containers and load with
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
-import os
 import pickle
-import platform
 import shutil
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, RunError
-from cnnlab.spec import Architecture, dump_architecture, load_architecture
-from cnnlab.train import HISTORY_KEYS, History, TrainState
+from cnnlab.nn.spec import Architecture, dump_architecture, load_architecture
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.loop import HISTORY_KEYS, History, TrainState
+from cnnlab.training.status import Status
+from cnnlab.util.fsio import atomic_write, atomic_write_text
 
 FORMAT = 1  # bump when a run folder's layout changes incompatibly
 RUN_FILE = "run.json"
@@ -46,67 +43,8 @@ WEIGHTS_FILE = "weights.pt"
 CURVES_FILE = "curves.png"
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a temporary file and rename it into place.
-
-    On failure the temporary file is removed and the previous `path` is left as it
-    was; an OS error (disk full, read-only, not a folder) becomes a RunError.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        _remove(tmp)
-        if isinstance(err, OSError):
-            raise _write_error(path, err) from err
-        raise
-
-
-def _remove(path: Path) -> None:
-    """Delete a temporary file if it exists, whatever the reason it cannot be."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a folder that vanished or became read-only: nothing more to do
-
-
-def _write_error(path: Path, err: OSError) -> RunError:
-    """A RunError for a failed write: which file, why, and what to do."""
-    reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "Free some disk space or write to another disk"
-    else:
-        fix = "Choose a writable --out folder"
-    return RunError(f"{path}: cannot write the file ({reason}). {fix}.")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions and machine facts recorded with every run."""
-    from cnnlab import __version__
-
-    return {
-        "cnnlab": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    }
 
 
 def _history_csv(history: History) -> str:
@@ -130,8 +68,15 @@ class RunRecord:
     meta: dict[str, Any]
 
     @property
-    def status(self) -> str:
-        return self.meta["status"]
+    def status(self) -> Status | str:
+        """The run's Status; an unknown value (a newer cnnlab's) as written."""
+        value = self.meta["status"]
+        return Status(value) if value in Status._value2member_map_ else value
+
+    def is_complete(self, epochs: int) -> bool:
+        """Completed with at least `epochs` epochs: nothing left to train."""
+        done = self.meta.get("epochs_done", 0)
+        return self.status == Status.COMPLETED and done >= epochs
 
     @property
     def config(self) -> TrainConfig:
@@ -316,7 +261,7 @@ def create_run(
     meta = {
         "format": FORMAT,
         "name": arch.name,
-        "status": "running",
+        "status": Status.RUNNING,
         "created": now(),
         "config": config.to_dict(),
         "environment": env,

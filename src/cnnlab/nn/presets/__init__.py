@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from cnnlab.config import TrainConfig
-from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.spec import Architecture, load_architecture, parse_architecture
+from cnnlab.errors import SpecError
+from cnnlab.nn.spec import Architecture, load_architecture, parse_architecture
 
 # Number -> name, in the notebook's order (DESIGN.md's table numbers them 1-9).
 NOTEBOOK_NETS = {
@@ -54,21 +53,18 @@ def load_preset(name: str) -> Architecture:
     return parse_architecture(doc, source=f"preset {_canonical(name)}")
 
 
-def recipe_config(name_or_path: str | Path) -> TrainConfig:
-    """The training defaults for `cnnlab train NAME`: a recipe's, else TrainConfig().
+def recipe_settings(name_or_path: str | Path) -> dict[str, Any]:
+    """A recipe preset's `train:` mapping, as written; {} for files and other presets.
 
-    Files and non-recipe presets train with the notebook's protocol.
+    `cnnlab.training.config.recipe_config` turns it into a TrainConfig.
     """
     text = str(name_or_path)
     if _looks_like_file(text) or text not in preset_names():
-        return TrainConfig()
+        return {}
     settings = _preset_doc(text).get(RECIPE_KEY) or {}
     if not isinstance(settings, dict):
         raise SpecError(f"preset {text}: '{RECIPE_KEY}' must be a mapping.")
-    try:
-        return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
-    except CnnlabError as err:
-        raise SpecError(f"preset {text}: {RECIPE_KEY}: {err}") from err
+    return settings
 
 
 def _canonical(name: str) -> str:

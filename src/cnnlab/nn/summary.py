@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnnlab.shapes import ModelInfo
-from cnnlab.spec import layer_type
+from cnnlab.nn.shapes import ModelInfo
+from cnnlab.nn.spec import layer_type
 
 
 @dataclass(frozen=True)

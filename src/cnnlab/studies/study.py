@@ -46,15 +46,15 @@ from typing import Any
 
 import yaml
 
-from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.presets import NOTEBOOK_NETS, load_preset, preset_names
-from cnnlab.spec import (
+from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, preset_names
+from cnnlab.nn.spec import (
     Architecture,
     load_architecture,
     parse_architecture,
     parse_yaml,
 )
+from cnnlab.training.config import TrainConfig
 
 STORE_FILE = "cnnlab.sqlite"
 _TOP_KEYS = (

@@ -40,17 +40,24 @@ from typing import Any
 import torch
 
 from cnnlab import api
-from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import TrialOutcome, check_study, existing_run, trial_fields
-from cnnlab.model import build_model
-from cnnlab.progress import StudyProgress, format_epoch_line
-from cnnlab.results import StudyInfo
-from cnnlab.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, environment, now, open_run
-from cnnlab.spec import parse_architecture
-from cnnlab.store import Store, folder_lock, remove_temp_files
-from cnnlab.study import STORE_FILE, Study, Trial
-from cnnlab.train import HISTORY_KEYS, TrainState, evaluate, pick_device
+from cnnlab.nn.model import build_model
+from cnnlab.nn.spec import parse_architecture
+from cnnlab.studies.executors.local import (
+    TrialOutcome,
+    check_study,
+    existing_run,
+    trial_fields,
+)
+from cnnlab.studies.results import StudyInfo
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study, Trial
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.loop import HISTORY_KEYS, TrainState, evaluate
+from cnnlab.training.progress import StudyProgress, format_epoch_line
+from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
+from cnnlab.util.fsio import folder_lock, remove_temp_files
+from cnnlab.util.machine import environment, pick_device
 
 INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
 EARLY_STOPPERS = ("asha",)

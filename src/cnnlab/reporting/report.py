@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
-from cnnlab.analysis import (
+from cnnlab.nn.summary import format_flops
+from cnnlab.reporting.analysis import (
     ArchRow,
     Comparison,
     Stat,
@@ -26,12 +27,12 @@ from cnnlab.analysis import (
     comparison_rows,
     notebook_view,
 )
-from cnnlab.diagnosis import Diagnosis, diagnose_all
-from cnnlab.figures import study_figures
-from cnnlab.results import StudyInfo, TrialResult
-from cnnlab.runs import atomic_write_text
-from cnnlab.store import Store, folder_lock, remove_temp_files
-from cnnlab.summary import format_flops
+from cnnlab.reporting.diagnosis import Diagnosis, diagnose_all
+from cnnlab.reporting.figures import study_figures
+from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.studies.store import Store
+from cnnlab.training.runs import atomic_write_text
+from cnnlab.util.fsio import folder_lock, remove_temp_files
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ from rich.progress import (
 )
 
 from cnnlab.errors import CnnlabError
-from cnnlab.executor import TrialOutcome, run_trial
-from cnnlab.store import Store
-from cnnlab.study import STORE_FILE, Study, Trial
-from cnnlab.train import available_memory, usable_cpus
+from cnnlab.studies.executors.local import TrialOutcome, run_trial
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study, Trial
+from cnnlab.util.machine import available_memory, usable_cpus
 
 # The default split, from benchmarks/parallel.py on this project's 2-CPU machine
 # (shared, so noisy; batch 128, steady-state Adam steps): one process's 2nd thread

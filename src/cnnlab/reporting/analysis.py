@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.results import TrialResult
+from cnnlab.studies.results import TrialResult
 
 # 95% is the convention; with 3 seeds t = 4.30, so the intervals are honestly wide.
 CONFIDENCE = 0.95

@@ -16,23 +16,18 @@ from typing import Any
 
 from cnnlab import api
 from cnnlab.batched import SeedDiverged, train_seeds
-from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.progress import StudyProgress
-from cnnlab.results import StudyInfo
-from cnnlab.runs import (
-    CHECKPOINT_FILE,
-    RUN_FILE,
-    RunRecord,
-    environment,
-    now,
-    open_run,
-)
-from cnnlab.shapes import infer
-from cnnlab.store import Store, folder_lock, remove_temp_files
-from cnnlab.study import STORE_FILE, Study, Trial
-from cnnlab.train import TrainingDiverged, TrainState, pick_device, set_threads
+from cnnlab.nn.shapes import infer
+from cnnlab.studies.results import StudyInfo
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study, Trial
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.loop import TrainingDiverged, TrainState
+from cnnlab.training.progress import StudyProgress
+from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
+from cnnlab.util.fsio import folder_lock, remove_temp_files
+from cnnlab.util.machine import environment, pick_device, set_threads
 
 # Settings that may differ between the first run of a trial and its resumption
 # without changing its results (machine settings) or that extend it (epochs).

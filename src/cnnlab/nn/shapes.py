@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnlab.config import OPTIMIZER_SLOTS
 from cnnlab.errors import SpecError
-from cnnlab.spec import (
+from cnnlab.nn.spec import (
     Activation,
     Architecture,
     BatchNormalization,
@@ -42,6 +41,11 @@ TRAIN_ACTIVATION_FACTOR = 3
 # A network may plan to use at most this fraction of the available memory: the
 # estimate is rough, and the data, PyTorch's workspace and the system need the rest.
 MEMORY_SAFETY_FRACTION = 0.8
+
+# Buffers each optimizer (by its cnnlab name) keeps per weight, for the memory
+# estimate: Adam's and AdamW's two moments, RMSprop's squared average, Adadelta's two
+# averages; SGD with Keras's momentum 0 keeps none.
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 0, "rmsprop": 1, "adadelta": 2}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch.autograd import Function
 MIN_CHANNELS = 64  # below this on either side, oneDNN's direct convolution wins
 MIN_BATCH = 16  # PyTorch's own threshold for NNPACK; smaller batches gain little
 
+
 @functools.cache
 def available() -> bool:
     """NNPACK is built in and works on this CPU (checked once per process).

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import fastconv
-from cnnlab.shapes import ModelInfo, infer
-from cnnlab.spec import (
+from cnnlab.nn import fastconv
+from cnnlab.nn.shapes import ModelInfo, infer
+from cnnlab.nn.spec import (
     Activation,
     Architecture,
     AveragePooling2D,
@@ -86,7 +86,11 @@ class KerasConv2d(nn.Module):
             nn.init.zeros_(self.conv.bias)
         # Wide 3x3 layers run as Winograd convolutions in NNPACK (see fastconv).
         self.winograd = symmetric and fastconv.applies(
-            in_shape[2], spec.filters, kernel, strides, (pads[2], pads[0])  # type: ignore[arg-type]
+            in_shape[2],
+            spec.filters,
+            kernel,
+            strides,
+            (pads[2], pads[0]),  # type: ignore[arg-type]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

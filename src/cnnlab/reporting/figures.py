@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.plots import _marker, _save
-from cnnlab.results import TrialResult
+from cnnlab.studies.results import TrialResult
+from cnnlab.training.curves import marker, save_figure
 
 # Ten colours tell ten labels apart (the notebook has nine networks); beyond ten
 # they repeat with another line style and marker.
@@ -101,7 +101,7 @@ def arch_curves(label: str, trials: Sequence[TrialResult], path: str | Path) -> 
     versus = "vs validation" if _band(own, "val_loss") else "only, no validation"
     title = f"{label}: training {versus}, {noun} {seeds}"
     figure.suptitle(_verbatim(title, width=2 * _WRAP))
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def overlay_validation(
@@ -131,7 +131,7 @@ def overlay_validation(
     note = f"; {missing} of {len(bands)} labels without {name}" if missing else ""
     axes.set_title(f"{name} per architecture, mean over seeds{note}")
     _legend(figure, axes, entries)
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def accuracy_vs_cost(
@@ -162,7 +162,7 @@ def accuracy_vs_cost(
     )
     noun = "parameters" if cost == "params" else "training FLOPs"
     axes.set_title(f"test accuracy vs {noun} (error bars: std over seeds){note}")
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def study_figures(trials: Sequence[TrialResult], folder: str | Path) -> dict[str, Path]:
@@ -303,7 +303,7 @@ def _draw_band(
 ) -> tuple[Artist | tuple[Artist, ...], str]:
     """Draw a mean line with its min..max shading; return its legend entry."""
     (line,) = axes.plot(
-        band.epochs, band.mean, color=colour, marker=_marker(band.epochs), markersize=4
+        band.epochs, band.mean, color=colour, marker=marker(band.epochs), markersize=4
     )
     name = _NAMES[key].split()[0]
     if band.seeds == 1:
@@ -351,7 +351,7 @@ def _draw_mean(
         band.mean,
         color=_colour(index),
         linestyle=_LINESTYLES[_round(index)],
-        marker=_MARKERS[_round(index)] if _marker(band.epochs) else "",
+        marker=_MARKERS[_round(index)] if marker(band.epochs) else "",
         markersize=4,
     )
     seeds = "seed" if band.seeds == 1 else "seeds"

@@ -1,0 +1,259 @@
+"""Train into a run folder: the one path from (architecture, config) to a finished,
+scored run, shared by `cnnlab train`, the Python API and every study executor.
+
+    check inputs -> create (or reopen) the run folder -> fit, a checkpoint per epoch
+    -> finish_run (test and clean-train scores, weights, run.json)
+
+Every way a run can stop passes through `mark_run`, the one place that records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.data.datasets import Dataset, Split, load_dataset, split_dataset
+from cnnlab.errors import CnnlabError, RunError
+from cnnlab.nn.model import Network, build_model
+from cnnlab.nn.shapes import check_input, check_memory, infer
+from cnnlab.nn.spec import Architecture
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.curves import plot_history
+from cnnlab.training.loop import (
+    History,
+    Reporter,
+    TrainingDiverged,
+    TrainState,
+    evaluate,
+    fit,
+)
+from cnnlab.training.runs import CURVES_FILE, RunRecord, create_run, open_run
+from cnnlab.training.status import Status, status_for
+from cnnlab.util.machine import (
+    available_memory,
+    environment,
+    pick_device,
+    set_threads,
+)
+
+
+@dataclass
+class RunResult:
+    """A finished (or resumed-to-the-end) training run."""
+
+    path: Path
+    model: Network
+    history: History
+    test_loss: float
+    test_acc: float
+    train_clean: tuple[float, float] | None = None  # (loss, acc), dropout off
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The run's run.json."""
+        return open_run(self.path).meta
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Optional extras of a training run: progress display, per-epoch callback."""
+
+    reporter: Reporter | None = None
+    on_epoch: Callable[[TrainState], None] | None = None  # after each checkpoint
+    clean_train: bool = False  # also score the training set after the last epoch
+
+
+def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
+    """The data set `config` names, split into train/validation/test as it says."""
+    dataset = load_dataset(config.data)
+    split = split_dataset(
+        dataset,
+        validation=config.validation,
+        val_size=config.val_size,
+        split_seed=config.split_seed,
+        train_limit=config.train_limit,
+        test_limit=config.test_limit,
+    )
+    return dataset, split
+
+
+def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
+    """Device, thread count and data: everything checked before a file is written."""
+    device = pick_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(
+            "--device cuda was asked for, but PyTorch sees no GPU. Use --device cpu."
+        )
+    set_threads(config.threads)
+    dataset, split = load_split(config)
+    return device, dataset, split
+
+
+def image_shape(dataset: Dataset) -> tuple[int, int, int]:
+    """(H, W, C) of the data set's images: IDX images have one channel."""
+    return (*dataset.x_train.shape[1:], 1)  # type: ignore[return-value]
+
+
+def check_fits(
+    arch: Architecture,
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    device: torch.device,
+) -> None:
+    """The net must take the data's images, score its classes and fit in memory."""
+    check_input(arch, image_shape(dataset), config.data)
+    info = infer(arch, dataset.num_classes)
+    batch = min(config.batch_size, len(split.x_train))  # a big batch_size is capped
+    check_memory(info, batch, config.optimizer, available_memory(device))
+
+
+def run_environment(device: torch.device, dataset: Dataset, split: Split) -> dict:
+    """run.json's `environment`: the machine, and the data the run saw."""
+    return environment(device) | {
+        "data_source": dataset.source,
+        "class_names": list(dataset.class_names),
+        "train_samples": len(split.x_train),
+        "val_samples": 0 if split.x_val is None else len(split.x_val),
+        "test_samples": len(split.x_test),
+    }
+
+
+def mark_run(record: RunRecord, error: BaseException) -> Status:
+    """Record in run.json why a run stopped; a failing disk must not hide why.
+
+    The one funnel for every way a run ends early (Ctrl-C, SIGTERM, a crash, a full
+    disk, divergence); returns the status written.
+    """
+    status = status_for(error)
+    changes: dict[str, Any] = {"status": status}
+    if status is Status.FAILED:
+        changes["error"] = str(error)
+    try:
+        record.save_meta(**changes)
+    except CnnlabError:
+        pass  # the error being raised already says what went wrong
+    return status
+
+
+def kept_text(record: RunRecord) -> str:
+    """What the run folder still holds after a failed epoch."""
+    done = record.meta.get("epochs_done", 0)
+    if not done:
+        return "No epoch had finished, so the folder holds no weights."
+    return (
+        f"The checkpoint of epoch {done} is intact (cnnlab evaluate and predict use "
+        "it)."
+    )
+
+
+def finish_run(
+    record: RunRecord,
+    model: Network,
+    split: Split,
+    clean_train: bool,
+    status: Status = Status.COMPLETED,
+    **extra: Any,
+) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """Score the test set (and the training set, dropout off, if asked), save the
+    final weights, then write run.json's scores and `status`: the last write, so a
+    kill before it leaves a resumable run. Returns (test, clean-train) scores."""
+    test = evaluate(model, split.x_test, split.y_test)
+    clean = evaluate(model, split.x_train, split.y_train) if clean_train else None
+    record.save_weights(model)
+    record.save_meta(
+        status=status,
+        test={"loss": test[0], "acc": test[1]},
+        train_clean=None if clean is None else {"loss": clean[0], "acc": clean[1]},
+        **extra,
+    )
+    return test, clean
+
+
+def draw_curves(record: RunRecord, history: History) -> None:
+    plot_history(
+        history.as_dict(), record.path / CURVES_FILE, title=record.meta["name"]
+    )
+
+
+def run_training(
+    record: RunRecord,
+    model: Network,
+    split: Split,
+    config: TrainConfig,
+    state: TrainState | None,
+    hooks: Hooks,
+) -> RunResult:
+    """Train with a checkpoint per epoch, then score the test set and finish."""
+
+    def checkpoint(s: TrainState) -> None:
+        record.save_checkpoint(model, s)
+        draw_curves(record, s.history)
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(s)
+
+    record.save_meta(status=Status.RUNNING)
+    if state is not None and state.epoch >= config.epochs:
+        # Killed after its last checkpoint, before the curves were drawn: no epoch
+        # will run to draw them, so do it here.
+        draw_curves(record, state.history)
+    try:
+        history = fit(model, split, config, state, checkpoint, hooks.reporter)
+        test, clean = finish_run(record, model, split, hooks.clean_train)
+    except BaseException as err:
+        mark_run(record, err)
+        if isinstance(err, TrainingDiverged):
+            raise TrainingDiverged(
+                f"{record.path}: {err} {kept_text(record)} Train again with a "
+                "smaller --lr (--overwrite replaces this run).",
+                err.epoch,
+                err.step,
+            ) from err
+        if isinstance(err, CnnlabError):  # e.g. a full disk: fixable, then resumable
+            raise RunError(
+                f"{err} {kept_text(record)} Once fixed, resume with: "
+                f"cnnlab train --resume {record.path}"
+            ) from err
+        raise  # Ctrl-C or a crash: the last checkpoint stays resumable
+    return RunResult(record.path, model, history, test[0], test[1], clean)
+
+
+def train_run(
+    arch: Architecture,
+    config: TrainConfig,
+    out: Path,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> RunResult:
+    """Train `arch` into the new run folder `out` and score it on the test set."""
+    device, dataset, split = prepare(config)
+    check_fits(arch, dataset, split, config, device)  # before the folder exists
+    env = run_environment(device, dataset, split)
+    record = create_run(out, arch, config, env, overwrite=overwrite)
+    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+    return run_training(record, model, split, config, None, hooks or Hooks())
+
+
+def resume_run(
+    run: str | Path, changes: dict[str, Any] | None = None, hooks: Hooks | None = None
+) -> RunResult:
+    """Continue a run from its last checkpoint, applying `changes` (only the
+    settings in `RESUMABLE`: more epochs, another device or thread count)."""
+    record = open_run(run)
+    config = record.config.resume_with(changes or {})
+    if record.is_complete(config.epochs):
+        raise RunError(
+            f"{record.path}: already completed {record.meta['epochs_done']} epochs. "
+            "Pass --epochs N with a larger N to train further."
+        )
+    arch = record.architecture()
+    device, dataset, split = prepare(config)
+    check_fits(arch, dataset, split, config, device)
+    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+    state = record.load_checkpoint(model)
+    record.save_meta(config=config.to_dict())
+    return run_training(record, model, split, config, state, hooks or Hooks())
