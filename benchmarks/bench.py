@@ -47,7 +47,7 @@ def gemm_peak(threads: int) -> float:
 
 
 def training_flops(preset: str) -> float:
-    """Training FLOPs per sample: 3 x forward (cnnlab.shapes' count)."""
+    """Training FLOPs per sample: 3 x forward (cnnlab.nn.shapes' count)."""
     import cnnlab
     from cnnlab.nn.shapes import infer
 

@@ -33,7 +33,7 @@ from cnnlab.training.loop import TrainState, evaluate, fit
 from cnnlab.util.machine import set_threads
 
 THRESHOLDS = (0.990, 0.993, 0.994)  # test accuracies whose arrival time is reported
-# The targets: mean >= 99.40%, every seed >= 99.30%, <= 30 s of training.
+# The recipe's targets: mean >= 99.40%, every seed >= 99.30%, <= 30 s of training.
 TARGET_MEAN, TARGET_MIN, TARGET_SECONDS = 0.994, 0.993, 30.0
 
 

@@ -7,8 +7,8 @@
 Part `threads`: training samples/s of presets 2 and 4 (steady-state Adam steps on
 MNIST, batch 128), each measurement in a fresh process: one process with 1 thread,
 one with every CPU, and as many 1-thread processes as CPUs at once (their summed
-samples/s). The ratios printed are what `cnnlab.parallel`'s constants rest on: the
-speed-up from the 2nd thread of one process, and how much more the same cores do
+samples/s). The ratios printed are what `cnnlab.studies.cpus`' constants rest on:
+the speed-up from the 2nd thread of one process, and how much more the same cores do
 as independent 1-thread processes.
 
 Part `study`: wall time of a small study (2 nets x 2 seeds x 1 epoch on an MNIST

@@ -1,14 +1,39 @@
-"""Shared test options."""
+"""Shared test options and fixtures (the machinery behind them: tests/helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from helpers import CLI_ENV, Result, main_in_process, write_tiny_net
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="rewrite tests/golden/*.txt from the current output",
+        help="rewrite tests/golden/*.txt and the table of docs/bad-input.md from the "
+        "current output",
     )
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> Callable[..., Result]:
+    """`cnnlab.cli.main(ARGS)` in process, in tmp_path; argparse exits included."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in CLI_ENV.items():
+        monkeypatch.setenv(name, value)
+    return lambda *args: main_in_process(*args, capsys=capsys)
+
+
+@pytest.fixture
+def tiny_net(tmp_path: Path) -> Path:
+    """The tiny network (helpers.TINY_NET_YAML) as tmp_path/net.yaml."""
+    return write_tiny_net(tmp_path / "net.yaml")
 
 
 # Hypothesis profiles for tests/test_fuzz.py: `ci` (the default) keeps the suite

@@ -1,4 +1,4 @@
-"""The bad-input matrix of issue 4, every case through the real `cnnlab` command.
+"""The bad-input matrix: every case through the real `cnnlab` command.
 
 Each case must exit with code 2 and print one `error: ...` line naming what is wrong,
 where, and the fix; no traceback; and leave no file behind (the working folder is
@@ -27,35 +27,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import cnnlab
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import FASHION_MNIST_DIR, load_dataset
 from cnnlab.errors import SpecError
 from cnnlab.nn.model import build_model
 from cnnlab.nn.shapes import check_memory, estimate_memory, infer
 from cnnlab.training.config import TrainConfig
-from test_cli import (  # the CLI tests' helpers: one bad-input contract
+from helpers import (
     CONV,
     FLAT,
     OUT10,
+    POOL,
+    TINY_FLAGS,
     Result,
+    arch_yaml,
+    conv,
     draw_digit,
     error_line,
     layer,
     run_cli,
     snapshot,
+    write_files,
+    write_idx,
+    write_sums,
 )
-from test_cli import cli as cli  # a fixture: main([...]) in process, in tmp_path
-from test_data import write_idx, write_sums
 
 DOC = Path(__file__).parent.parent / "docs" / "bad-input.md"
-SMALL = [
-    *("--epochs", "1", "--train-limit", "1000"),
-    *("--val-size", "200", "--test-limit", "200"),
-]
-TRAIN = ["train", "net.yaml", "--out", "OUT", *SMALL]
+TRAIN = ["train", "net.yaml", "--out", "OUT", *TINY_FLAGS]
 
 # --------------------------------------------------------------------- workspace
 
@@ -256,7 +256,8 @@ class Case:
     args: tuple[str, ...]
     phrases: tuple[str, ...]  # what, where, the fix: each must be in the message
     example: str  # the bad input, for the doc table
-    files: dict[str, str] = field(default_factory=dict)  # text files to create
+    # Created in the working folder: text files, or None for an empty folder.
+    files: dict[str, str | None] = field(default_factory=dict)
     setup: Setup | None = None
     masks: tuple[str, ...] = ()
     in_training: bool = False  # progress lines may precede the error
@@ -270,10 +271,9 @@ def case(
     return pytest.param(category, Case(**fields), id=id_, marks=marks)  # type: ignore[arg-type]
 
 
-def net(*layers: object, **top: object) -> dict[str, str]:
+def net(*layers: object, **top: object) -> dict[str, str | None]:
     """net.yaml with these layers (and top-level keys such as input_shape)."""
-    doc = {"name": "net", **top, "layers": list(layers)}
-    return {"net.yaml": yaml.safe_dump(doc, sort_keys=False)}
+    return {"net.yaml": arch_yaml(*layers, **top)}
 
 
 def study(text: str) -> dict[str, str]:
@@ -428,6 +428,56 @@ MEMORY_MASK = r"but [\d.]+ [kMGT]?B is available"
 
 MATRIX = [
     # ------------------------------------------------------ architecture files
+    case("arch-unknown-preset", "Architecture files",
+         args=["train", "conv3-smal", "--out", "OUT"], example="`train conv3-smal`",
+         phrases=["unknown preset 'conv3-smal'", "Did you mean 'conv3-small'?"]),
+    case("arch-missing-file", "Architecture files",
+         args=["train", "nets/none.yaml", "--out", "OUT"],
+         example="an architecture file that does not exist",
+         phrases=["nets/none.yaml: no such file", "cnnlab presets"]),
+    case("arch-invalid-yaml", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: bad\nlayers:\n  - Flatten\n    - Dense: {units: 10}\n"},
+         example="a list item indented under another",
+         phrases=["net.yaml: invalid YAML at line 4,", "Fix the syntax"]),
+    case("arch-unknown-type-Conv2d2", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2d2", filters=4, kernel_size=3), FLAT, OUT10),
+         example="`Conv2d2` (a typo)",
+         phrases=["net.yaml: layers[0]: unknown layer type 'Conv2d2'",
+                  "Did you mean 'Conv2D'?"]),
+    case("arch-unknown-type-Conv3D", "Architecture files", args=TRAIN,
+         files=net(CONV, layer("Conv3D", filters=4, kernel_size=3), FLAT, OUT10),
+         example="`Conv3D` (not a cnnlab layer)",
+         phrases=["net.yaml: layers[1]: unknown layer type 'Conv3D'",
+                  "Known types: Conv2D,"]),
+    case("arch-unknown-argument", "Architecture files", args=TRAIN,
+         files=net(layer("Conv2D", filter=4, kernel_size=3), FLAT, OUT10),
+         example="`Conv2D: {filter: 4}`",
+         phrases=["net.yaml: layers[0] (Conv2D): unknown argument 'filter'",
+                  "Did you mean 'filters'?"]),
+    case("arch-wrong-type", "Architecture files", args=TRAIN,
+         files=net(conv(filters="sixteen"), FLAT, OUT10), example="`filters: sixteen`",
+         phrases=["net.yaml: layers[0] (Conv2D): filters must be a positive integer",
+                  "Received: filters='sixteen'"]),
+    case("arch-non-positive", "Architecture files", args=TRAIN,
+         files=net(CONV, POOL, conv(filters=0), FLAT, OUT10), example="`filters: 0`",
+         phrases=["net.yaml: layers[2] (Conv2D): filters must be a positive integer",
+                  "Received: filters=0"]),
+    case("arch-kernel-larger-than-input", "Architecture files", args=TRAIN,
+         # 28 -> 9 -> 3 after two 3x3 poolings: a 7x7 valid kernel cannot fit.
+         files=net(layer("MaxPooling2D", pool_size=3), layer("MaxPooling2D", pool_size=3),
+                   conv(kernel_size=7), FLAT, OUT10),
+         example="`kernel_size: 7` on a 3x3 input (after two 3x3 poolings)",
+         phrases=["net.yaml: layers[2] (Conv2D): kernel_size [7, 7] is larger than its "
+                  "input 3x3", "Use a smaller kernel_size, padding: same"]),
+    case("arch-not-ten-classes", "Architecture files", args=TRAIN,
+         files=net(CONV, POOL, FLAT, layer("Dense", units=5, activation="softmax")),
+         example="an output layer of 5 units for MNIST's 10 classes",
+         phrases=["net.yaml: layers[3] (Dense): the network's output has shape (5,)",
+                  "10 classes", "{type: Dense, units: 10, activation: softmax}"]),
+    case("arch-missing-flatten", "Architecture files", args=TRAIN,
+         files=net(CONV, POOL, OUT10), example="`Dense` after a conv, no `Flatten`",
+         phrases=["net.yaml: layers[2] (Dense): the network's output has shape "
+                  "(13, 13, 10)", "Add {type: Flatten}"]),
     case("arch-empty-file", "Architecture files", args=TRAIN, files={"net.yaml": ""},
          example="an empty net.yaml",
          phrases=["net.yaml: the file is empty", "'name' and 'layers' keys"]),
@@ -528,12 +578,12 @@ MATRIX = [
          phrases=["net.yaml: not a text file (byte 0 is not UTF-8)",
                   "Save the architecture as UTF-8 YAML or JSON"]),
     case("arch-invalid-json", "Architecture files",
-         args=["train", "net.json", "--out", "OUT", *SMALL],
+         args=["train", "net.json", "--out", "OUT", *TINY_FLAGS],
          files={"net.json": '{"name": "net", "layers": [}'},
          example="net.json with a stray `}`",
          phrases=["net.json: invalid YAML at line 1, column 28", "Fix the syntax"]),
     case("arch-folder-not-file", "Architecture files",
-         args=["train", "nets/", "--out", "OUT", *SMALL],
+         args=["train", "nets/", "--out", "OUT", *TINY_FLAGS],
          setup=lambda space: (space.cwd / "nets").mkdir(),
          example="a folder given as the architecture",
          phrases=["nets: is a folder, not an architecture file",
@@ -584,8 +634,22 @@ MATRIX = [
          phrases=["study.yaml: architectures[0].spec: layers[1] (Dense): the "
                   "network's output has shape (7,)", "units: 10"]),
     # -------------------------------------------------------------------- data
+    case("data-and-data-dir", "Data",
+         args=["train", "conv3-small", "--data", "mnist", "--data-dir", "idx"],
+         files={"idx": None}, example="`--data mnist --data-dir idx`",
+         phrases=["--data and --data-dir both given"]),
+    case("data-dir-empty", "Data",
+         args=["train", "conv3-small", "--data-dir", "idx", "--out", "OUT", *TINY_FLAGS],
+         files={"idx": None}, example="`--data-dir` naming an empty folder",
+         phrases=["missing train-images-idx3-ubyte[.gz]", " in idx;"]),
+    case("data-fashion-mnist-absent", "Data",
+         pytest.mark.skipif(FASHION_MNIST_DIR.is_dir(),
+                            reason="Fashion-MNIST is installed here"),
+         args=["train", "conv3-small", "--data", "fashion-mnist", "--out", "OUT"],
+         example="`--data fashion-mnist` where it is not installed",
+         phrases=["Fashion-MNIST is not installed", "apt-get install"]),
     case("data-unknown-name", "Data",
-         args=["train", "conv5-tiny", "--data", "mnits", "--out", "OUT", *SMALL],
+         args=["train", "conv5-tiny", "--data", "mnits", "--out", "OUT", *TINY_FLAGS],
          example="`--data mnits`",
          phrases=["unknown data set 'mnits'", "use 'mnist', 'fashion-mnist' or a "
                   "folder"]),
@@ -667,6 +731,10 @@ MATRIX = [
          phrases=["val_size=60000 (--val-size) is out of range", "choose 1..59999",
                   "(--validation)"]),
     # ------------------------------------------------------------- run folders
+    case("run-evaluate-not-a-run", "Run folders", args=["evaluate", "somefolder"],
+         files={"somefolder/notes.txt": "hi\n"},
+         example="`evaluate` on a folder without run.json",
+         phrases=["somefolder: not a cnnlab run folder", "run.json"]),
     case("run-missing", "Run folders", args=["evaluate", "nothere"],
          example="`evaluate nothere`",
          phrases=["nothere: no such run folder", "Give the folder a training run "
@@ -731,21 +799,43 @@ MATRIX = [
                   "cnnlab train --resume RUN"]),
     # -------------------------------------------------- output folder and disk
     case("out-parent-is-a-file", "Output folder and disk",
-         args=["train", "conv5-tiny", "--out", "afile/run", *SMALL],
+         args=["train", "conv5-tiny", "--out", "afile/run", *TINY_FLAGS],
          setup=_parent_is_file, example="`--out afile/run`, afile a file",
          phrases=["afile/run: cannot create the output folder (Not a directory)",
                   "Choose a writable --out"]),
     case("out-read-only", "Output folder and disk",
-         args=["train", "conv5-tiny", "--out", "disk/run", *SMALL],
+         args=["train", "conv5-tiny", "--out", "disk/run", *TINY_FLAGS],
          setup=_read_only, example="`--out` on a read-only file system",
          phrases=["disk/run: cannot create the output folder (Read-only file "
                   "system)", "Choose a writable --out"]),
     case("out-disk-full", "Output folder and disk",
-         args=["train", "conv5-tiny", "--out", "disk/run", *SMALL],
+         args=["train", "conv5-tiny", "--out", "disk/run", *TINY_FLAGS],
          setup=_full_disk, example="`--out` on a full disk",
          phrases=["disk/run/spec.yaml: cannot write the file (No space left on "
                   "device)", "Free some disk space"]),
     # ------------------------------------------------------------------- flags
+    case("flag-no-architecture", "Flags", args=["train", "--out", "OUT"],
+         example="`train` with neither an architecture nor `--resume`",
+         phrases=["give an architecture", "or --resume RUN"]),
+    case("flag-unknown-flag", "Flags",
+         args=["train", "conv3-small", "--epocs", "3", "--out", "OUT"],
+         example="`--epocs 3`",
+         phrases=["unrecognized arguments: --epocs", "did you mean --epochs?"]),
+    case("flag-epochs-zero", "Flags",
+         args=["train", "conv3-small", "--epochs", "0", "--out", "OUT"],
+         example="`--epochs 0`",
+         phrases=["argument --epochs: expected a positive integer, got 0"]),
+    case("flag-lr-negative", "Flags",
+         args=["train", "conv3-small", "--lr", "-1", "--out", "OUT"],
+         example="`--lr -1`",
+         phrases=["argument --lr: expected a positive number, got -1"]),
+    case("flag-bad-choice", "Flags",
+         args=["train", "conv3-small", "--optimizer", "adamm", "--out", "OUT"],
+         example="`--optimizer adamm`",
+         phrases=["argument --optimizer: invalid choice: 'adamm'", "'adam'"]),
+    case("flag-resume-with-lr", "Flags", args=["train", "--resume", "RUN", "--lr", "0.1"],
+         setup=_with_run, example="`--resume RUN --lr 0.1`",
+         phrases=["--resume continues a run with its own settings", "drop --lr"]),
     case("flag-unknown-command", "Flags", args=["trian", "conv5-tiny"],
          example="`cnnlab trian`",
          phrases=["invalid choice: 'trian'", "(did you mean train?)"]),
@@ -768,7 +858,7 @@ MATRIX = [
          phrases=["argument --validation: invalid choice: 'tset'",
                   "(did you mean test?)"]),
     case("flag-threads-more-than-cpus", "Flags",
-         args=["train", "conv5-tiny", "--threads", "100000", "--out", "OUT", *SMALL],
+         args=["train", "conv5-tiny", "--threads", "100000", "--out", "OUT", *TINY_FLAGS],
          example="`--threads 100000` (PyTorch crashes on it)",
          phrases=["threads=100000 (--threads) is more than the", "or fewer"],
          masks=(r"the \d+ CPU\(s\)", r"--threads \d+ or fewer")),
@@ -786,7 +876,7 @@ MATRIX = [
          example="`--resume nothere`", phrases=["nothere: no such run folder"]),
     case("flag-device-cuda-without-gpu", "Flags",
          pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
-         args=["train", "conv5-tiny", "--device", "cuda", "--out", "OUT", *SMALL],
+         args=["train", "conv5-tiny", "--device", "cuda", "--out", "OUT", *TINY_FLAGS],
          example="`--device cuda` on a machine without a GPU",
          phrases=["--device cuda was asked for, but PyTorch sees no GPU",
                   "Use --device cpu"]),
@@ -794,6 +884,13 @@ MATRIX = [
          example="`study --seeds a,b`",
          phrases=["argument --seeds: expected comma-separated integers"]),
     # ------------------------------------------------------ images for predict
+    case("image-text-as-png", "Images for predict", args=[*PREDICT, "x.png"],
+         files={"x.png": "not a picture\n"}, setup=_with_run,
+         example="a text file named x.png",
+         phrases=["x.png: not an image file", "PNG or JPEG"]),
+    case("image-empty-file", "Images for predict", args=[*PREDICT, "empty.png"],
+         files={"empty.png": ""}, setup=_with_run, example="an empty empty.png",
+         phrases=["empty.png: the file is empty (0 bytes)"]),
     case("image-missing", "Images for predict", args=[*PREDICT, "none.png"],
          setup=_with_run, example="a path that does not exist",
          phrases=["none.png: no such file", "check the path"]),
@@ -825,7 +922,7 @@ MATRIX = [
     # -------------------------------------------------------- numerical faults
     case("diverged-first-epoch", "Numerical faults",
          args=["train", "conv5-tiny", "--optimizer", "sgd", "--lr", "1e30",
-               "--out", "OUT", *SMALL],
+               "--out", "OUT", *TINY_FLAGS],
          example="`--optimizer sgd --lr 1e30`",
          phrases=["OUT: training diverged at epoch 1, step ",
                   "the loss became NaN", "sgd with lr 1e+30; try --lr 1e+29",
@@ -842,10 +939,14 @@ CATEGORY_OF = {p.id: p.values[0] for p in MATRIX} | DEDICATED  # type: ignore[at
 ALL_IDS = [
     *(i for c in CATEGORIES for i, cat in CATEGORY_OF.items() if cat == c),
 ]
-# Run again as real processes: a file, a machine limit and a run-folder error.
+# Run again as real processes: spec errors, flag errors, a machine limit and
+# run-folder errors.
 AS_PROCESS = {
+    "arch-unknown-argument",
     "arch-too-large-for-memory",
+    "flag-epochs-zero",
     "flag-threads-more-than-cpus",
+    "run-evaluate-not-a-run",
     "run-checkpoint-incomplete",
 }
 
@@ -864,8 +965,8 @@ def check_error(result: Result, case_: Case) -> str:
 
 
 def prepare(case_: Case, space: Workspace) -> None:
-    for name, text in case_.files.items():
-        space.write(name, text)
+    """Create the case's files, then run its setup (which may copy the shared run)."""
+    write_files(space.cwd, case_.files)
     if case_.setup is not None:
         case_.setup(space)
 
@@ -893,6 +994,7 @@ def test_bad_input(
             "failed"
         )
     else:
+        assert not (workspace.cwd / "OUT").exists()  # not even an empty folder
         assert snapshot(workspace.cwd) == before  # nothing written, nothing changed
     test_id = request.node.callspec.id
     doc_table.check(Row(test_id, category, case_.example, message, case_.masks))
@@ -907,6 +1009,7 @@ def test_bad_input_as_process(workspace: Workspace, category: str, case_: Case) 
     before = snapshot(workspace.cwd)
     result = run_cli(*case_.args, cwd=workspace.cwd)
     check_error(result, case_)
+    assert not (workspace.cwd / "OUT").exists()
     assert snapshot(workspace.cwd) == before
 
 

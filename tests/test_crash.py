@@ -24,10 +24,11 @@ import yaml
 from cnnlab import api
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.reporting.report import build_report
-from cnnlab.studies.executors.local import run_study, run_trial
 from cnnlab.studies.results import StudyInfo
+from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import parse_study
+from cnnlab.studies.trial import run_trial
 from cnnlab.training import runs as runs_module
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
@@ -143,7 +144,7 @@ def test_one_writer_per_folder_and_a_dead_holder_frees_it(tmp_path: Path) -> Non
                 pass
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from cnnlab.studies.store import folder_lock\n"
+         "from cnnlab.util.fsio import folder_lock\n"
          "with folder_lock(Path(sys.argv[1]), 'x'):\n"
          "    print('locked', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True)  # fmt: skip

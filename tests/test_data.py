@@ -23,6 +23,7 @@ from cnnlab.data.datasets import (
     to_float,
 )
 from cnnlab.errors import DataError
+from helpers import write_idx, write_sums
 
 MNIST_DIR = Path(str(importlib.resources.files("cnnlab") / "datasets" / "mnist"))
 
@@ -41,34 +42,6 @@ RAW_SHA256 = {
         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
     ),
 }
-
-
-def idx_bytes(array: np.ndarray, type_byte: int = 0x08) -> bytes:
-    """Encode an array as IDX: zero bytes, type, ndim, big-endian sizes, data."""
-    dtype = data._IDX_DTYPES[type_byte]
-    header = bytes([0, 0, type_byte, array.ndim])
-    sizes = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return header + sizes + array.astype(dtype).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, type_byte: int = 0x08) -> Path:
-    """Write array as an IDX file, gzip-compressed when path ends in .gz."""
-    payload = idx_bytes(array, type_byte)
-    if path.suffix == ".gz":
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-    return path
-
-
-def write_sums(folder: Path) -> Path:
-    """Write a SHA256SUMS listing every IDX file in folder as it is now."""
-    lines = [
-        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n"
-        for path in sorted(folder.glob("*-ubyte*"))
-    ]
-    sums = folder / "SHA256SUMS"
-    sums.write_text("".join(lines))
-    return sums
 
 
 @pytest.fixture(scope="module")

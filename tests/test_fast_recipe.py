@@ -5,9 +5,6 @@ benchmarks/fast_recipe.py, not here."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ from cnnlab.nn.presets import (
 from cnnlab.training.config import TrainConfig, recipe_config
 from cnnlab.training.loop import EpochPlan, epoch_plan
 from cnnlab.training.schedule import DIV_FACTOR, FINAL_DIV_FACTOR, onecycle_lr
+from helpers import TINY_FLAGS_NO_HOLDOUT, run_cli
 
 # What the recipe must set: the point of `fast` (see presets/fast.yaml).
 RECIPE = {
@@ -35,18 +33,6 @@ RECIPE = {
     "validation": "none",
     "optimizer": "adam",
 }
-TINY = ("--epochs", "1", "--train-limit", "512", "--test-limit", "500")
-
-
-def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnlab", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ | {"COLUMNS": "200"},
-        timeout=120,
-    )
 
 
 # ------------------------------------------------------------------ the recipe
@@ -67,21 +53,21 @@ def test_fast_is_a_recipe_apart_from_the_notebook_nets() -> None:
 
 def test_train_fast_help_lists_the_recipe_flags(tmp_path: Path) -> None:
     result = run_cli("train", "fast", "--help", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.err
     for flag in ("--schedule", "--augment", "--label-smoothing"):
-        assert flag in result.stdout
+        assert flag in result.out
 
 
 def test_train_fast_writes_the_recipe_settings_flags_on_top(tmp_path: Path) -> None:
     result = run_cli(
-        "train", "fast", *TINY, "--label-smoothing", "0.1", "--out", "RUN",
-        cwd=tmp_path,
+        "train", "fast", *TINY_FLAGS_NO_HOLDOUT, "--label-smoothing", "0.1",
+        "--out", "RUN", cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "Recipe fast: " in result.stdout
+    assert result.code == 0, result.err
+    assert "Recipe fast: " in result.out
     meta = json.loads((tmp_path / "RUN" / "run.json").read_text())
-    expected = recipe_config("fast").replace(
-        epochs=1, train_limit=512, test_limit=500, label_smoothing=0.1
+    expected = recipe_config("fast").replace(  # the values of TINY_FLAGS_NO_HOLDOUT
+        epochs=1, train_limit=1000, test_limit=200, label_smoothing=0.1
     )
     assert meta["config"] == expected.to_dict()
     assert meta["status"] == "completed"
@@ -90,11 +76,11 @@ def test_train_fast_writes_the_recipe_settings_flags_on_top(tmp_path: Path) -> N
 
 def test_presets_lists_the_recipe_in_its_own_table(tmp_path: Path) -> None:
     result = run_cli("presets", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    recipes = result.stdout.split("Recipes")[1]
+    assert result.code == 0, result.err
+    recipes = result.out.split("Recipes")[1]
     assert "fast" in recipes and "schedule onecycle" in recipes
     # The notebook's table (rows framed by │) does not list it.
-    assert not any("fast" in line for line in result.stdout.splitlines()
+    assert not any("fast" in line for line in result.out.splitlines()
                    if line.startswith("│"))  # fmt: skip
 
 

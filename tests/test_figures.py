@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cnnlab.errors import CnnlabError
 from cnnlab.reporting.figures import (
@@ -19,6 +18,7 @@ from cnnlab.reporting.figures import (
     study_figures,
 )
 from cnnlab.studies.results import TrialResult
+from helpers import read_png
 
 HTML_LABEL = "<b>x/y</b>"
 
@@ -71,18 +71,6 @@ def study() -> list[TrialResult]:
         trial(HTML_LABEL, 0, params=412, test_acc=0.88),
         trial(HTML_LABEL, 1, params=412, test_acc=0.88),
     ]
-
-
-def read_png(path: Path, width: int, height: int) -> np.ndarray:
-    """Open a PNG of exactly width x height that is not one flat colour; return RGB."""
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.size == (width, height)
-        pixels = np.asarray(image.convert("RGB"))
-    # One integer per RGB triple: np.unique on rows is ten times slower.
-    packed = pixels.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)
-    assert len(np.unique(packed)) > 10
-    return pixels
 
 
 def tinted_pixels(pixels: np.ndarray, spread: int) -> int:

@@ -43,6 +43,7 @@ with warnings.catch_warnings():
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import dump_architecture, parse_architecture
 from cnnlab.studies.study import load_study, parse_study
+from helpers import TINY_NET, write_tiny_net
 
 # ------------------------------------------------------------------- documents
 
@@ -97,7 +98,7 @@ def _builtin_docs(package: str) -> list[Any]:
     return [yaml.safe_load(text) for text in sorted(texts)]
 
 
-PRESETS = _builtin_docs("cnnlab.presets")
+PRESETS = _builtin_docs("cnnlab.nn.presets")
 STUDIES = _builtin_docs("cnnlab.studies") + [
     {
         "name": "mixed",
@@ -109,7 +110,7 @@ STUDIES = _builtin_docs("cnnlab.studies") + [
             "conv5-tiny",
             4,
             {"preset": "conv3-small", "label": "small", "train": {"optimizer": "sgd"}},
-            {"label": "linear", "spec": {"layers": ["Flatten", {"Dense": {"units": 10}}]}},
+            {"label": "linear", "spec": TINY_NET},
             {"file": "net.yaml", "label": "from a file"},
         ],
     }
@@ -218,8 +219,7 @@ def check_architecture(doc: Any) -> None:
 def study_dir() -> Iterator[Path]:
     """An empty folder (plus net.yaml) for the studies' relative paths."""
     with tempfile.TemporaryDirectory() as folder:
-        net = {"name": "net", "layers": ["Flatten", {"Dense": {"units": 10}}]}
-        (Path(folder) / "net.yaml").write_text(yaml.safe_dump(net))
+        write_tiny_net(Path(folder) / "net.yaml")
         yield Path(folder)
 
 

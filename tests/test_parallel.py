@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.studies.executors.local import run_study
-from cnnlab.studies.executors.pool import CpuSplit, default_split, plan_split
+from cnnlab.studies.cpus import CpuSplit, default_split, plan_split
+from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, override
 from cnnlab.util.machine import usable_cpus
@@ -199,7 +199,7 @@ def test_ctrl_c_stops_workers_and_rerun_resumes(two_runs: tuple[Path, str]) -> N
     threads = torch.get_num_threads()
     try:  # the reference: in this process, one trial at a time, 1 thread
         study = override(load_study(folder / "stopme.yaml"), threads=1)
-        run_study(study, folder / "clean", workers=1)
+        run_study(study, folder / "clean", make_executor(study, workers=1))
     finally:
         torch.set_num_threads(threads)
 

@@ -21,11 +21,17 @@ import pytest
 
 from cnnlab.errors import CnnlabError
 from cnnlab.reporting.analysis import comparison_rows
-from cnnlab.studies.executors.local import run_study
-from cnnlab.studies.executors.ray import INSTALL_HINT, run_study_ray
+from cnnlab.studies.executors.ray import INSTALL_HINT
+from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, parse_study
 from test_study import cnnlab  # the study tests' CLI runner
+
+
+def run_study_ray(study, out, **options):
+    """The study on Ray through the one runner, as `cnnlab study --executor ray`."""
+    return run_study(study, out, make_executor(study, "ray", **options))
+
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cnnlab.data.datasets import load_dataset, split_dataset
 from cnnlab.nn.model import build_model
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import evaluate, fit
+from helpers import cli_command, run_cli
 
 SMALL = TrainConfig(epochs=2, train_limit=2000, val_size=500, test_limit=1000)
 
@@ -114,7 +114,7 @@ def test_ctrl_c_stops_at_a_resumable_point(tmp_path: Path) -> None:
         str(run),
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab", *args],
+        cli_command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -130,13 +130,8 @@ def test_ctrl_c_stops_at_a_resumable_point(tmp_path: Path) -> None:
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["epochs_done"] >= 1
 
-    done = subprocess.run(
-        [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_cli("train", "--resume", run, timeout=300)
+    assert done.code == 0, done.err
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 3
 

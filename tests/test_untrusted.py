@@ -25,14 +25,14 @@ import yaml
 from cnnlab import api
 from cnnlab.errors import RunError, SpecError
 from cnnlab.nn.spec import load_architecture, parse_architecture
-from cnnlab.studies.executors.local import run_study
+from cnnlab.studies.runner import run_study
 from cnnlab.studies.study import load_study, parse_study
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
+from helpers import Result, run_cli, tiny_net_doc, write_tiny_net
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
-NET = {"name": "net", "layers": ["Flatten", {"Dense": {"units": 10}}]}
-NET_YAML = "name: net\nlayers: [Flatten, {Dense: {units: 10, activation: softmax}}]\n"
+NET = tiny_net_doc("net")
 CONFIG = TrainConfig(epochs=1, train_limit=200, val_size=50, test_limit=100)
 
 
@@ -56,16 +56,11 @@ class System:
         return (os.system, (self.command,))
 
 
-def cnnlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnlab", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-
-
-def assert_refused_cleanly(result: subprocess.CompletedProcess, *phrases: str) -> None:
+def assert_refused_cleanly(result: Result, *phrases: str) -> None:
     """Exit 2, one `error:` line saying why, no traceback."""
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.code == 2, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
     for phrase in phrases:
         assert phrase in lines[0]
 
@@ -116,7 +111,7 @@ def test_hostile_weights_are_refused_and_never_run(
     if name == "checkpoint.pt":
         with pytest.raises(RunError, match="cannot be read as a cnnlab checkpoint"):
             api.resume(run_folder)
-    result = cnnlab("evaluate", str(run_folder), cwd=tmp_path)
+    result = run_cli("evaluate", run_folder, cwd=tmp_path)
     assert_refused_cleanly(result, name, "cannot be read as a cnnlab checkpoint",
                            "could run code, so it is refused")  # fmt: skip
     assert not marker.exists()
@@ -172,7 +167,7 @@ def test_yaml_tags_in_an_architecture_file_are_refused(
     assert_yaml_live(path.read_text(), marker, tag)
     with pytest.raises(SpecError, match="invalid YAML"):
         load_architecture(path)
-    assert_refused_cleanly(cnnlab("summary", str(path), cwd=tmp_path), "invalid YAML")
+    assert_refused_cleanly(run_cli("summary", path, cwd=tmp_path), "invalid YAML")
     assert not marker.exists()
 
 
@@ -184,7 +179,7 @@ def test_yaml_tags_in_a_study_file_are_refused(tmp_path: Path, tag: str) -> None
     assert_yaml_live(path.read_text(), marker, tag)
     with pytest.raises(SpecError, match=r"invalid YAML at line 3.*tags such as"):
         load_study(path)
-    result = cnnlab("study", str(path), "--out", "out", cwd=tmp_path)
+    result = run_cli("study", path, "--out", "out", cwd=tmp_path)
     assert_refused_cleanly(result, "invalid YAML")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
@@ -268,7 +263,7 @@ def tree(tmp_path: Path) -> Path:
     for folder in ("study/nets", "shared", "data"):
         (tmp_path / folder).mkdir(parents=True)
     for path in ("study/nets/in.yaml", "shared/out.yaml", "study/in.yaml"):
-        (tmp_path / path).write_text(NET_YAML)
+        write_tiny_net(tmp_path / path)
     return tmp_path
 
 
@@ -315,14 +310,14 @@ def test_paths_leaving_the_study_folder_are_refused(
     assert "architectures[0]" in message and shown in message
     assert f"outside the study's folder {tree / 'study'}" in message
     assert "allow_paths" in message  # the way to allow it
-    assert_refused_cleanly(cnnlab("study", str(path), cwd=tree), "outside")
+    assert_refused_cleanly(run_cli("study", path, cwd=tree), "outside")
 
 
 def test_allow_paths_opens_named_folders_only(tree: Path) -> None:
     text = "allow_paths: [../shared]\narchitectures: [../shared/out.yaml]\n"
     assert load_study(study_at(tree, text)).archs[0].arch.name == "net"
     (tree / "elsewhere").mkdir()
-    (tree / "elsewhere" / "x.yaml").write_text(NET_YAML)
+    write_tiny_net(tree / "elsewhere" / "x.yaml")
     text = "allow_paths: [../shared]\narchitectures: [../elsewhere/x.yaml]\n"
     with pytest.raises(SpecError, match="or the allowed .*shared. A study reads"):
         load_study(study_at(tree, text))

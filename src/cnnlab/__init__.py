@@ -7,9 +7,12 @@ from cnnlab.api import (
     evaluate_run,
     load,
     load_model,
+    load_study,
+    open_report,
     plot_history,
     predict,
     resume,
+    run_study,
     summary,
     train,
 )
@@ -28,7 +31,10 @@ from cnnlab.nn.spec import (
     MaxPooling2D,
     load_architecture,
 )
+from cnnlab.reporting.report import StudyReport
+from cnnlab.studies.study import Study
 from cnnlab.training.config import TrainConfig
+from cnnlab.training.status import Status
 
 __all__ = [
     "Activation",
@@ -47,15 +53,21 @@ __all__ = [
     "RunError",
     "RunResult",
     "SpecError",
+    "Status",
+    "Study",
+    "StudyReport",
     "TrainConfig",
     "build_model",
     "evaluate_run",
     "load",
     "load_architecture",
     "load_model",
+    "load_study",
+    "open_report",
     "plot_history",
     "predict",
     "resume",
+    "run_study",
     "summary",
     "train",
 ]

@@ -7,15 +7,20 @@ result = cnnlab.train(arch, cnnlab.TrainConfig(epochs=2))
 result.test_acc, result.history.as_dict()
 cnnlab.plot_history(result.path)             # the run's curves.png
 cnnlab.predict(result.path, ["digit.png"])
+
+study = cnnlab.load_study("quickstart", seeds=[0, 1], epochs=2)
+report = cnnlab.run_study(study, "studies")   # trains, then builds the report
+report                                        # in Jupyter: the table and figures
+cnnlab.open_report("quickstart", "studies")   # the report again, from the store
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -27,9 +32,20 @@ from cnnlab.nn.presets import resolve_architecture
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.nn.summary import format_summary
+from cnnlab.reporting.report import StudyReport, build_report
+from cnnlab.studies.runner import make_executor
+from cnnlab.studies.runner import run_study as _run_study
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study, override
+from cnnlab.studies.study import load_study as _load_study_file
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history as _plot_history
 from cnnlab.training.loop import EVAL_BATCH, History, Reporter, evaluate
+from cnnlab.training.progress import (
+    StudyProgress,
+    default_reporter,
+    default_study_progress,
+)
 from cnnlab.training.runs import CURVES_FILE, RunRecord, default_run_path, open_run
 from cnnlab.training.session import (
     Hooks,
@@ -38,6 +54,7 @@ from cnnlab.training.session import (
     resume_run,
     train_run,
 )
+from cnnlab.training.status import Status
 from cnnlab.util.machine import available_memory
 
 
@@ -80,6 +97,14 @@ def _torch_state_kept() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def _entered(display: object) -> AbstractContextManager:
+    """A display cnnlab made for the caller, as a context (rich's live bars must
+    be stopped); anything else, or None, as a no-op context."""
+    if isinstance(display, AbstractContextManager):
+        return display
+    return nullcontext()
+
+
 def train(
     arch: Architecture | str,
     config: TrainConfig | None = None,
@@ -92,7 +117,10 @@ def train(
     if not isinstance(arch, Architecture):
         arch = load(arch)
     path = Path(out) if out is not None else default_run_path(arch.name)
-    with _torch_state_kept():
+    made = reporter is None and hooks is None
+    if made:  # progress fit for a notebook or a terminal
+        reporter = default_reporter(f"Run folder: {path}")
+    with _torch_state_kept(), _entered(reporter if made else None):
         return train_run(
             arch, config or TrainConfig(), path, overwrite, hooks or Hooks(reporter)
         )
@@ -109,7 +137,10 @@ def resume(
     """Continue an interrupted run from its last checkpoint (or extend its epochs),
     optionally on another device or with another thread count."""
     changes = {"epochs": epochs, "device": device, "threads": threads}
-    with _torch_state_kept():
+    made = reporter is None and hooks is None
+    if made:  # progress fit for a notebook or a terminal
+        reporter = default_reporter(f"Run folder: {run}")
+    with _torch_state_kept(), _entered(reporter if made else None):
         return resume_run(run, changes, hooks or Hooks(reporter))
 
 
@@ -174,14 +205,119 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     return out
 
 
+@dataclass(frozen=True)
+class Curves:
+    """A written curves PNG: used as its path in a script, shown inline in Jupyter."""
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def _repr_png_(self) -> bytes:
+        return self.path.read_bytes()
+
+
 def plot_history(
     run_or_history: str | Path | History, path: str | Path | None = None
-) -> Path:
-    """Draw train vs validation loss and accuracy; returns the PNG's path."""
+) -> Curves:
+    """Draw train vs validation loss and accuracy into a PNG; returns its Curves."""
     if isinstance(run_or_history, History):
         if path is None:
             raise ValueError("give `path` when plotting a History object")
-        return _plot_history(run_or_history.as_dict(), path)
+        return Curves(_plot_history(run_or_history.as_dict(), path))
     record = open_run(run_or_history)
     target = Path(path) if path is not None else record.path / CURVES_FILE
-    return _plot_history(record.history().as_dict(), target, title=record.meta["name"])
+    title = record.meta["name"]
+    return Curves(_plot_history(record.history().as_dict(), target, title=title))
+
+
+# ------------------------------------------------------------------------ studies
+
+
+def load_study(
+    name_or_path: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    epochs: int | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    val_size: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+) -> Study:
+    """A built-in study ('quickstart', 'seed') or a study YAML file, with settings
+    changed for every architecture where given (as `cnnlab study` flags do)."""
+    study = _load_study_file(name_or_path)
+    return override(
+        study,
+        seeds=seeds,
+        epochs=epochs,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        val_size=val_size,
+        threads=threads,
+        device=device,
+    )
+
+
+def run_study(
+    study: Study | str | Path,
+    out: str | Path = "studies",
+    *,
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    early_stop: str | None = None,
+    cpus_per_trial: float | None = None,
+    progress: StudyProgress | None = None,
+) -> StudyReport:
+    """Run every trial of a study (finished ones are skipped, interrupted ones
+    resumed), then build its report: table, comparisons, diagnosis, figures,
+    report.md and report.html under `out/<study>/report`."""
+    if not isinstance(study, Study):
+        study = load_study(study)
+    chosen = make_executor(
+        study, executor, workers, address, early_stop, cpus_per_trial
+    )
+    live = progress if progress is not None else default_study_progress()
+    with _torch_state_kept(), _entered(live if progress is None else None):
+        _run_study(study, out, chosen, live)
+    return open_report(study.name, out)
+
+
+def store_path(out: str | Path = "studies") -> Path:
+    """The study store of the output folder `out`."""
+    return Path(out) / STORE_FILE
+
+
+def _open_store(out: str | Path) -> Store:
+    path = store_path(out)
+    if not path.is_file():
+        raise RunError(
+            f"{path}: no study store here. Run `cnnlab study ...` first, or pass the "
+            "--out folder it used."
+        )
+    return Store(path)
+
+
+def open_report(study: str, out: str | Path = "studies") -> StudyReport:
+    """Rebuild a study's report from its store, without training."""
+    with _open_store(out) as store:
+        return build_report(store, study, Path(out) / study / "report")
+
+
+def list_trials(
+    out: str | Path = "studies",
+    study: str | None = None,
+    arch: str | None = None,
+    status: Status | str | None = None,
+) -> list[dict[str, Any]]:
+    """The trials a study store holds (all columns, plus `epochs` recorded),
+    filtered by study name, architecture label and status."""
+    with _open_store(out) as store:
+        rows = store.trial_rows(study, arch, None if status is None else str(status))
+        return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]

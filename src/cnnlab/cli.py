@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import re
 import sys
@@ -19,13 +20,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn.presets import load_preset, preset_names, recipe_names
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.summary import format_flops
-from cnnlab.reporting.report import build_report, rich_table
-from cnnlab.studies.executors.local import run_study
-from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, load_study, override
+from cnnlab.reporting.report import rich_table
+from cnnlab.studies.runner import EXECUTORS
 from cnnlab.training.config import (
     DEVICES,
     OPTIMIZER_DEFAULTS,
+    RESUMABLE,
     VALIDATIONS,
     TrainConfig,
     recipe_config,
@@ -33,6 +33,7 @@ from cnnlab.training.config import (
 from cnnlab.training.progress import RichReporter, StudyProgress
 from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
+from cnnlab.training.status import Status
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -186,6 +187,15 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The naming rule of nn.presets.names_file, for `train` and `summary`.
+ARCH_HELP = (
+    "a preset name or number (cnnlab presets), or an architecture file. Text with "
+    "a / or a .yaml, .yml or .json suffix is a file; a bare word is the preset of "
+    "that name (an error if a file of that name is also in the current folder: "
+    "write ./NAME for the file); any other bare word is the file of that name"
+)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="cnnlab",
@@ -218,9 +228,7 @@ def build_parser() -> Parser:
     add_command("presets", help="list the built-in architectures")
 
     p = add_command("summary", help="print a Keras-style summary with FLOPs")
-    p.add_argument(
-        "arch", metavar="NAME|FILE", help="preset name or number, or a YAML file"
-    )
+    p.add_argument("arch", metavar="NAME|FILE", help=ARCH_HELP)
     p.add_argument(
         "--classes",
         type=_positive_int,
@@ -238,7 +246,7 @@ def build_parser() -> Parser:
         "arch",
         metavar="NAME|FILE",
         nargs="?",
-        help="preset name or number, or a YAML file",
+        help=ARCH_HELP,
     )
     _add_train_flags(p)
     g = p.add_argument_group("run folder")
@@ -289,19 +297,12 @@ def build_parser() -> Parser:
         "(default: cnnlab splits the CPUs and says how)",
     )
     p.add_argument(
-        "--batch-seeds",
-        action="store_true",
-        help="train the seeds of each net together as one batched computation "
-        "(same results as one by one; run folders as usual). Slower on CPUs "
-        "measured so far (docs/benchmarks.md)",
-    )
-    p.add_argument(
         "--executor",
-        choices=("local", "ray"),
+        choices=EXECUTORS,
         default="local",
-        help="local: this process (default); ray: trials as Ray Tune trials on a "
-        "local Ray instance or the cluster at --address (pip install 'cnnlab[ray]'; "
-        "see docs/ray.md)",
+        help="local: this machine, in this process or in --workers processes "
+        "(default); ray: trials as Ray Tune trials on a local Ray instance or the "
+        "cluster at --address (pip install 'cnnlab[ray]'; see docs/ray.md)",
     )
     p.add_argument(
         "--address",
@@ -310,9 +311,9 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--cpus-per-trial",
-        type=_positive_int,
-        help="with --executor ray: CPUs (and torch threads) each trial gets "
-        "(default 1)",
+        type=_positive_float,
+        help="with --executor ray: CPUs each trial gets, fractions allowed; its "
+        "torch threads are the whole CPUs of it, at least 1 (default 1)",
     )
     p.add_argument(
         "--early-stop",
@@ -326,7 +327,9 @@ def build_parser() -> Parser:
     p.add_argument("--study", help="only this study")
     p.add_argument("--arch", help="only this architecture label")
     p.add_argument(
-        "--status", choices=("running", "interrupted", "completed", "stopped_early")
+        "--status",
+        choices=[s.value for s in Status],
+        help="only trials in this state",
     )
 
     p = add_command("report", help="rebuild a study's tables, figures and reports")
@@ -445,43 +448,37 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
     )
 
 
+# Flags of `train` that are not TrainConfig fields: none may come with --resume.
+_RUN_FLAGS = ("arch", "data_dir", "out", "overwrite")
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume keeps the run's settings: refuse every flag but RESUMABLE's."""
+    fixed = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RESUMABLE]
+    given = [
+        name
+        for name in (*_RUN_FLAGS, *fixed)
+        if (value := getattr(args, name, None)) is not None and value is not False
+    ]
+    if given:
+        names = ", ".join(
+            "NAME|FILE" if name == "arch" else "--" + name.replace("_", "-")
+            for name in given
+        )
+        free = ", ".join("--" + name for name in RESUMABLE)
+        raise CnnlabError(
+            f"--resume continues a run with its own settings; drop {names} "
+            f"(only {free} may change)."
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
-        fixed = [
-            f
-            for f in (
-                "arch",
-                "batch_size",
-                "optimizer",
-                "lr",
-                "seed",
-                "schedule",
-                "augment",
-                "label_smoothing",
-                "max_shift",
-                "data",
-                "data_dir",
-                "validation",
-                "val_size",
-                "train_limit",
-                "test_limit",
-                "out",
-            )
-            if getattr(args, f)
-        ]
-        if args.overwrite:
-            fixed.append("overwrite")
-        if fixed:
-            names = ", ".join(
-                ("--" + f.replace("_", "-")) if f != "arch" else "NAME|FILE"
-                for f in fixed
-            )
-            raise CnnlabError(
-                f"--resume continues a run with its own settings; drop {names} "
-                "(only --epochs, --device and --threads may change)."
-            )
+        _check_resume_flags(args)
         out = args.resume
-        run = lambda rep: api.resume(args.resume, args.epochs, rep)  # noqa: E731
+        run = lambda rep: api.resume(  # noqa: E731
+            args.resume, args.epochs, rep, device=args.device, threads=args.threads
+        )
     else:
         if args.arch is None:
             raise CnnlabError(
@@ -543,9 +540,8 @@ def _print_report(report: Any) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    study = load_study(args.study)
-    study = override(
-        study,
+    study = api.load_study(
+        args.study,
         seeds=args.seeds,
         epochs=args.epochs,
         train_limit=args.train_limit,
@@ -554,43 +550,17 @@ def cmd_study(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
     )
-    ray_only = [
-        f for f in ("address", "early_stop", "cpus_per_trial") if getattr(args, f)
-    ]
-    if args.executor == "ray" and args.workers:
-        raise CnnlabError(
-            "--workers is for the local executor; with --executor ray use "
-            "--cpus-per-trial, or drop --executor ray."
-        )
-    if args.executor == "ray" and args.batch_seeds:
-        raise CnnlabError(
-            "--batch-seeds is for the local executor; drop it or --executor ray."
-        )
-    if args.executor != "ray" and ray_only:
-        flag = "--" + ray_only[0].replace("_", "-")
-        raise CnnlabError(f"{flag} needs --executor ray; add it, or drop {flag}.")
+    options = {
+        "executor": args.executor,
+        "workers": args.workers,
+        "address": args.address,
+        "early_stop": args.early_stop,
+        "cpus_per_trial": args.cpus_per_trial,
+    }
     started = time.perf_counter()
     try:
         with StudyProgress() as progress:
-            if args.executor == "ray":
-                from cnnlab.studies.executors.ray import run_study_ray
-
-                run_study_ray(
-                    study,
-                    args.out,
-                    args.address,
-                    args.early_stop,
-                    progress,
-                    cpus_per_trial=args.cpus_per_trial or 1,
-                )
-            else:
-                run_study(
-                    study,
-                    args.out,
-                    progress,
-                    workers=args.workers,
-                    batch_seeds=args.batch_seeds,
-                )
+            report = api.run_study(study, args.out, progress=progress, **options)
     except KeyboardInterrupt:
         print(
             f"interrupted: finished trials and the last epoch are saved in {args.out}. "
@@ -599,54 +569,30 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     minutes = (time.perf_counter() - started) / 60
-    with Store(args.out / STORE_FILE) as store:
-        report = build_report(store, study.name, args.out / study.name / "report")
     _print_report(report)
     print(f"Wall time: {minutes:.1f} min")
     return 0
-
-
-def _open_store(out: Path) -> Store:
-    path = out / STORE_FILE
-    if not path.is_file():
-        raise CnnlabError(
-            f"{path}: no study store here. Run `cnnlab study ...` first, or pass the "
-            "--out folder it used."
-        )
-    return Store(path)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    with _open_store(args.out) as store:
-        rows = store.trial_rows(args.study, args.arch, args.status)
-    table = Table(title=f"Trials in {args.out / STORE_FILE}")
-    for col in (
-        "study",
-        "architecture",
-        "seed",
-        "status",
-        "epochs",
-        "test acc %",
-        "run",
-    ):
+    rows = api.list_trials(args.out, args.study, args.arch, args.status)
+    table = Table(title=f"Trials in {api.store_path(args.out)}")
+    columns = ("study", "architecture", "seed", "status", "epochs", "test acc %")
+    for col in (*columns, "run"):
         table.add_column(col)
-    with _open_store(args.out) as store:
-        for r in rows:
-            epochs = len(store.history(r["id"]))
-            acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
-            table.add_row(r["study"], r["label"], str(r["seed"]), r["status"],
-                          str(epochs), acc, r["run_path"])  # fmt: skip
+    for r in rows:
+        acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
+        table.add_row(r["study"], r["label"], str(r["seed"]), r["status"],
+                      str(r["epochs"]), acc, r["run_path"])  # fmt: skip
     Console().print(table)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    with _open_store(args.out) as store:
-        report = build_report(store, args.study, args.out / args.study / "report")
-    _print_report(report)
+    _print_report(api.open_report(args.study, args.out))
     return 0
 
 

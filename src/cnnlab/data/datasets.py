@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import DataError
+from cnnlab.util.text import is_int, show_value
 
 IMAGE_SHAPE = (28, 28)
 
@@ -394,21 +395,20 @@ def _check_limit(value: int | None, flag: str) -> None:
     """Reject a limit that is not None or a positive integer."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise DataError(
-            f"{flag} must be a positive whole number, got {value!r}; "
+            f"{flag} must be a positive whole number, got {show_value(value)}; "
             f"pass e.g. {flag}=1000 or leave it unset for all images"
         )
 
 
 def _check_val_size(val_size: int, n_train: int) -> None:
     """Reject a hold-out size that leaves no training or no validation images."""
-    bad_type = isinstance(val_size, bool) or not isinstance(val_size, int)
-    if bad_type or not 0 < val_size < n_train:
+    if not is_int(val_size) or not 0 < val_size < n_train:
         raise DataError(
-            f"val_size={val_size!r} (--val-size) is out of range: the training set "
-            f"has {n_train} images, so choose 1..{n_train - 1}, or validation "
-            "'test' or 'none' (--validation)"
+            f"val_size={show_value(val_size)} (--val-size) is out of range: the "
+            f"training set has {n_train} images, so choose 1..{n_train - 1}, or "
+            "validation 'test' or 'none' (--validation)"
         )
 
 
@@ -423,7 +423,7 @@ def split_dataset(
     """Choose training, validation and test tensors according to validation."""
     if validation not in VALIDATION_MODES:
         raise DataError(
-            f"unknown validation mode {validation!r}; "
+            f"unknown validation mode {show_value(validation)}; "
             f"choose one of {', '.join(VALIDATION_MODES)}"
         )
     _check_limit(train_limit, "train_limit")

@@ -1,14 +1,23 @@
-"""Turn arbitrary image files into MNIST-like inputs for `cnnlab predict`."""
+"""Turn arbitrary image files into MNIST-like inputs for `cnnlab predict`.
+
+Pillow is imported by the functions that read and resize images, not with the module:
+`import cnnlab` and commands that read no image do not pay for it.
+"""
+
+from __future__ import annotations
 
 import stat
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # 40 MP is an 8000x5000 photo, well above any phone camera's digit snapshot; the
 # float32 working copies of such an image already need about 500 MB.
@@ -70,6 +79,8 @@ def _check_file(path: Path) -> None:
 
 def _read_grey(path: Path, max_pixels: int) -> np.ndarray:
     """Decode the file into a float32 (height, width) grey image in [0, 1]."""
+    from PIL import ImageOps
+
     image = _open(path, max_pixels)
     with image:
         _check_pixels(path, image.size, max_pixels)
@@ -87,6 +98,8 @@ def _read_grey(path: Path, max_pixels: int) -> np.ndarray:
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Open the file lazily (header only), mapping Pillow's errors to CnnlabError."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         # Pillow warns above 89 MP; our own limit below is stricter and says how to
         # fix it, so the warning would only duplicate (or, under -W error, mask) it.
@@ -212,6 +225,8 @@ def _stretch(patch: np.ndarray) -> np.ndarray:
 
 def _fit_box(patch: np.ndarray, box: int) -> np.ndarray:
     """Resize the patch so its longer side is box pixels, keeping the aspect ratio."""
+    from PIL import Image
+
     height, width = patch.shape
     scale = box / max(height, width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -7,11 +7,10 @@ so this module wraps it as an autograd function: the forward pass and the input
 gradient (itself a 3x3 convolution, of the output gradient with the flipped,
 transposed kernel) run in NNPACK; the kernel gradient stays with oneDNN.
 
-It pays only on wide layers. Measured here (AMD EPYC, 1 thread, batch 128,
-forward, NNPACK vs oneDNN channels_last): 512->256 channels at 26x26 1.60x,
-128->128 at 14x14 1.47x, 64->64 1.42x, 32->64 0.96x, 16->16 0.66x, 1->16 0.32x.
-Hence `applies`: 3x3, stride 1, both channel counts >= 64. Outputs agree with
-oneDNN's to float rounding (relative error ~4e-7 on the 512->256 layer).
+It pays only on wide layers, and loses on narrow ones (measured:
+docs/benchmarks.md). Hence `applies`: 3x3, stride 1, both channel counts >= 64.
+Outputs agree with oneDNN's to float rounding (relative error ~4e-7 on the
+512->256 layer).
 """
 
 from __future__ import annotations
@@ -81,7 +80,8 @@ def _nnpack(
 class _WinogradConv(Function):
     """NNPACK computes in (N, C, H, W) order; the rest of the net, the kernel
     gradient included, runs channels_last, so results go back to the input's layout
-    (mixed layouts sent ReLU's backward down a path 3x slower)."""
+    (mixed layouts sent ReLU's backward down a far slower path; measured:
+    docs/benchmarks.md)."""
 
     @staticmethod
     def forward(  # type: ignore[override]

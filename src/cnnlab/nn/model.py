@@ -32,6 +32,7 @@ from cnnlab.nn.spec import (
     LeakyReLU,
     MaxPooling2D,
 )
+from cnnlab.util.units import ceil_div
 
 # Keras's activation functions; leaky_relu as a function uses Keras's 0.2 slope
 # (keras.activations.leaky_relu), while the LeakyReLU layer defaults to 0.3.
@@ -48,7 +49,7 @@ _ACTIVATIONS = {
 
 def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     """(before, after) padding that Keras/TF use for padding='same'."""
-    out = -(-size // stride)  # ceil(size / stride), exact for big ints
+    out = ceil_div(size, stride)
     total = max((out - 1) * stride + window - size, 0)
     return total // 2, total - total // 2  # the odd extra cell goes after
 
@@ -131,10 +132,9 @@ class KerasPool2d(nn.Module):
 class MaskDropout(nn.Module):
     """Inverted dropout (Keras's and nn.Dropout's maths) with a mask from rand_like.
 
-    Same distribution as nn.Dropout, other random numbers: on this CPU
-    `bernoulli_` draws single-threaded (~80 M elements/s) and was the costliest op
-    of some nets' steps; a uniform draw compared with the rate is vectorised
-    (../shared/notes/cpu-benchmarks.md: +8-13% samples/s on presets 4 and 9).
+    Same distribution as nn.Dropout, other random numbers: on the CPU `bernoulli_`
+    draws single-threaded and was the costliest op of some nets' steps; a uniform
+    draw compared with the rate is vectorised (measured: docs/benchmarks.md).
     """
 
     def __init__(self, rate: float) -> None:
@@ -189,9 +189,8 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
     the order of a window's values, so the pool picks the same cell (ReLU's
     all-negative windows give a zero gradient either way), and the random
     numbers drawn by later layers are unchanged. The activation and its backward
-    then touch a quarter of the elements of a 2x2 pool's input: measured here,
-    one thread, batch 128, training steps: preset 4 7,131 -> 9,261 samples/s,
-    preset 2 2,860 -> 3,307 (issue 6).
+    then touch a quarter of the elements of a 2x2 pool's input (measured:
+    docs/benchmarks.md).
     """
     out = list(modules)
     for i in range(len(out) - 1):
@@ -283,7 +282,6 @@ def _channels_last(net: Network) -> Network:
 
     A 1-channel (N, 1, H, W) input is the same memory in both layouts, so PyTorch
     takes it as NCHW and, with NCHW weights, keeps the whole net in NCHW; a
-    channels_last weight decides it. Measured here, one thread, batch 128:
-    preset 2 1,499 -> 2,436 samples/s, preset 4 3,436 -> 3,876 (issue 6 notes).
+    channels_last weight decides it (measured: docs/benchmarks.md).
     """
     return net.to(memory_format=torch.channels_last)

@@ -31,6 +31,7 @@ from cnnlab.nn.spec import (
     MaxPooling2D,
     layer_type,
 )
+from cnnlab.util.units import ceil_div, format_bytes_si
 
 Shape = tuple[int, ...]
 BYTES_PER_PARAM = 4  # float32 weights
@@ -135,17 +136,6 @@ def estimate_memory(
     )
 
 
-def format_bytes(n: float) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as disk and memory sizes are sold)."""
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} TB"
-
-
 def check_memory(
     info: ModelInfo, batch_size: int, optimizer: str | None, available: int | None
 ) -> MemoryEstimate:
@@ -164,11 +154,11 @@ def _memory_message(
     info: ModelInfo, need: MemoryEstimate, optimizer: str | None, available: int
 ) -> str:
     """What needs the memory, how much is free, and which change helps most."""
-    parts = [f"weights {format_bytes(need.weights)}"]
+    parts = [f"weights {format_bytes_si(need.weights)}"]
     if optimizer is not None:
-        state = f"gradients and {optimizer} state {format_bytes(need.training_state)}"
-        parts.append(state)
-    activations = format_bytes(need.activations)
+        state = format_bytes_si(need.training_state)
+        parts.append(f"gradients and {optimizer} state {state}")
+    activations = format_bytes_si(need.activations)
     parts.append(f"activations {activations} for a batch of {need.batch_size}")
     if need.activations > need.weights + need.training_state:
         top = max(info.layers, key=lambda layer: math.prod(layer.output_shape))
@@ -184,8 +174,8 @@ def _memory_message(
         )
     doing = "training" if optimizer is not None else "running the network"
     return (
-        f"{info.arch.source}: {doing} needs about {format_bytes(need.total)} of "
-        f"memory ({', '.join(parts)}), but {format_bytes(available)} is available "
+        f"{info.arch.source}: {doing} needs about {format_bytes_si(need.total)} of "
+        f"memory ({', '.join(parts)}), but {format_bytes_si(available)} is available "
         f"and cnnlab plans to use at most {MEMORY_SAFETY_FRACTION:.0%} of it. "
         f"Use {fix}, or a machine with more memory."
     )
@@ -205,7 +195,7 @@ def check_input(arch: Architecture, image_shape: Shape, data: str) -> None:
 
 def _out_size(size: int, window: int, stride: int, padding: str) -> int:
     if padding == "same":
-        return -(-size // stride)  # ceil(size / stride), exact for big ints
+        return ceil_div(size, stride)
     return (size - window) // stride + 1
 
 

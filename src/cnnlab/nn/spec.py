@@ -7,8 +7,6 @@ downstream. YAML (and JSON, a subset of YAML) is read only by `load_architecture
 
 from __future__ import annotations
 
-import difflib
-import reprlib
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -18,6 +16,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import SpecError
+from cnnlab.util.text import did_you_mean, is_int, is_number, show_value
 
 ACTIVATIONS = (
     "relu",
@@ -36,22 +35,6 @@ DEFAULT_INPUT_SHAPE = (28, 28, 1)  # (H, W, C), Keras's channels_last order
 MAX_SIZE = 2**31 - 1
 
 
-# repr() with bounds: a YAML "billion laughs" list shares 10**9 leaves through its
-# aliases, so a full repr would take minutes before being cut short.
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 50, 50
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
-
-
-def show_value(value: Any, limit: int = 60) -> str:
-    """A value from a file as one short line: its repr, escaped, cut at `limit`."""
-    try:
-        text = _REPR.repr(value)
-    except (ValueError, RecursionError):  # an int past str()'s 4,300 digits
-        return f"<{type(value).__name__} too large to show>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _size(value: int, what: str) -> int:
     """Refuse sizes past MAX_SIZE, so that shape arithmetic stays in range."""
     if value > MAX_SIZE:
@@ -64,13 +47,13 @@ def _size(value: int, what: str) -> int:
 
 def _pair(value: Any, what: str) -> tuple[int, int]:
     """Keras accepts `3` or `[3, 3]` for a 2-D size; return `(3, 3)`."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
     if (
         isinstance(value, Sequence)
         and not isinstance(value, str)
         and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and all(is_int(v) for v in value)
     ):
         if min(value) <= 0:
             raise SpecError(
@@ -85,7 +68,7 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
 
 
 def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if is_int(value) and value > 0:
         return _size(value, what)
     raise SpecError(
         f"{what} must be a positive integer. Received: {what}={show_value(value)}. "
@@ -98,10 +81,7 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
         return "linear"
     if isinstance(value, str) and value.lower() in choices:
         return value.lower()
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value.lower(), choices, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(value.lower(), choices) if isinstance(value, str) else ""
     raise SpecError(
         f"{what} must be one of {', '.join(choices)}. "
         f"Received: {what}={show_value(value)}.{hint}"
@@ -109,8 +89,7 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
 
 
 def _rate(value: Any, what: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and 0.0 <= value < 1.0:
+    if is_number(value) and 0.0 <= value < 1.0:
         return float(value)
     raise SpecError(
         f"{what} must be a number in [0, 1). Received: {what}={show_value(value)}. "
@@ -119,8 +98,8 @@ def _rate(value: Any, what: str) -> float:
 
 
 def _positive_float(value: Any, what: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and 0 < value <= sys.float_info.max:  # not inf, nan or a huge int
+    # not inf, nan or a huge int
+    if is_number(value) and 0 < value <= sys.float_info.max:
         return float(value)
     raise SpecError(
         f"{what} must be a positive number. Received: {what}={show_value(value)}."
@@ -238,8 +217,7 @@ class LeakyReLU:
 
     def __post_init__(self) -> None:
         slope = self.negative_slope
-        ok = isinstance(slope, int | float) and not isinstance(slope, bool)
-        if not ok or not 0 <= slope <= sys.float_info.max:
+        if not is_number(slope) or not 0 <= slope <= sys.float_info.max:
             raise SpecError(
                 "negative_slope must be a number >= 0. "
                 f"Received: negative_slope={show_value(self.negative_slope)}."
@@ -312,7 +290,7 @@ class Architecture:
         if not (
             isinstance(shape, Sequence)
             and len(shape) == 3
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            and all(is_int(v) for v in shape)
             and 0 < min(shape)
             and max(shape) <= MAX_SIZE
         ):
@@ -356,8 +334,7 @@ def _resolve_type(raw: Any, where: str) -> type:
     if key in _TYPE_ALIASES:
         return LAYER_TYPES[_TYPE_ALIASES[key]]
     names = list(LAYER_TYPES)
-    close = difflib.get_close_matches(raw, names, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(raw, names, cutoff=0.5)
     raise SpecError(
         f"{where}: unknown layer type {show_value(raw)}.{hint} "
         f"Known types: {', '.join(names)}."
@@ -396,8 +373,7 @@ def parse_layer(entry: Any, source: str = "<python>", index: int = 0) -> Layer:
     known = [f.name for f in fields(cls)]
     for key in args:
         if not isinstance(key, str) or key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, known)
             allowed = ", ".join(known) if known else "none"
             raise SpecError(
                 f"{where}: unknown argument {show_value(key)}.{hint} "
@@ -429,8 +405,7 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
         )
     for key in doc:
         if key not in _TOP_KEYS:
-            close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, _TOP_KEYS)
             raise SpecError(
                 f"{source}: unknown key {show_value(key)}.{hint} "
                 f"Allowed: {', '.join(_TOP_KEYS)}."

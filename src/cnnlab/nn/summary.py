@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cnnlab.nn.shapes import ModelInfo
 from cnnlab.nn.spec import layer_type
+from cnnlab.util.units import format_bytes_binary, format_flops
 
 
 @dataclass(frozen=True)
@@ -20,24 +21,6 @@ class SummaryRow:
 
 def format_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["None", *map(str, shape)]) + ")"
-
-
-def format_bytes(n: float) -> str:
-    """Keras's size notation: 384.00 B, 59.16 KB, 89.03 MB (1 KB = 1024 B)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_flops(n: float) -> str:
-    """FLOPs with an SI prefix: 3.96 M, 2.47 G."""
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000 or unit == "T":
-            return f"{n:.0f}" if unit == "" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def summary_rows(info: ModelInfo) -> list[SummaryRow]:
@@ -56,18 +39,18 @@ def summary_rows(info: ModelInfo) -> list[SummaryRow]:
 def summary_totals(info: ModelInfo) -> list[tuple[str, str]]:
     """The lines under the table: Keras's three totals, then FLOPs and memory."""
     return [
-        ("Total params", f"{info.total:,} ({format_bytes(4 * info.total)})"),
+        ("Total params", f"{info.total:,} ({format_bytes_binary(4 * info.total)})"),
         (
             "Trainable params",
-            f"{info.trainable:,} ({format_bytes(4 * info.trainable)})",
+            f"{info.trainable:,} ({format_bytes_binary(4 * info.trainable)})",
         ),
         (
             "Non-trainable params",
-            f"{info.non_trainable:,} ({format_bytes(4 * info.non_trainable)})",
+            f"{info.non_trainable:,} ({format_bytes_binary(4 * info.non_trainable)})",
         ),
         ("Forward FLOPs per sample", format_flops(info.flops)),
         ("Training FLOPs per sample (~3x forward)", format_flops(3 * info.flops)),
-        ("Weight memory (float32)", format_bytes(info.weight_bytes)),
+        ("Weight memory (float32)", format_bytes_binary(info.weight_bytes)),
     ]
 
 

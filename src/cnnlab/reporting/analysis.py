@@ -6,7 +6,6 @@ histories; report.py renders what this module computes and decides nothing itsel
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.results import TrialResult
+from cnnlab.util.text import did_you_mean
 
 # 95% is the convention; with 3 seeds t = 4.30, so the intervals are honestly wide.
 CONFIDENCE = 0.95
@@ -108,10 +108,10 @@ class ArchRow:
 
 def comparison_rows(trials: Sequence[TrialResult]) -> list[ArchRow]:
     """One row per label, in first-appearance order, over trials with a history."""
-    return [_arch_row(group) for group in _group_by_label(trials).values()]
+    return [_arch_row(group) for group in group_by_label(trials).values()]
 
 
-def _group_by_label(trials: Sequence[TrialResult]) -> dict[str, list[TrialResult]]:
+def group_by_label(trials: Sequence[TrialResult]) -> dict[str, list[TrialResult]]:
     """Trials with at least one epoch, by label; dicts keep first-appearance order."""
     groups: dict[str, list[TrialResult]] = {}
     for trial in trials:
@@ -137,7 +137,7 @@ def _arch_row(group: list[TrialResult]) -> ArchRow:
         flops=first.flops,
         seeds=len(group),
         seconds_per_epoch=describe(
-            [_mean([r.get("seconds") for r in t.history]) for t in group]
+            [mean_of([r.get("seconds") for r in t.history]) for t in group]
         ),
         best_epoch=_describe_or_none([_best_epoch(t) for t in group]),
         final_loss=final_loss,
@@ -169,7 +169,7 @@ def _best_epoch(trial: TrialResult) -> int | None:
     return int(min(rows, key=lambda r: r["val_loss"])["epoch"])
 
 
-def _mean(values: Sequence[Any]) -> float | None:
+def mean_of(values: Sequence[Any]) -> float | None:
     """Mean of the values that are not None; None if there are none."""
     xs = [float(v) for v in values if v is not None]
     return math.fsum(xs) / len(xs) if xs else None
@@ -197,7 +197,7 @@ def compare_to_best(
     """Each label (first-appearance order) against the best mean on the metric."""
     _check_metric(metric)
     samples: dict[str, list[float]] = {}
-    for label, group in _group_by_label(trials).items():
+    for label, group in group_by_label(trials).items():
         values = [metric_value(t, metric) for t in group]
         if any(v is not None for v in values):
             samples[label] = [v for v in values if v is not None]
@@ -214,8 +214,7 @@ def _check_metric(metric: str) -> None:
     """Refuse a metric this module cannot read, suggesting the closest name."""
     if metric in METRICS:
         return
-    close = difflib.get_close_matches(metric, METRICS, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(metric, METRICS)
     raise CnnlabError(
         f"unknown metric '{metric}'.{hint} Choose one of: {', '.join(METRICS)}."
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.reporting.analysis import _group_by_label, _mean, metric_value
+from cnnlab.reporting.analysis import group_by_label, mean_of, metric_value
 from cnnlab.studies.results import TrialResult
 
 # Validation loss must end >10% above its minimum: on a 10,000-image set it wobbles
@@ -115,7 +115,7 @@ def diagnose(
 
 def diagnose_all(trials: Sequence[TrialResult]) -> list[Diagnosis]:
     """One diagnosis per label, each measured against the best label's accuracy."""
-    groups = _group_by_label(trials)
+    groups = group_by_label(trials)
     accs = [_fit_of(group).heldout_acc for group in groups.values()]
     finite = [acc[0] for acc in accs if acc is not None and math.isfinite(acc[0])]
     best = max(finite) if finite else None
@@ -131,14 +131,14 @@ def _fit_of(trials: list[TrialResult]) -> _Fit:
     epochs = tuple(sorted(by_epoch))
 
     def series(key: str) -> tuple[float, ...] | None:
-        means = [_mean([row.get(key) for row in by_epoch[e]]) for e in epochs]
+        means = [mean_of([row.get(key) for row in by_epoch[e]]) for e in epochs]
         return None if None in means else tuple(m for m in means if m is not None)
 
     loss, acc = series("loss"), series("acc")
     assert loss is not None and acc is not None  # every epoch records them
 
     def final(metric: str) -> float | None:
-        return _mean([metric_value(t, metric) for t in trials])
+        return mean_of([metric_value(t, metric) for t in trials])
 
     return _Fit(
         epochs=epochs,

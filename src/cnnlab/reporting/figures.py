@@ -1,38 +1,45 @@
 """Study figures: each architecture's curves over seeds, overlays, accuracy vs cost.
 
-Drawn without pyplot, like plots.py, and saved with its atomic writer. Every
-function computes plain series from the trials first, then renders them.
+Drawn without pyplot, like training/curves.py, and saved with its atomic writer. Every
+function computes plain series from the trials first, then renders them. matplotlib
+is imported by the functions that draw, not with the module.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-import re
 import statistics
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from matplotlib import colormaps
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.curves import marker, save_figure
+from cnnlab.util.text import slug
 
-# Ten colours tell ten labels apart (the notebook has nine networks); beyond ten
-# they repeat with another line style and marker.
-_COLOURS = colormaps["tab10"].colors
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 _LINESTYLES = ("-", "--", ":")
 _MARKERS = ("o", "s", "^")
 
-_TRAIN_COLOUR, _VAL_COLOUR = _COLOURS[0], _COLOURS[1]
+
+@functools.cache
+def _colours() -> tuple[tuple[float, ...], ...]:
+    """Ten colours tell ten labels apart (the notebook has nine networks); beyond
+    ten they repeat with another line style and marker. The first two are the
+    training and validation colours."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"].colors
+
 
 # With more labels than this an in-axes legend hides curves; it goes to the right.
 _LEGEND_INSIDE_MAX = 4
@@ -49,8 +56,7 @@ _COSTS = {
     "flops": "training FLOPs per sample (3 × forward, log scale)",
 }
 
-# File names keep to these characters: safe on every filesystem and in URLs.
-_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+# Longest slug in a figure's file name (a hash may follow it).
 _SLUG_MAX = 40
 
 # Characters per line of a label in legends and annotations (twice that in titles).
@@ -92,6 +98,8 @@ def arch_curves(label: str, trials: Sequence[TrialResult], path: str | Path) -> 
             f"label {label!r} has no training history yet; "
             "plot it once a trial has finished at least one epoch"
         )
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, acc_axes = figure.subplots(1, 2)
     _draw_panel(loss_axes, own, "loss", "cross-entropy (nats)")
@@ -118,6 +126,8 @@ def overlay_validation(
             f"no trial has {key!r} values; train with validation, "
             "or overlay another key such as 'loss' or 'acc'"
         )
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 5), layout="constrained")
     axes = figure.subplots()
     name = _NAMES[key]
@@ -144,6 +154,8 @@ def accuracy_vs_cost(
             "no trial has a test accuracy and a positive cost; "
             "evaluate the trials on the test set first"
         )
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.subplots()
     order = labels_of(trials)
@@ -189,13 +201,14 @@ def labels_of(trials: Sequence[TrialResult]) -> list[str]:
 
 
 def safe_name(label: str) -> str:
-    """A file-name-safe form of label: its slug, plus a short hash if it changed."""
-    slug = _UNSAFE.sub("-", label.lower()).strip("-._")[:_SLUG_MAX].strip("-._")
-    if slug and slug == label:
-        return slug
+    """A file-name-safe form of label, distinct for distinct labels: its lower-case
+    slug, plus a short hash of the label if that is not the label itself."""
+    name = slug(label.lower())[:_SLUG_MAX].strip("-.")
+    if name and name == label:
+        return name
     # Lower-casing counts as a change, so 'A' and 'a' differ on case-blind disks.
     digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:8]
-    return f"{slug}-{digest}" if slug else digest
+    return f"{name}-{digest}" if name else digest
 
 
 def validation_bands(trials: Sequence[TrialResult], key: str) -> dict[str, Band | None]:
@@ -280,7 +293,8 @@ def _draw_panel(
     """Draw training and validation bands of one metric, then early-stop marks."""
     entries: list[tuple[Artist | tuple[Artist, ...], str]] = []
     epochs = 0
-    for name, colour in ((key, _TRAIN_COLOUR), (f"val_{key}", _VAL_COLOUR)):
+    train_colour, val_colour = _colours()[:2]
+    for name, colour in ((key, train_colour), (f"val_{key}", val_colour)):
         band = _band(trials, name)
         if band is not None:
             entries.append(_draw_band(axes, band, colour, name, trials))
@@ -322,6 +336,8 @@ def _draw_stops(
     axes: Axes, trials: Sequence[TrialResult], key: str
 ) -> tuple[Artist, str] | None:
     """Put an 'x' at the last point of each early-stopped trial's curves."""
+    from matplotlib.lines import Line2D
+
     notes = []
     for trial in filter(_stopped, trials):
         for name in (key, f"val_{key}"):
@@ -344,6 +360,8 @@ def _draw_mean(
     axes: Axes, index: int, label: str, band: Band | None, name: str
 ) -> tuple[Artist, str]:
     """Draw one label's mean curve in its fixed style; return its legend entry."""
+    from matplotlib.lines import Line2D
+
     if band is None:
         return Line2D([], [], linestyle="none"), _verbatim(f"{label} (no {name})")
     (line,) = axes.plot(
@@ -382,16 +400,18 @@ def _draw_point(axes: Axes, index: int, point: CostPoint, text_left: bool) -> No
 
 def _colour(index: int) -> tuple[float, ...]:
     """The fixed colour of the label at index in study order."""
-    return _COLOURS[index % len(_COLOURS)]
+    return _colours()[index % len(_colours())]
 
 
 def _round(index: int) -> int:
     """Which pass through the colours a label is in: picks its line style, marker."""
-    return index // len(_COLOURS) % len(_LINESTYLES)
+    return index // len(_colours()) % len(_LINESTYLES)
 
 
 def _epoch_axis(axes: Axes, epochs: int) -> None:
     """Label the x axis in whole epochs with half an epoch of margin, and add a grid."""
+    from matplotlib.ticker import MaxNLocator
+
     # Half an epoch of margin: integer-only ticks need a span of at least 1.
     axes.set_xlim(0.5, epochs + 0.5)
     axes.set_xlabel("epoch")
@@ -412,6 +432,8 @@ def _legend(figure: Figure, axes: Axes, entries: list[tuple[Artist, str]]) -> No
 
 def _value_axis(axes: Axes, key: str, bands: Sequence[Band]) -> None:
     """Label the y axis; a loss spanning a decade or more goes on a log scale."""
+    from matplotlib.ticker import FuncFormatter
+
     name = _NAMES[key]
     if key.endswith("acc"):
         axes.set_ylabel(f"{name} (%)")

@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
-from cnnlab.nn.summary import format_flops
 from cnnlab.reporting.analysis import (
     ArchRow,
     Comparison,
@@ -31,8 +30,8 @@ from cnnlab.reporting.diagnosis import Diagnosis, diagnose_all
 from cnnlab.reporting.figures import study_figures
 from cnnlab.studies.results import StudyInfo, TrialResult
 from cnnlab.studies.store import Store
-from cnnlab.training.runs import atomic_write_text
-from cnnlab.util.fsio import folder_lock, remove_temp_files
+from cnnlab.util.fsio import atomic_write_text, folder_lock, remove_temp_files
+from cnnlab.util.units import format_flops
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,23 @@ class StudyReport:
     @property
     def html_path(self) -> Path:
         return self.folder / "report.html"
+
+    def _repr_html_(self) -> str:
+        """The comparison, verdicts, diagnoses and figures, for a Jupyter cell."""
+        e = html.escape
+        parts = [
+            f"<h3>Study {e(self.info.name)}: mean ± std over seeds</h3>",
+            '<div style="overflow-x: auto">',
+            _html_table(*table_cells(self.rows), "comparison"),
+            "</div>",
+            *(f"<p>{e(c.verdict)}</p>" for c in self.comparisons),
+            *(
+                f"<p><b>{e(d.label)}: {e(d.verdict)}.</b> {e(d.text)}</p>"
+                for d in self.diagnoses
+            ),
+            *(_embedded_image(path, name) for name, path in self.figures.items()),
+        ]
+        return "\n".join(parts)
 
 
 def _fmt(stat: Stat | None, digits: int = 4, scale: float = 1.0) -> str:

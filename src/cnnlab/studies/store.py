@@ -26,6 +26,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.training.status import Status
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS trials (
     spec TEXT NOT NULL,              -- the architecture, JSON
     config TEXT NOT NULL,            -- the training config, JSON
     run_path TEXT NOT NULL,
-    status TEXT NOT NULL,  -- running|interrupted|completed|stopped_early|failed
+    status TEXT NOT NULL,            -- a cnnlab.training.status.Status value
     test_loss REAL, test_acc REAL,
     train_clean_loss REAL, train_clean_acc REAL,
     stopped_epoch INTEGER,
@@ -196,9 +197,8 @@ class Store:
         """
         with self.transaction() as db:
             cursor = db.execute(
-                "UPDATE trials SET status='interrupted', updated=? WHERE study=? AND"
-                " status='running'",
-                (now, study),
+                "UPDATE trials SET status=?, updated=? WHERE study=? AND status=?",
+                (Status.INTERRUPTED, now, study, Status.RUNNING),
             )
         return cursor.rowcount
 

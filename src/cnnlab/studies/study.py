@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, preset_names
+from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, names_file, preset_names
 from cnnlab.nn.spec import (
     Architecture,
     load_architecture,
@@ -102,12 +102,15 @@ class StudyArch:
 
 @dataclass(frozen=True)
 class Trial:
-    """One architecture trained with one seed."""
+    """One architecture trained with one seed: the seed is `config.seed`."""
 
     label: str
-    seed: int
     arch: Architecture
     config: TrainConfig
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
     def run_dir(self, study_dir: Path) -> Path:
         return study_dir / "runs" / f"{slug(self.label)}-s{self.seed}"
@@ -126,7 +129,7 @@ class Study:
     def trials(self) -> list[Trial]:
         """Seed-major order, so an early stop still leaves one seed of every net."""
         return [
-            Trial(a.label, seed, a.arch, a.config.replace(seed=seed))
+            Trial(a.label, a.arch, a.config.replace(seed=seed))
             for seed in self.seeds
             for a in self.archs
         ]
@@ -290,7 +293,7 @@ def _parse_arch(
 ) -> StudyArch:
     source, where = places.source, f"architectures[{index}]"
     if isinstance(entry, str | int) and not isinstance(entry, bool):
-        if isinstance(entry, str) and _looks_like_file(entry, places):
+        if isinstance(entry, str) and names_file(entry, places.base_dir):
             arch = load_architecture(places.resolve(entry, where))
         else:
             arch = _preset(entry, source, where)
@@ -323,16 +326,20 @@ def _parse_arch(
     return StudyArch(label.strip(), arch, config)
 
 
-def _parse_seeds(doc: Any, source: str) -> tuple[int, ...]:
+def _parse_seeds(doc: Any, source: str, where: str = "seeds") -> tuple[int, ...]:
+    """The one check of a seed list, from a file or from --seeds."""
     seeds = doc if isinstance(doc, list) else [doc]
     if not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
         for s in seeds
     ):
-        raise _fail(source, "seeds", f"must be a list of integers >= 0 (at most "
+        raise _fail(source, where, f"must be a list of integers >= 0 (at most "
                     f"{MAX_SEED}). Received: {_short(doc)}.")  # fmt: skip
     if len(set(seeds)) != len(seeds):
-        raise _fail(source, "seeds", f"has duplicates: {seeds}.")
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise _fail(source, where, f"has duplicates: {seeds} (seed "
+                    f"{', '.join(map(str, dupes))} twice). Give each seed once: each "
+                    "seed is one run folder.")  # fmt: skip
     return tuple(seeds)
 
 
@@ -435,8 +442,13 @@ def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> St
 
 
 def override(study: Study, **changes: Any) -> Study:
-    """The study with training settings changed for every architecture (CLI flags)."""
+    """The study with training settings changed for every architecture (CLI flags).
+
+    `seeds` replaces the study's seeds, checked as a study file's are.
+    """
     seeds = changes.pop("seeds", None)
+    if seeds is not None:
+        seeds = _parse_seeds(list(seeds), "--seeds", where="")
     archs = tuple(
         dataclasses.replace(a, config=a.config.replace(**changes)) for a in study.archs
     )

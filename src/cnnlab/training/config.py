@@ -11,8 +11,8 @@ from typing import Any
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, recipe_settings
-from cnnlab.nn.spec import show_value
 from cnnlab.training.schedule import SCHEDULES
+from cnnlab.util.text import is_int, is_number, show_value
 
 VALIDATIONS = ("holdout", "test", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,8 +60,8 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when present, else CPU
     threads: int | None = None  # CPU threads; None: PyTorch's default (all cores)
     # Additions for recipes such as `fast`; the defaults are the notebook's protocol.
-    schedule: str = "constant"  # constant | onecycle (cnnlab.schedule), per step
-    augment: str = "none"  # none | shift: random translations (cnnlab.augment)
+    schedule: str = "constant"  # constant | onecycle (training.schedule), per step
+    augment: str = "none"  # none | shift: random translations (data.augment)
     label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
     max_shift: int = MAX_SHIFT  # augment=shift: largest move in pixels, 1 to 16
 
@@ -77,30 +77,28 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("augment", self.augment, AUGMENTS)
         smoothing = self.label_smoothing
-        number = isinstance(smoothing, int | float) and not isinstance(smoothing, bool)
-        if not (number and 0 <= smoothing < 1):
+        if not (is_number(smoothing) and 0 <= smoothing < 1):
             raise CnnlabError(
                 "label_smoothing must be a number from 0 up to (not including) 1. "
                 f"Received: label_smoothing={show_value(smoothing)}. "
                 "Example: --label-smoothing 0.1."
             )
         shift = self.max_shift
-        if not _is_int(shift) or not 1 <= shift <= SHIFT_LIMIT:
+        if not is_int(shift) or not 1 <= shift <= SHIFT_LIMIT:
             raise CnnlabError(
                 f"max_shift must be an integer from 1 to {SHIFT_LIMIT} (pixels). "
                 f"Received: max_shift={show_value(shift)}. "
                 "Example: max_shift: 1 in a recipe's train: settings."
             )
         lr = self.lr
-        number = isinstance(lr, int | float) and not isinstance(lr, bool)
-        if lr is not None and not (number and 0 < lr <= sys.float_info.max):
+        if lr is not None and not (is_number(lr) and 0 < lr <= sys.float_info.max):
             raise CnnlabError(
                 f"lr must be a positive number. Received: lr={show_value(lr)}. "
                 "Example: --lr 0.001."
             )
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
-            if not _is_int(value) or not 0 <= value <= MAX_SEED:
+            if not is_int(value) or not 0 <= value <= MAX_SEED:
                 raise CnnlabError(
                     f"{name} must be an integer from 0 to {MAX_SEED}. "
                     f"Received: {name}={show_value(value)}."
@@ -164,12 +162,8 @@ class TrainConfig:
         ]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_positive(name: str, value: Any) -> None:
-    if not _is_int(value) or not 0 < value <= MAX_COUNT:
+    if not is_int(value) or not 0 < value <= MAX_COUNT:
         flag = name.replace("_", "-")
         raise CnnlabError(
             f"{name} must be a positive integer (at most {MAX_COUNT:,}). "

@@ -1,16 +1,21 @@
-"""Training curves as PNG files, drawn without pyplot so no GUI state is touched."""
+"""Training curves as PNG files, drawn without pyplot so no GUI state is touched.
+
+matplotlib is imported by the functions that draw, not with the module.
+"""
+
+from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
 from cnnlab.util.fsio import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 History = Mapping[str, Sequence[float | None] | None]
 
@@ -31,6 +36,8 @@ _DPI = 100
 
 def plot_history(history: History, path: str | Path, title: str = "") -> Path:
     """Write loss and accuracy curves (train vs validation) side by side to a PNG."""
+    from matplotlib.figure import Figure
+
     for key in ("loss", "acc"):
         if not _values(history, key):
             raise CnnlabError(
@@ -53,6 +60,8 @@ def plot_histories(
     title: str = "",
 ) -> Path:
     """Write one PNG overlaying the `key` curve of every named run."""
+    from matplotlib.figure import Figure
+
     if not histories:
         raise CnnlabError("no runs to compare; give at least one run's history")
     if not any(_values(history, key) for history in histories.values()):
@@ -116,6 +125,8 @@ def _draw_run(axes: Axes, name: str, history: History, key: str) -> int:
 
 def _style(axes: Axes, ylabel: str, epochs: int) -> None:
     """Label the axes, force whole-number epoch ticks, add grid and legend."""
+    from matplotlib.ticker import MaxNLocator
+
     # Half an epoch of margin: otherwise a single epoch gets an axis 0.1 wide
     # with fractional ticks, as integer-only ticks need a span of at least 1.
     axes.set_xlim(0.5, epochs + 0.5)
@@ -131,6 +142,8 @@ def _style(axes: Axes, ylabel: str, epochs: int) -> None:
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """Render `figure` to the PNG `path` atomically (see `atomic_write`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=_DPI))

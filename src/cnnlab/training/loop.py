@@ -87,7 +87,10 @@ class TrainState:
     history: History
     optimizer: dict[str, Any]
     shuffle_rng: torch.Tensor
-    torch_rng: torch.Tensor
+    torch_rng: torch.Tensor  # the CPU generator: dropout masks of a CPU model
+    # Every CUDA device's generator (dropout masks on a GPU) when the model is on
+    # CUDA; None on the CPU and in checkpoints written before it was kept.
+    cuda_rng: list[torch.Tensor] | None = None
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -123,7 +126,7 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) uint8 -> (N, 1, H, W) float in [0, 1], channels_last in memory.
 
     channels_last was the largest single speed-up for these nets on this CPU
-    (3,299 -> 5,246 samples/s on preset 2, ../shared/notes/cpu-benchmarks.md).
+    (3,299 -> 5,246 samples/s on preset 2, docs/benchmarks.md).
     """
     x = x.unsqueeze(1).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last)
@@ -270,6 +273,8 @@ def fit(
         optimizer.load_state_dict(state.optimizer)
         shuffle.set_state(state.shuffle_rng)
         torch.set_rng_state(state.torch_rng)
+        if device.type == "cuda":
+            _restore_cuda_rng(state, config.seed)
         history = History([dict(row) for row in state.history.epochs])
     steps = -(-len(x) // config.batch_size)
     for epoch in range(len(history) + 1, config.epochs + 1):
@@ -301,9 +306,29 @@ def fit(
                     optimizer=optimizer.state_dict(),
                     shuffle_rng=shuffle.get_state(),
                     torch_rng=torch.get_rng_state(),
+                    cuda_rng=cuda_rng_state(device),
                 )
             )
     return history
+
+
+def cuda_rng_state(device: torch.device) -> list[torch.Tensor] | None:
+    """The CUDA generators' states for a model on `device`; None on the CPU."""
+    return torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+
+
+def _restore_cuda_rng(state: TrainState, seed: int) -> None:
+    """Put the CUDA generators back as the checkpoint saved them.
+
+    A checkpoint from a CPU run (or from before CUDA states were kept) has none:
+    the generators are then seeded from (seed, epoch), so such a resumption is
+    repeatable, though not the same as an uninterrupted run on the GPU.
+    """
+    if state.cuda_rng is None:
+        torch.cuda.manual_seed_all((seed << 32) + state.epoch)  # seed < 2**32
+        return
+    for index, rng in enumerate(state.cuda_rng[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(rng, index)
 
 
 def _check_epoch(

@@ -1,9 +1,12 @@
-"""Live training progress with rich: a step bar per epoch and a log line per epoch."""
+"""Live training progress: a step bar per epoch and a log line per epoch, drawn
+with rich in a terminal or with IPython displays in a Jupyter notebook."""
 
 from __future__ import annotations
 
+import html
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -14,6 +17,14 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from cnnlab.util.units import format_duration
+
+if TYPE_CHECKING:
+    from cnnlab.training.loop import Reporter
+
+# Seconds between two in-place redraws of a notebook's progress line.
+NOTEBOOK_REFRESH = 0.5
 
 
 def format_epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -114,3 +125,119 @@ class StudyProgress(RichReporter):
         if status == "skipped":
             self.message("  already complete: skipped")
         self.progress.advance(self.study_task)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel; IPython is never imported to find out."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return False
+    # Kernels whose shell subclasses it (Colab's) count too.
+    return any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
+
+
+def default_reporter(header: str = "") -> Reporter | None:
+    """Progress for where we run: a notebook, a terminal, or nothing (pipes)."""
+    if in_notebook():
+        return NotebookReporter(header)
+    return RichReporter(header=header) if sys.stderr.isatty() else None
+
+
+def default_study_progress() -> NotebookStudyProgress | StudyProgress | None:
+    """Study progress for where we run, like `default_reporter`."""
+    if in_notebook():
+        return NotebookStudyProgress()
+    return StudyProgress() if sys.stderr.isatty() else None
+
+
+class NotebookReporter:
+    """Progress in a Jupyter cell, no ipywidgets: per epoch a line redrawn in place."""
+
+    console = None  # no rich console: callers that want one get None
+
+    def __init__(self, header: str = "") -> None:
+        self.header = header  # printed when training starts, as RichReporter does
+        self.prefix = ""  # what comes before "Epoch e/E" on the progress line
+        self.handle: Any = None
+        self.epoch = self.epochs = self.steps = 0
+        self.started = self.shown = 0.0
+
+    def __enter__(self) -> NotebookReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle = None
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, samples: int) -> None:
+        from IPython.display import display
+
+        if self.header:
+            self.message(self.header)
+            self.header = ""
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self.started = self.shown = time.perf_counter()
+        self.handle = display(self._data(f"0/{steps}", 0), raw=True, display_id=True)
+
+    def step(self, step: int, seen: int, loss: float, acc: float) -> None:
+        now = time.perf_counter()
+        if now - self.shown < NOTEBOOK_REFRESH and step < self.steps:
+            return
+        self.shown = now
+        elapsed = max(now - self.started, 1e-9)
+        left = elapsed / step * (self.steps - step)
+        when = (
+            f"{elapsed:.1f}s" if step >= self.steps else f"eta {format_duration(left)}"
+        )
+        text = (
+            f"{step}/{self.steps} - {seen / elapsed:,.0f} samples/s - {when} - "
+            f"loss {loss:.4f} - acc {acc:.4f}"
+        )
+        self.handle.update(self._data(text, step), raw=True)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self.message(format_epoch_line(row, self.epochs))
+
+    def message(self, text: str) -> None:
+        print(text, flush=True)  # a stream output: it stays in the cell
+
+    def _data(self, text: str, step: int) -> dict[str, str]:
+        """The progress line as text/plain (with a text bar) and text/html."""
+        head = f"{self.prefix}Epoch {self.epoch}/{self.epochs}"
+        done = round(20 * step / max(self.steps, 1))
+        bar = "=" * done + "." * (20 - done)
+        meter = f'<progress value="{step}" max="{self.steps}"></progress>'
+        return {
+            "text/plain": f"{head} [{bar}] {text}",
+            "text/html": f"<code>{html.escape(head)}</code> {meter} "
+            f"<code>{html.escape(text)}</code>",
+        }
+
+
+class NotebookStudyProgress(NotebookReporter):
+    """NotebookReporter whose lines start with the trial number and the study's ETA."""
+
+    def __init__(self, header: str = "") -> None:
+        super().__init__(header)
+        self.name = ""
+        self.study_started = 0.0
+        self.trained = 0  # trials that ran (not skipped), for the study's ETA
+
+    def study_start(self, name: str, trials: int) -> None:
+        self.name = name
+        self.study_started = time.perf_counter()
+        self.message(f"Study {name}: {trials} trials")
+
+    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
+        self.prefix = f"Trial {k}/{total} - "
+        if self.trained:
+            per_trial = (time.perf_counter() - self.study_started) / self.trained
+            left = per_trial * (total - k + 1)
+            self.prefix += f"study eta {format_duration(left)} - "
+        self.message(f"Trial {k}/{total}: {label}, seed {seed}")
+
+    def trial_end(self, status: str) -> None:
+        if status == "skipped":
+            self.message("  already complete: skipped")
+        else:
+            self.trained += 1

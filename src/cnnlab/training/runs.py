@@ -120,6 +120,7 @@ class RunRecord:
             "optimizer": state.optimizer,
             "shuffle_rng": state.shuffle_rng,
             "torch_rng": state.torch_rng,
+            "cuda_rng": state.cuda_rng,  # None unless the model is on CUDA
             "history": state.history.epochs,
         }
         atomic_write(self.path / CHECKPOINT_FILE, lambda fh: torch.save(payload, fh))
@@ -148,6 +149,7 @@ class RunRecord:
             optimizer=payload["optimizer"],
             shuffle_rng=payload["shuffle_rng"],
             torch_rng=payload["torch_rng"],
+            cuda_rng=payload.get("cuda_rng"),  # absent from older checkpoints
         )
         if self.meta.get("epochs_done") != state.epoch:
             self._save_progress(state)
@@ -195,6 +197,8 @@ def _unreadable(path: Path, why: str) -> RunError:
 _CHECKPOINT_KEYS = (
     "format", "epoch", "model", "optimizer", "shuffle_rng", "torch_rng", "history"
 )  # fmt: skip
+# Optional: "cuda_rng", the CUDA generators' states of a run on a GPU (None on the
+# CPU); checkpoints written before it was kept lack the key and still load.
 
 
 def _check_checkpoint(payload: Any, path: Path) -> None:
@@ -215,6 +219,17 @@ def _check_checkpoint(payload: Any, path: Path) -> None:
         raise RunError(
             f"{path}: incomplete checkpoint (missing {', '.join(missing)}). "
             "Retrain the run or restore the file."
+        )
+    cuda_rng = payload.get("cuda_rng")
+    if cuda_rng is not None and not (
+        isinstance(cuda_rng, list)
+        and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda_rng
+        )
+    ):
+        raise RunError(
+            f"{path}: 'cuda_rng' is not a list of CUDA generator states (uint8 "
+            "tensors). Retrain the run or restore the file."
         )
 
 

@@ -9,6 +9,7 @@ Every way a run can stop passes through `mark_run`, the one place that records i
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,21 @@ class RunResult:
     def meta(self) -> dict[str, Any]:
         """The run's run.json."""
         return open_run(self.path).meta
+
+    def _repr_html_(self) -> str:
+        """The run's folder and scores as a small HTML table (Jupyter shows it)."""
+        last = self.history.epochs[-1] if self.history.epochs else {}
+        rows = [("run folder", str(self.path)), ("epochs", str(len(self.history)))]
+        for key in ("loss", "acc", "val_loss", "val_acc"):
+            value = last.get(key)
+            rows.append((f"final {key}", "-" if value is None else f"{value:.4f}"))
+        rows.append(("test loss", f"{self.test_loss:.4f}"))
+        rows.append(("test accuracy", f"{self.test_acc:.4f} ({self.test_acc:.2%})"))
+        cells = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f'<table class="cnnlab-run">{cells}</table>'
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,21 @@ A recipe is a preset whose YAML file also holds a `train:` mapping of TrainConfi
 settings (e.g. fast.yaml). The architecture keys parse as for any preset; the `train:`
 settings become the defaults of `cnnlab train NAME`, under any flag given. In a study
 a recipe preset contributes its architecture only: the study's `train:` rules.
+
+One naming rule, the same for `cnnlab train`, `cnnlab summary`, the Python API and
+the architectures of a study (`names_file`):
+
+- text with a path separator or a .yaml/.yml/.json suffix is a file;
+- a bare word that names a preset (or a notebook number 1-9) is that preset, unless
+  a file of exactly that name exists too: that is an error that says to write
+  ./NAME for the file or to rename it;
+- any other bare word is a file if one of that name exists, else an unknown preset.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,8 +68,10 @@ def recipe_settings(name_or_path: str | Path) -> dict[str, Any]:
 
     `cnnlab.training.config.recipe_config` turns it into a TrainConfig.
     """
+    # No look at the disk: a bare preset name that is also a file is an error when
+    # the architecture is resolved (`names_file`), before its recipe is asked for.
     text = str(name_or_path)
-    if _looks_like_file(text) or text not in preset_names():
+    if isinstance(name_or_path, Path) or text not in preset_names():
         return {}
     settings = _preset_doc(text).get(RECIPE_KEY) or {}
     if not isinstance(settings, dict):
@@ -90,15 +102,57 @@ def _preset_doc(name: str) -> dict[str, Any]:
     return yaml.safe_load(resource.read_text(encoding="utf-8"))
 
 
-def resolve_architecture(name_or_path: str | Path) -> Architecture:
-    """A preset name or number, or the path of an architecture file."""
-    text = str(name_or_path)
-    if _looks_like_file(text):
-        return load_architecture(text)
-    return load_preset(text)
+def resolve_architecture(
+    name_or_path: str | Path, base_dir: str | Path | None = None
+) -> Architecture:
+    """A preset name or number, or an architecture file, by the rule of `names_file`.
+
+    A relative file is read relative to `base_dir` (default: the current folder).
+    """
+    if not names_file(name_or_path, base_dir):
+        return load_preset(str(name_or_path))
+    path = Path(name_or_path)
+    if base_dir is not None and not path.expanduser().is_absolute():
+        path = Path(base_dir) / path
+    return load_architecture(path)
 
 
-def _looks_like_file(text: str) -> bool:
-    """Paths name files; a bare word is a preset unless such a file exists."""
-    suffix = text.endswith((".yaml", ".yml", ".json"))
-    return suffix or "/" in text or Path(text).is_file()
+FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def names_file(name_or_path: str | Path, base_dir: str | Path | None = None) -> bool:
+    """Whether `name_or_path` names an architecture file (True) or a preset (False).
+
+    A Path, or text with a path separator or a .yaml/.yml/.json suffix, is a file.
+    A bare word that names a preset or notebook number is the preset, and an error
+    (SpecError) when a file of exactly that name also exists in `base_dir` (default:
+    the current folder). Any other bare word is a file if it exists there; if not,
+    it is taken as a preset name, whose loading reports it unknown.
+    """
+    if isinstance(name_or_path, Path) or _file_form(name_or_path):
+        return True
+    text = name_or_path
+    folder = Path.cwd() if base_dir is None else Path(base_dir)
+    try:
+        exists = (folder / text).is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        exists = False
+    if not _is_preset(text):
+        return exists
+    if exists:
+        raise SpecError(
+            f"'{text}' is both a preset and a file in {folder}; write ./{text} for "
+            "the file, or rename the file to use the preset."
+        )
+    return False
+
+
+def _file_form(text: str) -> bool:
+    """Written as a file: a path separator or an architecture file's suffix."""
+    separators = [s for s in ("/", os.sep, os.altsep) if s]
+    return text.endswith(FILE_SUFFIXES) or any(s in text for s in separators)
+
+
+def _is_preset(text: str) -> bool:
+    """A preset name or a notebook number 1-9."""
+    return text in preset_names() or text in (str(n) for n in NOTEBOOK_NETS)

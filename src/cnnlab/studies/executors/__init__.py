@@ -1,0 +1,51 @@
+"""Executors: how a study's trials get trained. One interface (`Executor`), one
+module each: `local` (this process), `pool` (worker processes), `ray` (Ray Tune).
+
+The study runner (`cnnlab.studies.runner`) does everything they share before and
+after; an executor only trains the trials it is handed, through the lifecycle in
+`cnnlab.studies.trial`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import Study, Trial
+from cnnlab.studies.trial import TrialOutcome
+from cnnlab.training.progress import StudyProgress
+
+
+@dataclass
+class StudyRun:
+    """What the runner hands an executor: the study, its trials in order, the open
+    store and the display. The runner holds the study folder's lock meanwhile."""
+
+    study: Study
+    trials: list[Trial]
+    out: Path
+    store: Store
+    progress: StudyProgress | None = None
+
+    @property
+    def study_dir(self) -> Path:
+        return self.out / self.study.name
+
+
+class Executor(Protocol):
+    """Trains a study's trials; finished ones are skipped, started ones resumed."""
+
+    def describe(self) -> str:
+        """One line for the study's start: where and how the trials run."""
+        ...
+
+    def environment(self) -> dict[str, Any]:
+        """What the study's recorded environment should add (workers, threads)."""
+        ...
+
+    def run(self, run: StudyRun) -> list[TrialOutcome]:
+        """Train `run.trials`; on Ctrl-C or an error, stop at the last checkpoints
+        (each trial marked by `cnnlab.studies.trial`) and raise."""
+        ...

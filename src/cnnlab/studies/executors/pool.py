@@ -1,11 +1,10 @@
-"""Run a study's trials in several worker processes, the CPU cores split between them.
+"""The pool executor: a study's trials in several worker processes, the CPU cores
+split between them (`cnnlab.studies.cpus`).
 
-The split (P workers x T threads, P*T <= usable CPUs) comes from `plan_split`: the
-user's --workers / --threads where given, else `default_split`. The parent process
-keeps the study-folder lock and the display; each worker trains one trial at a time
-with the in-process executor's `run_trial`, writing the same run folder and the same
-SQLite store (WAL, one transaction per write: concurrent writers are safe), so a
-study run in parallel cannot be told from one run trial by trial.
+The parent process keeps the study-folder lock and the display; each worker trains
+one trial at a time with the shared `run_trial`, writing the same run folder and
+the same SQLite store (WAL, one transaction per write: concurrent writers are
+safe), so a study run in parallel cannot be told from one run trial by trial.
 
 Stopping: Ctrl-C reaches the workers with the parent (one process group), or the
 parent forwards it; a worker stops its trial at the last checkpoint, as the serial
@@ -42,120 +41,15 @@ from rich.progress import (
 )
 
 from cnnlab.errors import CnnlabError
-from cnnlab.studies.executors.local import TrialOutcome, run_trial
+from cnnlab.studies.cpus import CpuSplit
+from cnnlab.studies.executors import StudyRun
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, Trial
-from cnnlab.util.machine import available_memory, usable_cpus
+from cnnlab.studies.trial import Outcome, TrialOutcome, run_trial
+from cnnlab.util.units import format_duration
 
-# The default split, from benchmarks/parallel.py on this project's 2-CPU machine
-# (shared, so noisy; batch 128, steady-state Adam steps): one process's 2nd thread
-# trains preset 2 1.71x and preset 4 1.53x faster (../shared/notes/cpu-benchmarks.md
-# found 1.33-1.75x); two 1-thread processes do 1.12x (preset 2) and 1.28x (preset 4)
-# more than one 2-thread process. So a 2nd thread is worth 53-71% of a core, and
-# another worker more, but a worker costs a process start (torch and the data set,
-# seconds: its 4-trial study took 11.1 s as 1x2 and 12.0 s as 2x1) and
-# ~0.55 GiB, and hides the live per-epoch bars. Past 2 threads nothing could be
-# measured here; the assumption (Amdahl's law fitted to the 2-thread gain: ~2x at
-# 4 threads, ~2.4x at 8) is that small nets gain little from more. Hence: up to
-# THREADS_PER_WORKER threads per worker, as many workers as that allows (never more
-# than the trials), and the cores left over go to the workers' threads. On 2 CPUs
-# that is 1 worker x 2 threads, as before; long studies there may gain 12-28% with
-# --workers 2 --threads 1.
-THREADS_PER_WORKER = 2
-# Memory a default worker is allowed for: the peak RSS of a worker training presets
-# 2 and 4 was 546-578 MiB here (torch itself, the whole MNIST, one net), doubled for
-# bigger nets. The default never starts more workers than free memory holds this
-# many times; a user's --workers is taken as given.
-WORKER_MEMORY = 2**30
 _ORPHAN_POLL_S = 1.0  # a worker checks this often that its parent still lives
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-@dataclass(frozen=True)
-class CpuSplit:
-    """P worker processes with T threads each."""
-
-    workers: int
-    threads: int
-
-    @property
-    def cpus(self) -> int:
-        return self.workers * self.threads
-
-    def describe(self) -> str:
-        """'2 workers x 1 thread each (2 CPUs)', said once at study start."""
-        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
-        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
-        each = " each" if self.workers > 1 else ""
-        cpus = f"{self.cpus} CPU{'s' if self.cpus > 1 else ''}"
-        return f"{workers} x {threads}{each} ({cpus})"
-
-
-def default_split(cpus: int, trials: int, memory: int | None = None) -> CpuSplit:
-    """The split cnnlab picks for `trials` trials on `cpus` CPUs with `memory`
-    bytes free (None: unknown), following the constants above."""
-    cpus, trials = max(1, cpus), max(1, trials)
-    workers = min(trials, cpus // THREADS_PER_WORKER)
-    if memory is not None:
-        workers = min(workers, memory // WORKER_MEMORY)
-    workers = max(1, workers)
-    return CpuSplit(workers, cpus // workers)
-
-
-def _suggest(cpus: int) -> str:
-    """Splits that fit `cpus` CPUs, for error messages: '--workers 2 --threads 1'."""
-    pairs = [(w, cpus // w) for w in sorted({1, 2, cpus // 2, cpus}) if w >= 1]
-    return " or ".join(f"--workers {w} --threads {t}" for w, t in pairs if t >= 1)
-
-
-def plan_split(
-    cpus: int,
-    trials: int,
-    workers: int | None = None,
-    threads: int | None = None,
-    memory: int | None = None,
-) -> CpuSplit:
-    """The split to use: `workers` and `threads` where given, the default otherwise.
-
-    `threads` is the per-trial thread count the trials ask for (--threads, or the
-    study file's `threads`). More workers than trials would sit idle: capped.
-    """
-    if workers is None and threads is None:
-        return default_split(cpus, trials, memory)
-    if workers is not None and threads is not None and workers * threads > cpus:
-        raise CnnlabError(
-            f"--workers {workers} x --threads {threads} needs {workers * threads} "
-            f"CPUs, but {cpus} are usable here. Use {_suggest(cpus)}."
-        )
-    if workers is None:
-        assert threads is not None
-        if threads > cpus:
-            raise CnnlabError(
-                f"--threads {threads} is more than the {cpus} CPU(s) usable here. "
-                f"Use --threads {cpus} or fewer."
-            )
-        return CpuSplit(max(1, min(trials, cpus // threads)), threads)
-    if workers > cpus:
-        raise CnnlabError(
-            f"--workers {workers} needs at least {workers} CPUs (one thread each), "
-            f"but {cpus} are usable here. Use --workers {cpus} or fewer."
-        )
-    workers = min(workers, max(1, trials))
-    return CpuSplit(workers, threads if threads is not None else cpus // workers)
-
-
-def study_split(study: Study, workers: int | None, device: str) -> CpuSplit:
-    """The split for `study`: its trials' own `threads` setting counts as --threads.
-
-    On a GPU the trials would share one device: one worker unless asked otherwise.
-    """
-    asked = {a.config.threads for a in study.archs} - {None}
-    threads = max(asked) if asked else None  # type: ignore[type-var]
-    trials = len(study.trials())
-    if device != "cpu" and workers is None:
-        workers = 1
-    memory = available_memory(torch.device("cpu"))
-    return plan_split(usable_cpus(), trials, workers, threads, memory)
 
 
 # ------------------------------------------------------------------- the workers
@@ -202,32 +96,42 @@ def _init_worker(parent: int, threads: int, stop: Any) -> None:
     torch.set_num_threads(threads)  # a trial's own `threads` setting overrides it
 
 
-def _work(trial: Trial, study: Study, out: Path) -> dict[str, Any]:
-    """Run one trial in a worker. The result is a plain dict, errors as text: some
-    cnnlab errors take constructor arguments that unpickling would not supply."""
+@dataclass(frozen=True)
+class WorkerResult:
+    """What a worker sends back for one trial: plain data, errors as text (some
+    cnnlab errors take constructor arguments that unpickling would not supply)."""
+
+    outcome: Outcome | None = None  # None: it did not finish
+    stopped: bool = False  # Ctrl-C, or the study stopped before it started
+    error: str = ""  # a CnnlabError's message (the user can fix it)
+    crash: str = ""  # any other exception's traceback
+    test_acc: float | None = None
+    seconds: float = 0.0
+
+
+def _work(trial: Trial, study: Study, out: Path) -> WorkerResult:
+    """Run one trial in a worker process."""
     global _in_trial
     started = time.perf_counter()
     _in_trial = True  # from here a SIGINT raises; checked after, so none is missed
     try:
         if _stopping or _stop_event.is_set():
-            return {"status": "not started"}
+            return WorkerResult(stopped=True)
         with Store(out / STORE_FILE) as store:
             outcome = run_trial(trial, study, store, out / study.name)
             rows = store.trial_rows(study.name, trial.label)
     except KeyboardInterrupt:
-        return {"status": "interrupted"}
+        return WorkerResult(stopped=True)
     except CnnlabError as err:
-        return {"status": "error", "error": str(err)}
+        return WorkerResult(error=str(err))
     except Exception:
-        return {"status": "crashed", "error": traceback.format_exc()}
+        return WorkerResult(crash=traceback.format_exc())
     finally:
         _in_trial = False
     acc = next((r["test_acc"] for r in rows if r["seed"] == trial.seed), None)
-    return {
-        "status": outcome.status,
-        "test_acc": acc,
-        "seconds": time.perf_counter() - started,
-    }
+    return WorkerResult(
+        outcome.outcome, test_acc=acc, seconds=time.perf_counter() - started
+    )
 
 
 # -------------------------------------------------------------------- the parent
@@ -259,16 +163,16 @@ class ParallelDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def finished(self, k: int, trial: Trial, result: dict[str, Any]) -> None:
+    def finished(self, k: int, trial: Trial, result: WorkerResult) -> None:
         self.done += 1
         head = f"Trial {k}/{self.total}: {trial.label}, seed {trial.seed}"
-        if result["status"] == "skipped":
+        if result.outcome is Outcome.SKIPPED:
             line = f"{head} - already complete: skipped"
         else:
             self.trained += 1
-            acc = result.get("test_acc")
+            acc = result.test_acc
             score = "" if acc is None else f" - test acc {acc:.4f}"
-            line = f"{head} - {result['status']} in {result['seconds']:.1f}s{score}"
+            line = f"{head} - {result.outcome} in {result.seconds:.1f}s{score}"
         self.console.print(line, highlight=False, soft_wrap=True)
         self.progress.update(self.task, advance=1, eta=self._eta())
 
@@ -279,27 +183,35 @@ class ParallelDisplay:
         if not self.trained or not left:
             return ""
         per_trial = (time.perf_counter() - self.started) / self.trained
-        return f"eta ~{_duration(per_trial * left)}"
+        return f"eta ~{format_duration(per_trial * left)}"
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+class PoolExecutor:
+    """Trials in `split.workers` processes of `split.threads` threads each."""
+
+    def __init__(self, split: CpuSplit) -> None:
+        self.split = split
+
+    def describe(self) -> str:
+        return self.split.describe()
+
+    def environment(self) -> dict[str, Any]:
+        return {"workers": self.split.workers, "threads": self.split.threads}
+
+    def run(self, run: StudyRun) -> list[TrialOutcome]:
+        """The first error (or Ctrl-C) stops every worker at its last checkpoint,
+        then is raised here: a re-run resumes."""
+        console = run.progress.console if run.progress is not None else None
+        return _run_pool(run.study, run.trials, run.out, self.split, console)
 
 
-def run_pool(
+def _run_pool(
     study: Study,
     trials: list[Trial],
     out: Path,
     split: CpuSplit,
     console: Console | None = None,
 ) -> list[TrialOutcome]:
-    """Run `trials` in `split.workers` processes; the caller holds the folder lock.
-
-    The first error (or Ctrl-C) stops every worker at its last checkpoint, then is
-    raised here: a re-run resumes.
-    """
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     before = set(multiprocessing.active_children())
@@ -318,13 +230,13 @@ def run_pool(
             for k, trial in enumerate(trials, start=1)
         }
     workers = set(multiprocessing.active_children()) - before
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, WorkerResult] = {}
     try:
         with display:
             for future in cf.as_completed(futures):
                 k = futures[future]
                 results[k] = future.result()
-                if results[k]["status"] not in ("trained", "resumed", "skipped"):
+                if results[k].outcome is None:
                     break  # an error or a worker's own Ctrl-C: stop the others
                 display.finished(k, trials[k - 1], results[k])
     except cf.process.BrokenProcessPool as err:
@@ -343,9 +255,9 @@ def run_pool(
         pool.shutdown(wait=True)
     for k in sorted(results):
         _raise_failure(results[k])
-    if len(results) < len(trials):  # the others stopped: as a Ctrl-C would
-        raise KeyboardInterrupt
-    return [TrialOutcome(trials[k - 1], results[k]["status"]) for k in sorted(results)]
+    if len(results) < len(trials) or any(r.stopped for r in results.values()):
+        raise KeyboardInterrupt  # the others stopped: as a Ctrl-C would
+    return [TrialOutcome(trials[k - 1], results[k].outcome) for k in sorted(results)]
 
 
 @contextmanager
@@ -375,8 +287,8 @@ def _stop(pool: cf.ProcessPoolExecutor, workers: set[Any], stop: Any) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _raise_failure(result: dict[str, Any]) -> None:
-    if result["status"] == "error":
-        raise CnnlabError(result["error"])
-    if result["status"] == "crashed":
-        raise RuntimeError(f"a worker process failed:\n{result['error']}")
+def _raise_failure(result: WorkerResult) -> None:
+    if result.error:
+        raise CnnlabError(result.error)
+    if result.crash:
+        raise RuntimeError(f"a worker process failed:\n{result.crash}")

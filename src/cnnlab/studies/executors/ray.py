@@ -7,13 +7,13 @@ functions here: `import cnnlab` never needs it.
 
 What travels where:
 
-- driver -> worker: one plain dict per trial (label, seed, the architecture as
+- driver -> worker: one plain dict per trial (label, the architecture as
   `Architecture.to_dict()`, the `TrainConfig` as a dict, the run folder's absolute
   path, the driver's working directory, the cnnlab version, the thread count), sent
   once through Ray's object store. No tensors and no data: each worker loads the data
   set itself, the embedded MNIST from its own installed cnnlab, checked against its
   SHA-256 sums at every load; a `data` folder must exist at the same path everywhere.
-- worker -> run folder: the worker trains with `api.train` / `api.resume`, so the run
+- worker -> run folder: the worker trains with `cnnlab.training.session`, so the run
   folder (a checkpoint every epoch, history, weights, curves) is written where it
   trains. A retried trial resumes from that checkpoint, wherever Ray restarts it, so
   on a multi-node cluster `out` must be a shared filesystem at the same path on every
@@ -39,25 +39,28 @@ from typing import Any
 
 import torch
 
-from cnnlab import api
+from cnnlab._version import __version__
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import build_model
 from cnnlab.nn.spec import parse_architecture
-from cnnlab.studies.executors.local import (
+from cnnlab.studies.executors import StudyRun
+from cnnlab.studies.study import Study, Trial
+from cnnlab.studies.trial import (
+    Outcome,
     TrialOutcome,
-    check_study,
     existing_run,
-    trial_fields,
+    finish_trial,
+    mark_trial,
+    remove_half_created,
+    start_trial,
 )
-from cnnlab.studies.results import StudyInfo
-from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.loop import HISTORY_KEYS, TrainState, evaluate
-from cnnlab.training.progress import StudyProgress, format_epoch_line
-from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
-from cnnlab.util.fsio import folder_lock, remove_temp_files
-from cnnlab.util.machine import environment, pick_device
+from cnnlab.training.loop import HISTORY_KEYS, TrainState
+from cnnlab.training.progress import format_epoch_line
+from cnnlab.training.runs import RUN_FILE, RunRecord, open_run
+from cnnlab.training.session import Hooks, finish_run, load_split, resume_run, train_run
+from cnnlab.training.status import Status
+from cnnlab.util.machine import pick_device
 
 INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
 EARLY_STOPPERS = ("asha",)
@@ -84,40 +87,39 @@ def import_ray() -> tuple[Any, Any]:
     return ray, tune
 
 
-def run_study_ray(
-    study: Study,
-    out: Path,
-    address: str | None = None,
-    early_stop: str | None = None,
-    progress: StudyProgress | None = None,
-    cpus_per_trial: float = 1.0,
-) -> list[TrialOutcome]:
-    """Run every trial of `study` under `out` on Ray, skipping finished ones.
+class RayExecutor:
+    """Trials as Ray Tune trials on a local instance (started for the study and
+    stopped after it) or the cluster at `address`; an instance this process already
+    started with `ray.init` is used as it is. `early_stop="asha"` stops weak trials
+    early; they are recorded as STOPPED_EARLY with the epoch they stopped at."""
 
-    Without `address` a local Ray instance is started for the study and stopped
-    after it (an instance this process already started with `ray.init` is used as
-    it is). `early_stop="asha"` stops weak trials early; they are recorded with
-    status 'stopped_early' and the epoch they stopped at.
-    """
-    _check_options(study, early_stop, cpus_per_trial)
-    ray, tune = import_ray()
-    check_study(study)
-    study_dir = out / study.name
-    trials = study.trials()
-    device = pick_device(study.archs[0].config.device)
-    with folder_lock(study_dir, f"study '{study.name}'"), Store(out / STORE_FILE) as db:
-        for run_dir in {t.run_dir(study_dir) for t in trials}:
-            remove_temp_files(run_dir)  # what killed workers' atomic writes left
-        info = StudyInfo(
-            study.name, study.description, study.to_dict(), environment(device)
-        )
-        db.save_study(info, now())
-        db.mark_interrupted(study.name, now())
-        if progress is not None:
-            progress.study_start(study.name, len(trials))
-        book = _Book(db, study, study_dir, early_stop, progress, cpus_per_trial)
+    def __init__(
+        self,
+        address: str | None = None,
+        early_stop: str | None = None,
+        cpus_per_trial: float = 1.0,
+    ) -> None:
+        self.address, self.early_stop, self.cpus = address, early_stop, cpus_per_trial
+
+    def check(self, study: Study) -> None:
+        """Refuse bad options, and say how to install Ray, before a file is written."""
+        _check_options(study, self.early_stop, self.cpus)
+        import_ray()
+
+    def describe(self) -> str:
+        where = self.address or "a local Ray instance"
+        return f"Ray Tune on {where}, {self.cpus:g} CPU(s) per trial"
+
+    def environment(self) -> dict[str, Any]:
+        return {"executor": "ray", "cpus_per_trial": self.cpus}
+
+    def run(self, run: StudyRun) -> list[TrialOutcome]:
+        ray, tune = import_ray()
+        if run.progress is not None:
+            run.progress.study_start(run.study.name, len(run.trials))
+        book = _Book(run, self.early_stop, self.cpus)
         if book.jobs:
-            _run_jobs(ray, tune, book, address)
+            _run_jobs(ray, tune, book, self.address)
         return book.close()
 
 
@@ -162,66 +164,49 @@ class _Book:
     Every store write of the Ray executor happens here, in the driver's process.
     """
 
-    def __init__(
-        self,
-        db: Store,
-        study: Study,
-        study_dir: Path,
-        early_stop: str | None,
-        progress: StudyProgress | None,
-        cpus: float,
-    ) -> None:
-        self.db, self.study, self.progress = db, study, progress
+    def __init__(self, run: StudyRun, early_stop: str | None, cpus: float) -> None:
+        self.db, self.study, self.progress = run.store, run.study, run.progress
         self.early_stop, self.cpus = early_stop, cpus
-        trials = study.trials()
-        self.total = len(trials)
+        self.total = len(run.trials)
         self.outcomes: dict[int, TrialOutcome] = {}  # by position in the study
         self.jobs: list[_Job] = []
-        records = [existing_run(t, t.run_dir(study_dir)) for t in trials]
-        for k, (trial, record) in enumerate(zip(trials, records, strict=True), 1):
-            self._plan(k, trial, trial.run_dir(study_dir), record)
+        dirs = [t.run_dir(run.study_dir) for t in run.trials]
+        records = [existing_run(t, d) for t, d in zip(run.trials, dirs, strict=True)]
+        for k, trial in enumerate(run.trials, start=1):
+            self._plan(k, trial, run, dirs[k - 1], records[k - 1])
 
     def _plan(
-        self, k: int, trial: Trial, run_dir: Path, record: RunRecord | None
+        self,
+        k: int,
+        trial: Trial,
+        run: StudyRun,
+        run_dir: Path,
+        record: RunRecord | None,
     ) -> None:
         """Record a finished trial as it stands, or queue it as a job for Ray."""
-        fields = trial_fields(trial, run_dir)
-        fields |= {"status": "running", "stopped_epoch": None}
-        trial_id = self.db.save_trial(self.study.name, trial.label, trial.seed, fields)
-        status = None if record is None else record.status
-        done = record is not None and record.meta["epochs_done"] >= trial.config.epochs
-        if status == "completed" and done:
-            self._finish(trial_id, record.history().epochs, record.meta)
-            self._outcome(k, trial, "skipped")
-        elif status == "stopped_early" and self.early_stop is not None:
+        trial_id = start_trial(self.db, self.study, trial, run.study_dir)
+        if record is not None and record.is_complete(trial.config.epochs):
+            finish_trial(self.db, trial_id, record.meta, record.history().epochs)
+            self._outcome(k, trial, Outcome.SKIPPED)
+        elif (
+            record is not None
+            and record.status == Status.STOPPED_EARLY
+            and self.early_stop is not None
+        ):
             # ASHA judged it already; without --early-stop it trains to the end.
-            self._stopped(trial_id, record.history().epochs, record.meta)
-            self._outcome(k, trial, "stopped_early")
+            history = record.history().epochs
+            finish_trial(self.db, trial_id, record.meta, history, Status.STOPPED_EARLY)
+            self._outcome(k, trial, Outcome.STOPPED_EARLY)
         else:
             payload = _payload(trial, run_dir, self.cpus)
-            outcome = "trained" if record is None else "resumed"
+            outcome = Outcome.TRAINED if record is None else Outcome.RESUMED
             self.jobs.append(_Job(k, trial, trial_id, payload, outcome))
 
-    def _outcome(self, k: int, trial: Trial, status: str) -> None:
+    def _outcome(self, k: int, trial: Trial, status: Outcome) -> None:
         self.outcomes[k] = TrialOutcome(trial, status)
         if self.progress is not None:
             self.progress.trial_start(k, self.total, trial.label, trial.seed)
             self.progress.trial_end(status)
-
-    def _finish(
-        self, trial_id: int, history: list[dict[str, Any]], meta: dict[str, Any]
-    ) -> None:
-        self.db.save_epochs(trial_id, history)
-        self.db.update_trial(trial_id, status="completed", **_scores(meta))
-
-    def _stopped(
-        self, trial_id: int, history: list[dict[str, Any]], meta: dict[str, Any]
-    ) -> None:
-        self.db.save_epochs(trial_id, history)
-        epoch = meta.get("stopped_epoch", len(history))
-        self.db.update_trial(
-            trial_id, status="stopped_early", stopped_epoch=epoch, **_scores(meta)
-        )
 
     def _say(self, job: _Job, text: str) -> None:
         if self.progress is not None:
@@ -243,7 +228,7 @@ class _Book:
             self.failed(i, result["error"])
             return
         if "test" in result:
-            self._finish(job.trial_id, result["history"], result)
+            finish_trial(self.db, job.trial_id, result, result["history"])
             job.state = "finished"
             self.outcomes[job.k] = TrialOutcome(job.trial, job.outcome)
             self._say(job, f"{job.outcome}, test acc {result['test']['acc']:.4f}")
@@ -263,21 +248,22 @@ class _Book:
     def failed(self, i: int, error: str) -> None:
         job = self.jobs[i]
         job.state, job.error = "failed", error
-        self.db.update_trial(job.trial_id, status="interrupted", updated=now())
+        mark_trial(self.db, job.trial_id, None)
         self._say(job, f"failed: {error}")
 
     def record_stopped(self, job: _Job, scored: dict[str, Any]) -> None:
-        self._stopped(job.trial_id, scored["history"], scored)
-        self.outcomes[job.k] = TrialOutcome(job.trial, "stopped_early")
+        history = scored["history"]
+        finish_trial(self.db, job.trial_id, scored, history, Status.STOPPED_EARLY)
+        self.outcomes[job.k] = TrialOutcome(job.trial, Outcome.STOPPED_EARLY)
         self._say(job, f"stopped early at epoch {scored['stopped_epoch']} (ASHA)")
         if self.progress is not None:
-            self.progress.trial_end("stopped_early")
+            self.progress.trial_end(Outcome.STOPPED_EARLY)
 
     def mark_unfinished(self) -> None:
         """Jobs Ray did not finish -> 'interrupted', as the in-process executor does."""
         for job in self.jobs:
             if job.state in ("queued", "running", "stopped"):
-                self.db.update_trial(job.trial_id, status="interrupted", updated=now())
+                mark_trial(self.db, job.trial_id, None)
 
     def close(self) -> list[TrialOutcome]:
         """The outcomes in the study's order; raise what went wrong, if anything."""
@@ -294,25 +280,10 @@ class _Book:
         return [self.outcomes[k] for k in sorted(self.outcomes)]
 
 
-def _scores(meta: dict[str, Any]) -> dict[str, Any]:
-    test = meta.get("test") or {}
-    clean = meta.get("train_clean") or {}
-    return {
-        "test_loss": test.get("loss"),
-        "test_acc": test.get("acc"),
-        "train_clean_loss": clean.get("loss"),
-        "train_clean_acc": clean.get("acc"),
-        "updated": now(),
-    }
-
-
 def _payload(trial: Trial, run_dir: Path, cpus: float) -> dict[str, Any]:
     """Everything a worker needs to run one trial, as plain data."""
-    from cnnlab import __version__
-
     return {
         "label": trial.label,
-        "seed": trial.seed,
         "spec": trial.arch.to_dict(),
         "config": trial.config.to_dict(),
         "run_dir": str(run_dir.resolve()),
@@ -491,8 +462,6 @@ def _environ(**values: str) -> Iterator[None]:
 
 def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
     """The worker's side of a payload: check the node, rebuild the trial."""
-    from cnnlab import __version__
-
     if job["cnnlab"] != __version__:
         raise CnnlabError(
             f"node {platform.node()} has cnnlab {__version__}, the driver "
@@ -504,7 +473,7 @@ def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
     source = f"study trial {job['label']!r}"
     arch = parse_architecture(job["spec"], source=source)
     config = TrainConfig.from_dict(job["config"])
-    return Trial(job["label"], job["seed"], arch, config), Path(job["run_dir"])
+    return Trial(job["label"], arch, config), Path(job["run_dir"])
 
 
 def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
@@ -523,16 +492,15 @@ def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
                 rows = state.history.epochs
                 tune.report(dict(rows[-1]) | {"history": rows})
 
-        hooks = api.Hooks(on_epoch=on_epoch, clean_train=True)
+        hooks = Hooks(on_epoch=on_epoch, clean_train=True)
+        remove_half_created(run_dir)  # killed while being created: nothing to keep
         record = open_run(run_dir) if (run_dir / RUN_FILE).is_file() else None
         if record is None:
-            if run_dir.exists() and not (run_dir / CHECKPOINT_FILE).exists():
-                shutil.rmtree(run_dir)  # killed while being created: nothing to keep
-            meta = api.train(trial.arch, trial.config, run_dir, hooks=hooks).meta
-        elif record.status == "completed" and record.meta["epochs_done"] >= epochs:
+            meta = train_run(trial.arch, trial.config, run_dir, hooks=hooks).meta
+        elif record.is_complete(epochs):
             meta = record.meta  # killed after finishing, before reporting
         else:
-            meta = api.resume(run_dir, epochs, hooks=hooks).meta
+            meta = resume_run(run_dir, trial.config.to_dict(), hooks).meta
         history = open_run(run_dir).history().epochs
     except CnnlabError as err:
         tune.report({"error": str(err)})
@@ -548,19 +516,12 @@ def _score_job(job: dict[str, Any]) -> dict[str, Any]:
     _, run_dir = _open_job(job)
     record = open_run(run_dir)
     config = record.config
-    dataset, split = api.load_split(config)
+    dataset, split = load_split(config)
     model = build_model(record.architecture(), dataset.num_classes, seed=config.seed)
     model = model.to(pick_device(config.device))
     state = record.load_checkpoint(model)
     if state is None:
         raise CnnlabError(f"{run_dir}: stopped before its first checkpoint.")
-    test = evaluate(model, split.x_test, split.y_test)
-    clean = evaluate(model, split.x_train, split.y_train)
-    record.save_weights(model)
-    scores = {
-        "stopped_epoch": state.epoch,
-        "test": {"loss": test[0], "acc": test[1]},
-        "train_clean": {"loss": clean[0], "acc": clean[1]},
-    }
-    record.save_meta(status="stopped_early", **scores)
-    return scores | {"history": state.history.epochs}
+    extra = {"stopped_epoch": state.epoch}
+    finish_run(record, model, split, True, Status.STOPPED_EARLY, **extra)
+    return record.meta | {"history": state.history.epochs}

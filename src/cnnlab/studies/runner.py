@@ -1,0 +1,98 @@
+"""The one study runner: everything every executor shares, then the executor.
+
+    run_study(study, out, executor=...)
+      check the study (before any file is written) -> lock the study folder ->
+      open the store -> sweep temporary files killed writers left -> record the
+      study -> mark trials a dead process left RUNNING as INTERRUPTED ->
+      executor.run(trials)  (local | pool | ray; each trial through studies.trial)
+
+A study re-run skips finished trials and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from cnnlab.errors import CnnlabError
+from cnnlab.studies.cpus import study_split
+from cnnlab.studies.executors import Executor, StudyRun
+from cnnlab.studies.executors.local import LocalExecutor
+from cnnlab.studies.executors.pool import PoolExecutor
+from cnnlab.studies.results import StudyInfo
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import STORE_FILE, Study
+from cnnlab.studies.trial import TrialOutcome, check_study
+from cnnlab.training.progress import StudyProgress
+from cnnlab.training.runs import now
+from cnnlab.util.fsio import folder_lock, remove_temp_files
+from cnnlab.util.machine import environment, pick_device
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(
+    study: Study,
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    early_stop: str | None = None,
+    cpus_per_trial: float | None = None,
+) -> Executor:
+    """The executor for `study`: 'local' runs in this process, or in worker
+    processes when the CPU split says so (`cnnlab.studies.cpus`); 'ray' on Ray."""
+    if executor not in EXECUTORS:
+        raise CnnlabError(
+            f"executor must be one of {', '.join(EXECUTORS)}. "
+            f"Received: executor={executor!r}."
+        )
+    ray_only = {"address": address, "early_stop": early_stop}
+    ray_only["cpus_per_trial"] = cpus_per_trial
+    if executor == "ray":
+        if workers is not None:
+            raise CnnlabError(
+                "--workers is for the local executor; with --executor ray use "
+                "--cpus-per-trial, or drop --executor ray."
+            )
+        from cnnlab.studies.executors.ray import RayExecutor  # Ray: optional extra
+
+        ray = RayExecutor(address, early_stop, cpus_per_trial or 1.0)
+        ray.check(study)
+        return ray
+    given = [name for name, value in ray_only.items() if value is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise CnnlabError(f"{flag} needs --executor ray; add it, or drop {flag}.")
+    device = pick_device(study.archs[0].config.device)
+    split = study_split(study, workers, device.type)
+    return LocalExecutor(split) if split.workers == 1 else PoolExecutor(split)
+
+
+def run_study(
+    study: Study,
+    out: str | Path,
+    executor: Executor | None = None,
+    progress: StudyProgress | None = None,
+) -> list[TrialOutcome]:
+    """Run every trial of `study` under `out` with `executor` (default: the local
+    one `make_executor` picks), skipping finished trials."""
+    out = Path(out)
+    executor = executor or make_executor(study)
+    check_study(study)
+    study_dir = out / study.name
+    trials = study.trials()
+    device = pick_device(study.archs[0].config.device)
+    with (
+        folder_lock(study_dir, f"study '{study.name}'"),
+        Store(out / STORE_FILE) as store,
+    ):
+        for trial in trials:
+            remove_temp_files(trial.run_dir(study_dir))  # what killed writes left
+        env = environment(device) | executor.environment()
+        store.save_study(
+            StudyInfo(study.name, study.description, study.to_dict(), env), now()
+        )
+        store.mark_interrupted(study.name, now())
+        if progress is not None:
+            progress.message(executor.describe())
+        return executor.run(StudyRun(study, trials, out, store, progress))

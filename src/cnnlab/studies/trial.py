@@ -1,0 +1,172 @@
+"""One trial's lifecycle, shared by every executor: plan, train or resume, finish.
+
+    store row (RUNNING) -> run folder (train | resume | already complete: skip)
+        -> finish_trial (one store transaction)   | mark_trial (interrupted/failed)
+
+Crash safety: the run folder is written first (checkpoint, then history and run.json,
+each atomically) and the store after it, so the store never holds an epoch the
+checkpoint lacks; a trial's final epochs and scores are one transaction.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from enum import StrEnum, unique
+from pathlib import Path
+from typing import Any
+
+from cnnlab.data.datasets import load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.nn.shapes import infer
+from cnnlab.studies.store import Store
+from cnnlab.studies.study import Study, Trial
+from cnnlab.training.loop import Reporter, TrainState
+from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
+from cnnlab.training.session import Hooks, resume_run, train_run
+from cnnlab.training.status import Status, status_for
+
+
+@unique
+class Outcome(StrEnum):
+    """What running a trial did."""
+
+    TRAINED = "trained"  # from scratch
+    RESUMED = "resumed"  # from its last checkpoint
+    SKIPPED = "skipped"  # already complete: recorded as it stands
+    STOPPED_EARLY = "stopped_early"  # a scheduler stopped it (Ray + ASHA)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    trial: Trial
+    outcome: Outcome
+
+    @property
+    def status(self) -> str:  # the name earlier versions used
+        return self.outcome.value
+
+
+def check_study(study: Study) -> None:
+    """What can fail on input, checked before a file is written: every net must
+    score its data's classes."""
+    for data in sorted({a.config.data for a in study.archs}):
+        classes = load_dataset(data).num_classes
+        for a in study.archs:
+            if a.config.data == data:
+                infer(a.arch, classes)
+
+
+def trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
+    """The store row of a trial about to run (status RUNNING)."""
+    info = infer(trial.arch)
+    return {
+        "arch_name": trial.arch.name,
+        "optimizer": trial.config.optimizer,
+        "params": info.total,
+        "flops": info.flops,
+        "spec": trial.arch.to_dict(),
+        "config": trial.config.to_dict(),
+        "run_path": str(run_dir),
+        "status": Status.RUNNING,
+        "stopped_epoch": None,
+        "updated": now(),
+    }
+
+
+def existing_run(trial: Trial, run_dir: Path) -> RunRecord | None:
+    """The trial's run folder if one was started, checked to match its settings."""
+    if not (run_dir / RUN_FILE).is_file():
+        return None
+    record = open_run(run_dir)
+    changed = trial.config.changed_from(record.meta["config"])
+    if changed:
+        raise CnnlabError(
+            f"{run_dir}: this trial was run with other settings "
+            f"({', '.join(changed)}). Use another --out folder or study name, "
+            f"or delete {run_dir}."
+        )
+    return record
+
+
+def remove_half_created(run_dir: Path) -> None:
+    """Delete a run folder killed while being created (no run.json or no
+    checkpoint yet): nothing in it is worth keeping, and a fresh start needs it gone.
+
+    Only under the study's folder lock: no live process writes there.
+    """
+    started = (run_dir / RUN_FILE).is_file() and (run_dir / CHECKPOINT_FILE).exists()
+    if run_dir.exists() and not started:
+        shutil.rmtree(run_dir)
+
+
+def start_trial(store: Store, study: Study, trial: Trial, study_dir: Path) -> int:
+    """Write the trial's store row as RUNNING; returns its id."""
+    run_dir = trial.run_dir(study_dir)
+    fields = trial_fields(trial, run_dir)
+    return store.save_trial(study.name, trial.label, trial.seed, fields)
+
+
+def finish_trial(
+    store: Store,
+    trial_id: int,
+    meta: dict[str, Any],
+    history: list[dict[str, Any]],
+    status: Status = Status.COMPLETED,
+) -> None:
+    """A finished trial's history, scores and status, in one store transaction."""
+    test = meta.get("test") or {}
+    clean = meta.get("train_clean") or {}
+    stopped = meta.get("stopped_epoch") if status is Status.STOPPED_EARLY else None
+    store.finish_trial(
+        trial_id,
+        history,
+        status=status,
+        test_loss=test.get("loss"),
+        test_acc=test.get("acc"),
+        train_clean_loss=clean.get("loss"),
+        train_clean_acc=clean.get("acc"),
+        stopped_epoch=stopped,
+        updated=now(),
+    )
+
+
+def mark_trial(store: Store, trial_id: int, error: BaseException | None) -> Status:
+    """Record a trial that stopped on `error` (None: stopped from outside, e.g. a
+    worker that never reported): FAILED if it diverged, else INTERRUPTED."""
+    status = Status.INTERRUPTED if error is None else status_for(error)
+    store.update_trial(trial_id, status=status, updated=now())
+    return status
+
+
+def run_trial(
+    trial: Trial,
+    study: Study,
+    store: Store,
+    study_dir: Path,
+    reporter: Reporter | None = None,
+) -> TrialOutcome:
+    """Train one trial, or resume it, or skip it if its run folder is complete."""
+    run_dir = trial.run_dir(study_dir)
+    record = existing_run(trial, run_dir)  # refuse before the store row changes
+    trial_id = start_trial(store, study, trial, study_dir)
+    if record is not None and record.is_complete(trial.config.epochs):
+        finish_trial(store, trial_id, record.meta, record.history().epochs)
+        return TrialOutcome(trial, Outcome.SKIPPED)
+
+    def on_epoch(state: TrainState) -> None:
+        store.save_epochs(trial_id, state.history.epochs)
+
+    hooks = Hooks(reporter=reporter, on_epoch=on_epoch, clean_train=True)
+    remove_half_created(run_dir)
+    resuming = run_dir.exists()
+    try:
+        if resuming:
+            result = resume_run(run_dir, trial.config.to_dict(), hooks)
+        else:
+            result = train_run(trial.arch, trial.config, run_dir, hooks=hooks)
+    except BaseException as err:
+        mark_trial(store, trial_id, err)
+        raise
+    finish_trial(store, trial_id, result.meta, result.history.epochs)
+    return TrialOutcome(trial, Outcome.RESUMED if resuming else Outcome.TRAINED)

@@ -1,0 +1,171 @@
+"""Jupyter as a front end: examples/notebook-study.ipynb executed in a real kernel,
+and the pieces that make it work (inline curves, quiet progress outside a notebook)."""
+
+import base64
+import io
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import cnnlab
+from cnnlab.training import progress
+from cnnlab.training.loop import History
+from cnnlab.training.progress import (
+    NotebookReporter,
+    default_reporter,
+    default_study_progress,
+    in_notebook,
+)
+
+NOTEBOOK = Path(__file__).parents[1] / "examples" / "notebook-study.ipynb"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_history_returns_a_path_that_shows_inline(tmp_path: Path) -> None:
+    history = History([{"epoch": 1, "loss": 0.9, "acc": 0.7, "val_loss": 0.6}])
+    target = tmp_path / "curves.png"
+    curves = cnnlab.plot_history(history, target)
+    assert Path(curves) == target and str(curves) == str(target)
+    with open(curves, "rb") as fh:
+        assert fh.read() == curves._repr_png_()
+    assert curves._repr_png_().startswith(PNG_SIGNATURE)
+
+
+def test_no_progress_outside_a_notebook_and_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe: not a terminal
+    assert not in_notebook()
+    assert default_reporter("Run folder: runs/x") is None
+    assert default_study_progress() is None
+
+
+def test_notebook_reporter_redraws_one_line_and_prints_epochs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("IPython", reason="IPython comes with the test extra")
+    shown: list[dict[str, str]] = []
+
+    class Handle:
+        def update(self, data: dict[str, str], raw: bool) -> None:
+            shown.append(data)
+
+    def display(data: dict[str, str], raw: bool, display_id: bool) -> Handle:
+        shown.append(data)
+        return Handle()
+
+    monkeypatch.setattr("IPython.display.display", display)
+    clock = iter([0.0, 0.1, 2.0, 2.1])  # start, too soon to redraw, redraw, last step
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=clock.__next__))
+    reporter = NotebookReporter("Run folder: runs/x")
+    reporter.epoch_start(1, 2, 3, 300)
+    for step in (1, 2, 3):
+        reporter.step(step, 100 * step, 0.5, 0.8)
+    reporter.epoch_end({"epoch": 1, "seconds": 2.2, "loss": 0.5, "acc": 0.8})
+    assert [d["text/plain"].split(" [")[0] for d in shown] == ["Epoch 1/2"] * 3
+    assert "3/3" in shown[-1]["text/plain"] and "<progress" in shown[-1]["text/html"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        "Run folder: runs/x",
+        "Epoch 1/2 - 2.2s - loss: 0.5000 - acc: 0.8000",
+    ]
+
+
+# The notebook, executed headless -------------------------------------------------
+
+
+def code_cell(notebook: Any, text: str, whole: bool = False) -> Any:
+    """The one code cell whose source contains `text` (or is `text`, if whole)."""
+    found = [
+        c
+        for c in notebook.cells
+        if c.cell_type == "code" and (c.source == text if whole else text in c.source)
+    ]
+    assert len(found) == 1, f"{len(found)} cells contain {text!r}"
+    return found[0]
+
+
+def streamed(cell: Any) -> str:
+    """The cell's printed text (stdout and stderr)."""
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream")
+
+
+def shown(cell: Any, mime: str) -> list[str]:
+    """The `mime` data of the cell's displays and results."""
+    kinds = ("display_data", "execute_result")
+    return [
+        o.data[mime] for o in cell.outputs if o.output_type in kinds and mime in o.data
+    ]
+
+
+def execute(folder: Path) -> Any:
+    """The example notebook run top to bottom in a python3 kernel working in folder."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(folder)}},
+    )
+    return client.execute()
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """The executed notebook and the folder its runs and study were written to."""
+    for module in ("nbformat", "nbclient", "ipykernel"):
+        pytest.importorskip(
+            module, reason="comes with the test extra: pip install -e '.[test]'"
+        )
+    folder = tmp_path_factory.mktemp("notebook")
+    return execute(folder), folder
+
+
+@pytest.mark.slow
+def test_training_shows_progress_and_epoch_lines(executed: tuple[Any, Path]) -> None:
+    notebook, folder = executed
+    cell = code_cell(notebook, "cnnlab.train(")
+    text = streamed(cell)
+    assert "Run folder: runs/conv3-small" in text
+    assert "Epoch 1/2 - " in text and "Epoch 2/2 - " in text and "val_acc: " in text
+    lines = shown(cell, "text/plain")
+    assert lines and all(line.startswith("Epoch ") for line in lines)
+    assert any("<progress" in line for line in shown(cell, "text/html"))
+    assert (folder / "runs" / "conv3-small" / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_results_render_as_html_and_curves_as_png(executed: tuple[Any, Path]) -> None:
+    notebook, _ = executed
+    (table,) = shown(code_cell(notebook, "result", whole=True), "text/html")
+    assert "<table" in table and "test accuracy" in table
+    (png,) = shown(code_cell(notebook, "cnnlab.plot_history("), "image/png")
+    assert base64.b64decode(png).startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.slow
+def test_study_report_renders_and_is_written(executed: tuple[Any, Path]) -> None:
+    notebook, folder = executed
+    (page,) = shown(code_cell(notebook, "report", whole=True), "text/html")
+    assert "<table" in page and "conv5-medium" in page and "data:image/png" in page
+    reports = list(folder.glob("studies/**/report.html"))
+    assert len(reports) == 1 and (reports[0].parent / "report.md").is_file()
+    assert "report.html" in streamed(code_cell(notebook, "cnnlab.open_report("))
+
+
+if __name__ == "__main__":
+    # python3 tests/test_notebook.py: re-execute the example and save its outputs
+    # (in a temporary folder, so the saved outputs show relative paths only).
+    import tempfile
+
+    import nbformat
+
+    with tempfile.TemporaryDirectory() as tmp:
+        nbformat.write(execute(Path(tmp)), NOTEBOOK)
+    print(f"wrote {NOTEBOOK}")

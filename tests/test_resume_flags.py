@@ -1,0 +1,144 @@
+"""`cnnlab train --resume RUN`: --epochs, --device and --threads reach the resumed
+run; every other training flag is refused, by a list derived from TrainConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from cnnlab.cli import build_parser, main
+from cnnlab.training.config import RESUMABLE, TrainConfig
+
+# One epoch of the 412-weight preset on 1,000 images: a real run in about a second.
+TINY = TrainConfig(epochs=1, train_limit=1000, val_size=500, test_limit=1000)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trained") / "run"
+    cnnlab.train("conv5-tiny", TINY, path)
+    return path
+
+
+@pytest.fixture
+def run(one_epoch_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the one-epoch run."""
+    return Path(shutil.copytree(one_epoch_run, tmp_path / "run"))
+
+
+def read_meta(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text(encoding="utf-8"))
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> Callable[..., tuple[int, str]]:
+    """`cnnlab.cli.main(ARGS)` in process, in tmp_path: (exit code, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str | Path) -> tuple[int, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        return code, capsys.readouterr().err
+
+    return call
+
+
+def test_resume_applies_threads_and_device(run: Path, tmp_path: Path) -> None:
+    assert read_meta(run)["config"]["threads"] is None  # trained with the default
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)]
+        + ["--epochs", "2", "--threads", "1", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=os.environ | {"COLUMNS": "200"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta = read_meta(run)
+    assert meta["status"] == "completed" and meta["epochs_done"] == 2
+    assert meta["config"]["epochs"] == 2
+    assert meta["config"]["threads"] == 1
+    assert meta["config"]["device"] == "cpu"
+    assert meta["config"]["train_limit"] == 1000  # the rest is the run's own
+
+
+def test_a_fixed_flag_is_refused_by_name(
+    cli: Callable[..., tuple[int, str]], run: Path
+) -> None:
+    before = snapshot(run)
+    code, err = cli("train", "--resume", run, "--epochs", "2", "--lr", "0.1")
+    assert code == 2
+    assert err.startswith("error: --resume continues a run with its own settings")
+    assert "drop --lr " in err
+    assert "(only --epochs, --device, --threads may change)" in err
+    assert "Traceback" not in err
+    assert snapshot(run) == before
+
+
+def _fixed_flags() -> list[tuple[str, str]]:
+    """(flag, a valid value) for each TrainConfig field `train` has a flag for, but
+    for RESUMABLE's: the list --resume must refuse."""
+    train = build_parser().commands["train"]  # type: ignore[attr-defined]
+    actions = {a.dest: a for a in train._actions}
+    flags = []
+    for field in dataclasses.fields(TrainConfig):
+        action = actions.get(field.name)
+        if field.name in RESUMABLE or action is None:
+            continue
+        value = str(action.choices[0]) if action.choices else "1"
+        if field.name == "data":
+            value = "mnist"
+        flags.append((action.option_strings[0], value))
+    return flags
+
+
+def test_every_config_flag_but_the_resumable_ones_is_refused(
+    cli: Callable[..., tuple[int, str]], run: Path
+) -> None:
+    flags = _fixed_flags()
+    # Every flag of TrainConfig's fields, so a new field's flag is covered too.
+    assert {"--lr", "--seed", "--batch-size", "--max-shift"} <= {f for f, _ in flags}
+    before = snapshot(run)
+    for flag, value in flags:
+        code, err = cli("train", "--resume", run, flag, value)
+        assert code == 2, (flag, err)
+        assert f"drop {flag} (only" in err, (flag, err)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--seed", "0"], "--seed"),  # a falsy value is still a flag given
+        (["--label-smoothing", "0"], "--label-smoothing"),
+        (["--data-dir", "idx"], "--data-dir"),
+        (["--out", "elsewhere"], "--out"),
+        (["--overwrite"], "--overwrite"),
+        (["conv5-tiny"], "NAME|FILE"),
+    ],
+    ids=["seed-0", "smoothing-0", "data-dir", "out", "overwrite", "arch"],
+)
+def test_run_flags_and_falsy_values_are_refused(
+    cli: Callable[..., tuple[int, str]], run: Path, args: list[str], named: str
+) -> None:
+    code, err = cli("train", "--resume", run, *args)
+    assert code == 2, err
+    assert f"drop {named} (only" in err
