@@ -12,46 +12,19 @@ import pytest
 import yaml
 
 import cnnlab
-from cnnlab.cli import main
 from cnnlab.errors import SpecError
 from cnnlab.nn.presets import names_file, resolve_architecture
 from cnnlab.studies.study import load_study
+from helpers import TINY_FLAGS, Result, error_line, write_tiny_net
 
-# A valid architecture that no preset resembles, to tell which one was read.
-FILE_NET = {
-    "name": "file-net",
-    "input_shape": [28, 28, 1],
-    "layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}],
-}
-TINY = [
-    *("--epochs", "1", "--train-limit", "500"),
-    *("--val-size", "100", "--test-limit", "500"),
-]
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> Callable[..., tuple[int, str, str]]:
-    """`cnnlab.cli.main(ARGS)` in process, in tmp_path: (exit code, out, err)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def call(*args: str | Path) -> tuple[int, str, str]:
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+# The tiny network under a name no preset has, to tell which one was read.
+FILE_NET = "file-net"
 
 
 @pytest.fixture
 def clash(tmp_path: Path) -> Path:
     """tmp_path holding a file named like the preset conv5-medium."""
-    (tmp_path / "conv5-medium").write_text(yaml.safe_dump(FILE_NET), encoding="utf-8")
+    write_tiny_net(tmp_path / "conv5-medium", FILE_NET)
     return tmp_path
 
 
@@ -67,45 +40,40 @@ def write_study(folder: Path, entry: str) -> Path:
     return path
 
 
-def error_message(code: int, err: str) -> str:
-    """The bad-input contract: exit 2 and one `error: ...` line; its message."""
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0].removeprefix("error: ")
+def error_message(result: Result) -> str:
+    """The bad-input contract (exit 2, one `error: ...` line); the message."""
+    return error_line(result).removeprefix("error: ")
 
 
 def test_train_summary_and_study_refuse_a_name_that_is_preset_and_file(
-    cli: Callable[..., tuple[int, str, str]], clash: Path
+    cli: Callable[..., Result], clash: Path
 ) -> None:
     expected = (
-        f"'conv5-medium' is both a preset and a file in {clash}; write ./conv5-medium "
-        "for the file, or rename the file to use the preset."
+        f"'conv5-medium' is both a preset and a file in {clash.resolve()}; write "
+        "./conv5-medium for the file, or rename the file to use the preset."
     )
-    train = error_message(*cli("train", "conv5-medium", "--out", "OUT", *TINY)[::2])
-    assert train == expected
-    assert error_message(*cli("summary", "conv5-medium")[::2]) == expected
+    train = cli("train", "conv5-medium", "--out", "OUT", *TINY_FLAGS)
+    assert error_message(train) == expected
+    assert error_message(cli("summary", "conv5-medium")) == expected
 
     write_study(clash, "conv5-medium")
-    study = error_message(*cli("study", "study.yaml", "--out", "out")[::2])
+    study = error_message(cli("study", "study.yaml", "--out", "out"))
     assert expected in study  # the same words, whatever location precedes them
     assert not (clash / "OUT").exists() and not (clash / "out" / "names").exists()
 
 
-def test_dot_slash_names_the_file(
-    cli: Callable[..., tuple[int, str, str]], clash: Path
-) -> None:
-    code, out, err = cli("summary", "./conv5-medium")
-    assert code == 0, err
-    assert "file-net" in out and "conv5-medium" not in out
+def test_dot_slash_names_the_file(cli: Callable[..., Result], clash: Path) -> None:
+    summary = cli("summary", "./conv5-medium")
+    assert summary.code == 0, summary.err
+    assert FILE_NET in summary.out and "conv5-medium" not in summary.out
 
-    code, out, err = cli("train", "./conv5-medium", "--out", "OUT", *TINY)
-    assert code == 0, err
+    train = cli("train", "./conv5-medium", "--out", "OUT", *TINY_FLAGS)
+    assert train.code == 0, train.err
     meta = json.loads((clash / "OUT" / "run.json").read_text(encoding="utf-8"))
-    assert meta["name"] == "file-net"
+    assert meta["name"] == FILE_NET
 
     study = load_study(write_study(clash, "./conv5-medium"))
-    assert [a.arch.name for a in study.archs] == ["file-net"]
+    assert [a.arch.name for a in study.archs] == [FILE_NET]
 
 
 def test_the_preset_without_a_clashing_file(tmp_path: Path) -> None:
@@ -118,12 +86,12 @@ def test_the_preset_without_a_clashing_file(tmp_path: Path) -> None:
 def test_a_bare_word_that_is_no_preset_is_the_file_of_that_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "mynet").write_text(yaml.safe_dump(FILE_NET), encoding="utf-8")
-    assert resolve_architecture("mynet", tmp_path).name == "file-net"
+    write_tiny_net(tmp_path / "mynet", FILE_NET)
+    assert resolve_architecture("mynet", tmp_path).name == FILE_NET
     monkeypatch.chdir(tmp_path)
-    assert cnnlab.load("mynet").name == "file-net"
+    assert cnnlab.load("mynet").name == FILE_NET
     study = load_study(write_study(tmp_path, "mynet"))
-    assert [a.arch.name for a in study.archs] == ["file-net"]
+    assert [a.arch.name for a in study.archs] == [FILE_NET]
 
 
 @pytest.mark.parametrize(
@@ -145,19 +113,19 @@ def test_names_file_rule(tmp_path: Path, text: str, is_file: bool) -> None:
 
 
 def test_a_notebook_number_that_is_also_a_file_is_ambiguous(tmp_path: Path) -> None:
-    (tmp_path / "4").write_text(yaml.safe_dump(FILE_NET), encoding="utf-8")
+    write_tiny_net(tmp_path / "4", FILE_NET)
     with pytest.raises(SpecError, match=r"'4' is both a preset and a file in .*\./4"):
         resolve_architecture("4", tmp_path)
-    assert resolve_architecture("./4", tmp_path).name == "file-net"
+    assert resolve_architecture("./4", tmp_path).name == FILE_NET
 
 
 def test_the_rule_is_in_the_help_of_train_and_summary(
-    cli: Callable[..., tuple[int, str, str]],
+    cli: Callable[..., Result],
 ) -> None:
     for command in ("train", "summary"):
-        code, out, _ = cli(command, "--help")
-        assert code == 0
-        text = " ".join(out.split())
+        result = cli(command, "--help")
+        assert result.code == 0
+        text = " ".join(result.out.split())
         assert "Text with a / or a .yaml, .yml or .json suffix is a file" in text
         assert "a bare word is the preset of that name" in text
         assert "write ./NAME for the file" in text

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import cnnlab
-from cnnlab.cli import build_parser, main
+from cnnlab.cli import build_parser
 from cnnlab.training.config import RESUMABLE, TrainConfig
+from helpers import Result, error_line, run_cli, snapshot
 
 # One epoch of the 412-weight preset on 1,000 images: a real run in about a second.
 TINY = TrainConfig(epochs=1, train_limit=1000, val_size=500, test_limit=1000)
@@ -39,39 +37,14 @@ def read_meta(run: Path) -> dict:
     return json.loads((run / "run.json").read_text(encoding="utf-8"))
 
 
-def snapshot(run: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> Callable[..., tuple[int, str]]:
-    """`cnnlab.cli.main(ARGS)` in process, in tmp_path: (exit code, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args: str | Path) -> tuple[int, str]:
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        return code, capsys.readouterr().err
-
-    return call
-
-
 def test_resume_applies_threads_and_device(run: Path, tmp_path: Path) -> None:
     assert read_meta(run)["config"]["threads"] is None  # trained with the default
-    proc = subprocess.run(
-        [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)]
-        + ["--epochs", "2", "--threads", "1", "--device", "cpu"],
-        capture_output=True,
-        text=True,
+    run_cli(
+        *("train", "--resume", run, "--epochs", "2", "--threads", "1"),
+        *("--device", "cpu"),
         cwd=tmp_path,
-        env=os.environ | {"COLUMNS": "200"},
-        timeout=300,
+        check=True,
     )
-    assert proc.returncode == 0, proc.stderr
     meta = read_meta(run)
     assert meta["status"] == "completed" and meta["epochs_done"] == 2
     assert meta["config"]["epochs"] == 2
@@ -80,16 +53,13 @@ def test_resume_applies_threads_and_device(run: Path, tmp_path: Path) -> None:
     assert meta["config"]["train_limit"] == 1000  # the rest is the run's own
 
 
-def test_a_fixed_flag_is_refused_by_name(
-    cli: Callable[..., tuple[int, str]], run: Path
-) -> None:
+def test_a_fixed_flag_is_refused_by_name(cli: Callable[..., Result], run: Path) -> None:
     before = snapshot(run)
-    code, err = cli("train", "--resume", run, "--epochs", "2", "--lr", "0.1")
-    assert code == 2
-    assert err.startswith("error: --resume continues a run with its own settings")
-    assert "drop --lr " in err
-    assert "(only --epochs, --device, --threads may change)" in err
-    assert "Traceback" not in err
+    error_line(
+        cli("train", "--resume", run, "--epochs", "2", "--lr", "0.1"),
+        "error: --resume continues a run with its own settings; drop --lr ",
+        "(only --epochs, --device, --threads may change).",
+    )
     assert snapshot(run) == before
 
 
@@ -111,16 +81,14 @@ def _fixed_flags() -> list[tuple[str, str]]:
 
 
 def test_every_config_flag_but_the_resumable_ones_is_refused(
-    cli: Callable[..., tuple[int, str]], run: Path
+    cli: Callable[..., Result], run: Path
 ) -> None:
     flags = _fixed_flags()
     # Every flag of TrainConfig's fields, so a new field's flag is covered too.
     assert {"--lr", "--seed", "--batch-size", "--max-shift"} <= {f for f, _ in flags}
     before = snapshot(run)
     for flag, value in flags:
-        code, err = cli("train", "--resume", run, flag, value)
-        assert code == 2, (flag, err)
-        assert f"drop {flag} (only" in err, (flag, err)
+        error_line(cli("train", "--resume", run, flag, value), f"drop {flag} (only")
     assert snapshot(run) == before
 
 
@@ -137,8 +105,6 @@ def test_every_config_flag_but_the_resumable_ones_is_refused(
     ids=["seed-0", "smoothing-0", "data-dir", "out", "overwrite", "arch"],
 )
 def test_run_flags_and_falsy_values_are_refused(
-    cli: Callable[..., tuple[int, str]], run: Path, args: list[str], named: str
+    cli: Callable[..., Result], run: Path, args: list[str], named: str
 ) -> None:
-    code, err = cli("train", "--resume", run, *args)
-    assert code == 2, err
-    assert f"drop {named} (only" in err
+    error_line(cli("train", "--resume", run, *args), f"drop {named} (only")

@@ -29,7 +29,7 @@ import yaml
 from cnnlab.errors import SpecError
 from cnnlab.nn.spec import Architecture, load_architecture, parse_architecture
 
-# Number -> name, in the notebook's order (DESIGN.md's table numbers them 1-9).
+# Number -> name, in the notebook's order (README.md's table numbers them 1-9).
 NOTEBOOK_NETS = {
     1: "conv3-512",
     2: "conv3-small",

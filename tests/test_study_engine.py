@@ -1,0 +1,94 @@
+"""The study engine as a user meets it: the Python study API, one status vocabulary,
+and the defects the one-runner rebuild fixed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import cnnlab
+from cnnlab.training.status import Status
+from helpers import TINY_NET, error_line, run_cli
+
+SMALL = {"epochs": 1, "train_limit": 1000, "test_limit": 200, "val_size": 200}
+
+
+def write_study(path: Path, archs: list, seeds: list[int], **train: object) -> Path:
+    doc = {"name": "s", "seeds": seeds, "train": SMALL | train, "architectures": archs}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_duplicate_seeds_from_the_flag_are_refused_like_the_files(
+    tmp_path: Path,
+) -> None:
+    study = write_study(tmp_path / "s.yaml", [{"label": "a", "spec": TINY_NET}], [0])
+    result = run_cli("study", study, "--seeds", "0,0", "--out", tmp_path / "out")
+    error_line(result, "--seeds: has duplicates: [0, 0]", "Give each seed once")
+    assert not (tmp_path / "out").exists()  # refused before any file is written
+    with pytest.raises(cnnlab.SpecError, match="has duplicates"):
+        cnnlab.load_study(study, seeds=[1, 1])
+
+
+def test_a_diverged_trial_is_failed_everywhere_and_listed(tmp_path: Path) -> None:
+    """run.json, the store and `cnnlab runs --status failed` agree."""
+    archs = [{"label": "wild", "preset": "conv5-tiny"}]
+    study = write_study(tmp_path / "s.yaml", archs, [0], optimizer="sgd", lr=1e30)
+    out = tmp_path / "out"
+    ran = run_cli("study", study, "--out", out)
+    assert ran.code == 2 and "Traceback" not in ran.err  # after the progress lines:
+    assert ran.err.splitlines()[-1].startswith("error: ")
+    assert "training diverged at epoch 1" in ran.err
+    run_json = json.loads((out / "s" / "runs" / "wild-s0" / "run.json").read_text())
+    assert run_json["status"] == Status.FAILED
+    listed = run_cli("runs", "--out", out, "--status", "failed", check=True)
+    assert "wild" in listed.out and "failed" in listed.out
+    assert [r["status"] for r in cnnlab.list_trials(out)] == ["failed"]
+    none = run_cli("runs", "--out", out, "--status", "completed", check=True)
+    assert "wild" not in none.out
+
+
+def test_runs_status_choices_are_the_status_values() -> None:
+    result = run_cli("runs", "--help", check=True)
+    for status in Status:
+        assert status.value in result.out
+
+
+def test_study_from_python_leaves_threads_and_random_state_alone(
+    tmp_path: Path,
+) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    study = cnnlab.load_study("quickstart", seeds=[0], threads=1, **SMALL)
+    report = cnnlab.run_study(study, tmp_path / "studies")
+    assert torch.get_num_threads() == 2
+    assert torch.equal(torch.get_rng_state(), before)
+    assert [row.label for row in report.rows] == [a.label for a in study.archs]
+    assert report.markdown_path.is_file() and report.html_path.is_file()
+    assert "<table" in report._repr_html_()
+    again = cnnlab.open_report("quickstart", tmp_path / "studies")
+    assert [r.label for r in again.rows] == [r.label for r in report.rows]
+    trials = cnnlab.list_trials(tmp_path / "studies", status=Status.COMPLETED)
+    assert len(trials) == len(study.archs)
+    rerun = cnnlab.run_study(study, tmp_path / "studies")  # all skipped
+    assert [r.label for r in rerun.rows] == [r.label for r in report.rows]
+
+
+def test_train_from_python_leaves_threads_and_random_state_alone(
+    tmp_path: Path,
+) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(99)
+    before = torch.get_rng_state()
+    config = cnnlab.TrainConfig(threads=1, seed=5, **SMALL)
+    net = tmp_path / "net.yaml"
+    net.write_text(yaml.safe_dump({"name": "net", **TINY_NET}))
+    result = cnnlab.train(net, config, tmp_path / "run")
+    assert result.meta["status"] == Status.COMPLETED
+    assert torch.get_num_threads() == 2
+    assert torch.equal(torch.get_rng_state(), before)
