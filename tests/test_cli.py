@@ -239,6 +239,7 @@ def test_predict_prints_one_line_per_image(trained: TrainedRun, tmp_path: Path) 
 # ------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 def test_resume_continues_to_more_epochs(trained: TrainedRun, tmp_path: Path) -> None:
     run = tmp_path / "RUN"
     shutil.copytree(trained.path, run)

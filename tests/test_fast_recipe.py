@@ -58,6 +58,7 @@ def test_train_fast_help_lists_the_recipe_flags(tmp_path: Path) -> None:
         assert flag in result.out
 
 
+@pytest.mark.slow
 def test_train_fast_writes_the_recipe_settings_flags_on_top(tmp_path: Path) -> None:
     result = run_cli(
         "train", "fast", *TINY_FLAGS_NO_HOLDOUT, "--label-smoothing", "0.1",

@@ -75,8 +75,8 @@ def test_presets_by_name_and_number_agree() -> None:
         assert load_preset(str(number)) == load_preset(name)
 
 
-def test_training_flops_match_benchmark_notes() -> None:
-    # ../shared/notes/cpu-benchmarks.md: training FLOPs per sample (3 x forward).
+def test_training_flops_match_docs_benchmarks() -> None:
+    # The training FLOPs per sample docs/benchmarks.md uses (3 x forward).
     expected = {2: 11.9e6, 4: 3.5e6, 9: 110e6, 1: 4.94e9}
     for number, flops in expected.items():
         got = 3 * infer(load_preset(str(number))).flops

@@ -46,6 +46,7 @@ def test_every_optimizer_takes_real_steps() -> None:
         assert moved, name
 
 
+@pytest.mark.slow
 def test_same_seed_same_history_and_resume_is_exact(tmp_path: Path) -> None:
     whole = cnnlab.train("conv3-small", SMALL, tmp_path / "whole")
     again = cnnlab.train("conv3-small", SMALL, tmp_path / "again")
@@ -97,6 +98,7 @@ def test_validation_on_test_set_reproduces_notebook_protocol(tmp_path: Path) -> 
     assert row["val_acc"] == result.test_acc
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_resumable_point(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [

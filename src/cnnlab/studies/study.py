@@ -34,10 +34,7 @@ future `--allow-path` flag) pass extra folders as `allow=`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import re
-import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -54,7 +51,8 @@ from cnnlab.nn.spec import (
     parse_architecture,
     parse_yaml,
 )
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import MAX_SEED, TrainConfig
+from cnnlab.util.text import did_you_mean, is_int, show_value, slug
 
 STORE_FILE = "cnnlab.sqlite"
 _TOP_KEYS = (
@@ -68,27 +66,11 @@ _TOP_KEYS = (
 )
 _DATA_NAMES = ("mnist", "fashion-mnist")  # data sets named, not paths
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_SEED = 2**32 - 1  # torch takes < 2**64, numpy's legacy seeding < 2**32
 MAX_SLUG = 100  # run folder names stay far below the 255-byte limit of filesystems
 _ARCH_KEYS = ("preset", "file", "spec", "label", "train")
 _STUDY_TRAIN_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "data")
 )
-
-
-class _ShortRepr(reprlib.Repr):
-    """Values echoed in messages are cut short: a hostile file can make a structure
-    whose full repr is gigabytes (YAML aliases nesting shared lists)."""
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:  # Python refuses str() past 4,300 digits
-            return f"<an integer of {int(x.bit_length() * 0.30103) + 1} digits>"
-        return super().repr_int(x, level)
-
-
-_repr = _ShortRepr()
-_repr.maxstring = _repr.maxother = 60
-_repr.maxlevel, _repr.maxlist, _repr.maxdict = 2, 4, 4
 
 
 @dataclass(frozen=True)
@@ -113,7 +95,7 @@ class Trial:
         return self.config.seed
 
     def run_dir(self, study_dir: Path) -> Path:
-        return study_dir / "runs" / f"{slug(self.label)}-s{self.seed}"
+        return study_dir / "runs" / f"{run_folder_name(self.label)}-s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -151,18 +133,13 @@ class Study:
         }
 
 
-def slug(text: str) -> str:
-    """A file-name-safe form of a label: 'conv3 <x>/y' -> 'conv3-x-y'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "net"
+def run_folder_name(label: str) -> str:
+    """The run folder name of an architecture label (its slug; 'net' if empty)."""
+    return slug(label) or "net"
 
 
 def _fail(source: str, where: str, message: str) -> SpecError:
     return SpecError(f"{source}: {where}{': ' if where else ''}{message}")
-
-
-def _short(value: Any) -> str:
-    """repr(value), bounded in length however large or deep the value is."""
-    return _repr.repr(value)
 
 
 def _check_keys(
@@ -170,12 +147,11 @@ def _check_keys(
 ) -> None:
     for key in doc:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, allowed)
             raise _fail(
                 source,
                 where,
-                f"unknown key {_short(key)}.{hint} Allowed: {', '.join(allowed)}.",
+                f"unknown key {show_value(key)}.{hint} Allowed: {', '.join(allowed)}.",
             )
 
 
@@ -206,7 +182,7 @@ def _check_setting(value: Any, source: str, where: str) -> None:
     if isinstance(value, str) and len(value) <= 200:
         return
     raise _fail(source, where, "must be a single number, name or true/false. "
-                f"Received: {_short(value)}.")  # fmt: skip
+                f"Received: {show_value(value)}.")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -228,7 +204,7 @@ class _Places:
         raise _fail(
             self.source,
             where,
-            f"{_short(text)} resolves to {path}, outside the study's folder "
+            f"{show_value(text)} resolves to {path}, outside the study's folder "
             f"{self.base_dir}{also}. A study reads only files under its own folder "
             "unless it says otherwise: move the file there, or add its folder to "
             f"the study's allow_paths, e.g. `allow_paths: [{suggestion}]`.",
@@ -241,7 +217,7 @@ def _real_path(text: str, base_dir: Path, source: str, where: str) -> Path:
         path = Path(text).expanduser()
         return (path if path.is_absolute() else base_dir / path).resolve()
     except (OSError, ValueError, RuntimeError) as err:  # NUL byte, symlink loop
-        message = f"{_short(text)} is not a usable path ({err})."
+        message = f"{show_value(text)} is not a usable path ({err})."
         raise _fail(source, where, message) from err
 
 
@@ -253,7 +229,9 @@ def _places(
         doc = []
     if not isinstance(doc, list) or not all(isinstance(p, str) and p for p in doc):
         example = "[../shared-nets, /data/emnist]"
-        message = f"must be a list of folders, e.g. {example}. Received: {_short(doc)}."
+        message = (
+            f"must be a list of folders, e.g. {example}. Received: {show_value(doc)}."
+        )
         raise _fail(source, "allow_paths", message)
     roots = [_real_path(p, base, source, "allow_paths") for p in doc]
     roots += [_real_path(str(p), Path.cwd(), source, "allow") for p in allow]
@@ -266,26 +244,14 @@ def _preset(value: Any, source: str, where: str) -> Architecture:
     text = str(value) if isinstance(value, str) or small else None
     if isinstance(value, bool) or text is None:
         raise _fail(source, where, f"a preset is a name such as conv5-medium or a "
-                    f"number 1-9. Received: {_short(value)}.")  # fmt: skip
+                    f"number 1-9. Received: {show_value(value)}.")  # fmt: skip
     numbers = [str(n) for n in NOTEBOOK_NETS]
     if text not in preset_names() and text not in numbers:
-        close = difflib.get_close_matches(text, preset_names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise _fail(source, where, f"unknown preset {_short(text)}.{hint} See "
+        hint = did_you_mean(text, preset_names())
+        raise _fail(source, where, f"unknown preset {show_value(text)}.{hint} See "
                     "`cnnlab presets` for the list, or give an architecture file "
                     "with `file:`.")  # fmt: skip
     return load_preset(text)
-
-
-def _looks_like_file(text: str, places: _Places) -> bool:
-    if text.endswith(_FILE_SUFFIXES) or "/" in text or os.sep in text:
-        return True
-    if text in preset_names() or text in (str(n) for n in NOTEBOOK_NETS):
-        return False
-    try:
-        return (places.base_dir / text).is_file()
-    except (OSError, ValueError):
-        return False
 
 
 def _parse_arch(
@@ -310,7 +276,7 @@ def _parse_arch(
     elif "file" in entry:
         if not isinstance(entry["file"], str) or not entry["file"]:
             raise _fail(source, where, "'file' must be the path of an architecture "
-                        f"file. Received: {_short(entry['file'])}.")  # fmt: skip
+                        f"file. Received: {show_value(entry['file'])}.")  # fmt: skip
         arch = load_architecture(places.resolve(entry["file"], where + ".file"))
     else:
         spec = entry["spec"]
@@ -321,7 +287,7 @@ def _parse_arch(
     label = entry.get("label", arch.name)
     if not isinstance(label, str) or not label.strip() or not label.isprintable():
         raise _fail(source, where, "'label' must be one line of printable text. "
-                    f"Received: {_short(label)}.")  # fmt: skip
+                    f"Received: {show_value(label)}.")  # fmt: skip
     config = _train_config(base, entry.get("train"), source, where + ".")
     return StudyArch(label.strip(), arch, config)
 
@@ -329,12 +295,9 @@ def _parse_arch(
 def _parse_seeds(doc: Any, source: str, where: str = "seeds") -> tuple[int, ...]:
     """The one check of a seed list, from a file or from --seeds."""
     seeds = doc if isinstance(doc, list) else [doc]
-    if not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
-        for s in seeds
-    ):
+    if not seeds or not all(is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
         raise _fail(source, where, f"must be a list of integers >= 0 (at most "
-                    f"{MAX_SEED}). Received: {_short(doc)}.")  # fmt: skip
+                    f"{MAX_SEED}). Received: {show_value(doc)}.")  # fmt: skip
     if len(set(seeds)) != len(seeds):
         dupes = sorted({s for s in seeds if seeds.count(s) > 1})
         raise _fail(source, where, f"has duplicates: {seeds} (seed "
@@ -361,7 +324,7 @@ def parse_study(
     name = doc.get("name", Path(source).stem)
     if not isinstance(name, str) or not slug(name) or slug(name) != name:
         message = "must be a simple name (letters, digits, '-', '_', '.'): it names "
-        raise _fail(source, "name", f"{message}a folder. Got {_short(name)}.")
+        raise _fail(source, "name", f"{message}a folder. Got {show_value(name)}.")
     description = doc.get("description") or ""
     if not isinstance(description, str):
         raise _fail(source, "description", "must be a string (quote it).")
@@ -395,9 +358,9 @@ def _check_labels(labels: list[str], source: str) -> None:
                     f"{', '.join(dupes)}. Give each a distinct 'label'.")  # fmt: skip
     folders: dict[str, str] = {}
     for label in labels:
-        folder = slug(label)
+        folder = run_folder_name(label)
         if len(folder) > MAX_SLUG:
-            raise _fail(source, "architectures", f"label {_short(label)} is too "
+            raise _fail(source, "architectures", f"label {show_value(label)} is too "
                         f"long for a folder name (at most {MAX_SLUG} letters, digits "
                         "and '-._'). Give it a shorter 'label'.")  # fmt: skip
         other = folders.setdefault(folder.lower(), label)  # case-blind disks
@@ -428,8 +391,7 @@ def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> St
     except (OSError, ValueError):
         is_file = False
     if not is_file:
-        close = difflib.get_close_matches(text, builtin_studies(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(text, builtin_studies())
         raise SpecError(
             f"{text}: no such study file or built-in study.{hint} Built-in: "
             f"{', '.join(builtin_studies())}."

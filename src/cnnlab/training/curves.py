@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
-from cnnlab.util.fsio import atomic_write
+from cnnlab.util.fsio import atomic_write, write_error
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -145,6 +145,9 @@ def save_figure(figure: Figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(path, err) from err
     atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=_DPI))
     return path

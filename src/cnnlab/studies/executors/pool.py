@@ -201,8 +201,29 @@ class PoolExecutor:
     def run(self, run: StudyRun) -> list[TrialOutcome]:
         """The first error (or Ctrl-C) stops every worker at its last checkpoint,
         then is raised here: a re-run resumes."""
-        console = run.progress.console if run.progress is not None else None
+        console = getattr(run.progress, "console", None)
+        if run.progress is not None and console is None:  # a notebook's display
+            console = Console(file=_Lines(run.progress.message), width=200)
         return _run_pool(run.study, run.trials, run.out, self.split, console)
+
+
+class _Lines:
+    """A text stream that hands each finished line to `say` (a notebook display's
+    `message`), so the pool's trial lines reach displays that are not consoles."""
+
+    def __init__(self, say: Any) -> None:
+        self.say, self.buffer = say, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if line.strip():
+                self.say(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def _run_pool(
