@@ -15,6 +15,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.results import TrialResult
+from cnnlab.training.status import Status
 from cnnlab.util.text import did_you_mean
 
 # 95% is the convention; with 3 seeds t = 4.30, so the intervals are honestly wide.
@@ -148,7 +149,7 @@ def _arch_row(group: list[TrialResult]) -> ArchRow:
         val_acc=over_seeds("val_acc"),
         test_loss=over_seeds("test_loss"),
         test_acc=over_seeds("test_acc"),
-        stopped_early=sum(t.status == "stopped_early" for t in group),
+        stopped_early=sum(t.status == Status.STOPPED_EARLY for t in group),
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.curves import marker, save_figure
+from cnnlab.training.status import Status
 from cnnlab.util.text import slug
 
 if TYPE_CHECKING:
@@ -329,7 +330,7 @@ def _draw_band(
 
 def _stopped(trial: TrialResult) -> bool:
     """Whether a scheduler ended the trial before its planned epochs."""
-    return trial.status == "stopped_early" or trial.stopped_epoch is not None
+    return trial.status == Status.STOPPED_EARLY or trial.stopped_epoch is not None
 
 
 def _draw_stops(

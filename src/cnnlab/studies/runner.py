@@ -56,7 +56,8 @@ def make_executor(
             )
         from cnnlab.studies.executors.ray import RayExecutor  # Ray: optional extra
 
-        ray = RayExecutor(address, early_stop, cpus_per_trial or 1.0)
+        cpus = 1.0 if cpus_per_trial is None else cpus_per_trial
+        ray = RayExecutor(address, early_stop, cpus)
         ray.check(study)
         return ray
     given = [name for name, value in ray_only.items() if value is not None]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from enum import StrEnum, unique
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,7 @@ from cnnlab.studies.study import Study, Trial
 from cnnlab.training.loop import Reporter, TrainState
 from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
 from cnnlab.training.session import Hooks, resume_run, train_run
-from cnnlab.training.status import Status, status_for
-
-
-@unique
-class Outcome(StrEnum):
-    """What running a trial did."""
-
-    TRAINED = "trained"  # from scratch
-    RESUMED = "resumed"  # from its last checkpoint
-    SKIPPED = "skipped"  # already complete: recorded as it stands
-    STOPPED_EARLY = "stopped_early"  # a scheduler stopped it (Ray + ASHA)
+from cnnlab.training.status import Outcome, Status, status_for
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cnnlab.training.status import Outcome
 from cnnlab.util.units import format_duration
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class StudyProgress(RichReporter):
         self.message(f"Trial {k}/{total}: {label}, seed {seed}")
 
     def trial_end(self, status: str) -> None:
-        if status == "skipped":
+        if status == Outcome.SKIPPED:
             self.message("  already complete: skipped")
         self.progress.advance(self.study_task)
 
@@ -237,7 +238,7 @@ class NotebookStudyProgress(NotebookReporter):
         self.message(f"Trial {k}/{total}: {label}, seed {seed}")
 
     def trial_end(self, status: str) -> None:
-        if status == "skipped":
+        if status == Outcome.SKIPPED:
             self.message("  already complete: skipped")
         else:
             self.trained += 1

@@ -1,4 +1,5 @@
-"""The one vocabulary for where a run (and the study trial it belongs to) stands.
+"""The one vocabulary for where a run (and the study trial it belongs to) stands,
+and for what running a trial did.
 
 run.json, the study store, `cnnlab runs --status`, the reports and every executor
 use these values; `finished` is the one rule for "needs no more training".
@@ -31,6 +32,17 @@ class Status(StrEnum):
     @property
     def resumable(self) -> bool:
         return self in (Status.RUNNING, Status.INTERRUPTED)
+
+
+@unique
+class Outcome(StrEnum):
+    """What running a study's trial did (the executors report it, the displays
+    show it)."""
+
+    TRAINED = "trained"  # from scratch
+    RESUMED = "resumed"  # from its last checkpoint
+    SKIPPED = "skipped"  # already complete: recorded as it stands
+    STOPPED_EARLY = "stopped_early"  # a scheduler stopped it (Ray + ASHA)
 
 
 def status_for(error: BaseException) -> Status:

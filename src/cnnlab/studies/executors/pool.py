@@ -45,7 +45,8 @@ from cnnlab.studies.cpus import CpuSplit
 from cnnlab.studies.executors import StudyRun
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, Trial
-from cnnlab.studies.trial import Outcome, TrialOutcome, run_trial
+from cnnlab.studies.trial import TrialOutcome, run_trial
+from cnnlab.training.status import Outcome
 from cnnlab.util.units import format_duration
 
 _ORPHAN_POLL_S = 1.0  # a worker checks this often that its parent still lives

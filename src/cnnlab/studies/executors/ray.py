@@ -34,6 +34,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum, unique
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,6 @@ from cnnlab.nn.spec import parse_architecture
 from cnnlab.studies.executors import StudyRun
 from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import (
-    Outcome,
     TrialOutcome,
     existing_run,
     finish_trial,
@@ -59,7 +59,7 @@ from cnnlab.training.loop import HISTORY_KEYS, TrainState
 from cnnlab.training.progress import format_epoch_line
 from cnnlab.training.runs import RUN_FILE, RunRecord, open_run
 from cnnlab.training.session import Hooks, finish_run, load_split, resume_run, train_run
-from cnnlab.training.status import Status
+from cnnlab.training.status import Outcome, Status
 from cnnlab.util.machine import pick_device
 
 INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
@@ -145,6 +145,17 @@ def _check_options(study: Study, early_stop: str | None, cpus: float) -> None:
 # --------------------------------------------------------------------- the driver
 
 
+@unique
+class JobState(StrEnum):
+    """What the driver has heard of a trial sent to Ray."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPED = "stopped"  # ASHA stopped it; scored after Tune ends
+    FINISHED = "finished"  # recorded in the store
+    FAILED = "failed"
+
+
 @dataclass
 class _Job:
     """One trial sent to Ray, and what the driver has heard of it so far."""
@@ -153,8 +164,8 @@ class _Job:
     trial: Trial
     trial_id: int
     payload: dict[str, Any]  # what the worker receives
-    outcome: str  # "trained" or "resumed", once it finishes
-    state: str = "queued"  # queued | running | finished | stopped | failed
+    outcome: Outcome  # TRAINED or RESUMED, once it finishes
+    state: JobState = JobState.QUEUED
     error: str = ""
 
 
@@ -216,11 +227,11 @@ class _Book:
 
     def started(self, i: int) -> None:
         job = self.jobs[i]
-        if job.state == "queued" and self.progress is not None:
+        if job.state is JobState.QUEUED and self.progress is not None:
             self.progress.trial_start(
                 job.k, self.total, job.trial.label, job.trial.seed
             )
-        job.state = "running"
+        job.state = JobState.RUNNING
 
     def result(self, i: int, result: dict[str, Any]) -> None:
         job = self.jobs[i]
@@ -229,7 +240,7 @@ class _Book:
             return
         if "test" in result:
             finish_trial(self.db, job.trial_id, result, result["history"])
-            job.state = "finished"
+            job.state = JobState.FINISHED
             self.outcomes[job.k] = TrialOutcome(job.trial, job.outcome)
             self._say(job, f"{job.outcome}, test acc {result['test']['acc']:.4f}")
             if self.progress is not None:
@@ -239,7 +250,7 @@ class _Book:
         row = {key: result.get(key) for key in HISTORY_KEYS}
         self._say(job, format_epoch_line(row, job.trial.config.epochs))
         if result.get("done"):  # the scheduler's decision: stop here
-            job.state = "stopped"
+            job.state = JobState.STOPPED
 
     def retried(self, i: int, error: str) -> None:
         job = self.jobs[i]
@@ -247,7 +258,7 @@ class _Book:
 
     def failed(self, i: int, error: str) -> None:
         job = self.jobs[i]
-        job.state, job.error = "failed", error
+        job.state, job.error = JobState.FAILED, error
         mark_trial(self.db, job.trial_id, None)
         self._say(job, f"failed: {error}")
 
@@ -262,20 +273,20 @@ class _Book:
     def mark_unfinished(self) -> None:
         """Jobs Ray did not finish -> 'interrupted', as the in-process executor does."""
         for job in self.jobs:
-            if job.state in ("queued", "running", "stopped"):
+            if job.state in (JobState.QUEUED, JobState.RUNNING, JobState.STOPPED):
                 mark_trial(self.db, job.trial_id, None)
 
     def close(self) -> list[TrialOutcome]:
         """The outcomes in the study's order; raise what went wrong, if anything."""
         self.mark_unfinished()
-        failed = [j for j in self.jobs if j.state == "failed"]
+        failed = [j for j in self.jobs if j.state is JobState.FAILED]
         if failed:
             names = ", ".join(f"{j.trial.label} seed {j.trial.seed}" for j in failed)
             raise CnnlabError(
                 f"{len(failed)} trial(s) failed on Ray ({names}): {failed[0].error} "
                 "Finished trials are saved; fix the cause and run the study again."
             )
-        if any(j.state in ("queued", "running") for j in self.jobs):
+        if any(j.state in (JobState.QUEUED, JobState.RUNNING) for j in self.jobs):
             raise KeyboardInterrupt  # Tune ended the experiment early: Ctrl-C
         return [self.outcomes[k] for k in sorted(self.outcomes)]
 
@@ -429,7 +440,7 @@ def _score_stopped(ray: Any, book: _Book) -> None:
     its actor ends, and on the way out `api` marks the run folder 'interrupted'.
     After `fit()` returns, those actors are gone, so 'stopped_early' is written last.
     """
-    stopped = [j for j in book.jobs if j.state == "stopped"]
+    stopped = [j for j in book.jobs if j.state is JobState.STOPPED]
     if not stopped:
         return
     task = ray.remote(
@@ -439,7 +450,7 @@ def _score_stopped(ray: Any, book: _Book) -> None:
         stopped, ray.get([task.remote(j.payload) for j in stopped]), strict=True
     ):
         book.record_stopped(job, scored)
-        job.state = "finished"
+        job.state = JobState.FINISHED
 
 
 @contextlib.contextmanager
