@@ -33,9 +33,9 @@ from cnnlab.training import runs as runs_module
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
 from cnnlab.util.fsio import folder_lock, remove_temp_files
+from helpers import TINY_NET, cli_command
 
 ROOT = Path(__file__).resolve().parents[1]
-NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
 TRAIN = {"epochs": 2, "train_limit": 300, "val_size": 100, "test_limit": 100}
 
 
@@ -64,7 +64,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_results(
 
 def _study(tmp_path: Path, **train: object) -> object:
     doc = {"name": "s", "seeds": [0], "train": TRAIN | train,
-           "architectures": [{"label": "net", "spec": NET}]}  # fmt: skip
+           "architectures": [{"label": "net", "spec": TINY_NET}]}  # fmt: skip
     return parse_study(doc, source="s.yaml", base_dir=tmp_path)
 
 
@@ -163,11 +163,11 @@ def test_a_study_already_running_elsewhere_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "architectures": ["conv5-tiny"]}))
     with folder_lock(tmp_path / "out" / "s", "study 's'"):
-        result = subprocess.run([sys.executable, "-m", "cnnlab", "study", str(path),
-                                 "--out", "out", "--epochs", "1"], cwd=tmp_path,
+        result = subprocess.run(cli_command("study", str(path),
+                                 "--out", "out", "--epochs", "1"), cwd=tmp_path,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 2
-    assert "already running in another process" in result.stderr
+    assert result.code == 2
+    assert "already running in another process" in result.err
     assert not (tmp_path / "out" / "s" / "runs").exists()
 
 

@@ -18,9 +18,8 @@ from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, override
 from cnnlab.util.machine import usable_cpus
-from test_study import cnnlab  # the study tests' CLI runner
+from helpers import TINY_NET, cli_command, run_cli
 
-TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
 STUDY = {
     "name": "par",
     "description": "two small nets, two seeds, one epoch",
@@ -111,14 +110,15 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("parallel")
     (folder / "par.yaml").write_text(yaml.safe_dump(STUDY))
     if usable_cpus() >= 2:
-        cnnlab("study", "par.yaml", "--out", "serial", "--workers", "1",
-               "--threads", "1", cwd=folder)  # fmt: skip
-        result = cnnlab("study", "par.yaml", "--out", "parallel", "--workers", "2",
-                        "--threads", "1", cwd=folder)  # fmt: skip
-        return folder, result.stderr
+        run_cli("study", "par.yaml", "--out", "serial", "--workers", "1",
+               "--threads", "1", cwd=folder, check=True)  # fmt: skip
+        result = run_cli("study", "par.yaml", "--out", "parallel", "--workers", "2",
+                        "--threads", "1", cwd=folder, check=True)  # fmt: skip
+        return folder, result.err
     return folder, ""
 
 
+@pytest.mark.slow
 @needs_two_cpus
 def test_parallel_results_equal_the_serial_ones(two_runs: tuple[Path, str]) -> None:
     folder, stderr = two_runs
@@ -138,32 +138,34 @@ def test_parallel_results_equal_the_serial_ones(two_runs: tuple[Path, str]) -> N
         assert meta["status"] == "completed" and meta["environment"]["threads"] == 1
 
 
+@pytest.mark.slow
 @needs_two_cpus
 def test_parallel_rerun_skips_finished_trials(two_runs: tuple[Path, str]) -> None:
     folder, _ = two_runs
-    result = cnnlab("study", "par.yaml", "--out", "parallel", "--workers", "2",
-                    cwd=folder)  # fmt: skip
-    assert result.stderr.count("already complete: skipped") == 4
+    result = run_cli("study", "par.yaml", "--out", "parallel", "--workers", "2",
+                    cwd=folder, check=True)  # fmt: skip
+    assert result.err.count("already complete: skipped") == 4
 
 
+@pytest.mark.slow
 @needs_two_cpus
 def test_worker_error_is_one_line(two_runs: tuple[Path, str]) -> None:
     folder, _ = two_runs
-    result = cnnlab("study", "par.yaml", "--out", "parallel", "--workers", "2",
-                    "--train-limit", "900", cwd=folder, check=False)  # fmt: skip
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    result = run_cli("study", "par.yaml", "--out", "parallel", "--workers", "2",
+                    "--train-limit", "900", cwd=folder)  # fmt: skip
+    assert result.code == 2
+    errors = [line for line in result.err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "run with other settings (train_limit)" in errors[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.err
 
 
 def test_cli_refuses_more_workers_than_cpus(tmp_path: Path) -> None:
     (tmp_path / "par.yaml").write_text(yaml.safe_dump(STUDY))
     cpus = usable_cpus()
-    result = cnnlab("study", "par.yaml", "--out", "out", "--workers", str(cpus),
-                    "--threads", "2", cwd=tmp_path, check=False)  # fmt: skip
-    assert result.returncode == 2
-    assert f"needs {2 * cpus} CPUs, but {cpus} are usable here" in result.stderr
+    result = run_cli("study", "par.yaml", "--out", "out", "--workers", str(cpus),
+                    "--threads", "2", cwd=tmp_path)  # fmt: skip
+    assert result.code == 2
+    assert f"needs {2 * cpus} CPUs, but {cpus} are usable here" in result.err
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
@@ -188,6 +190,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @needs_two_cpus
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_workers_and_rerun_resumes(two_runs: tuple[Path, str]) -> None:
@@ -203,7 +206,7 @@ def test_ctrl_c_stops_workers_and_rerun_resumes(two_runs: tuple[Path, str]) -> N
     finally:
         torch.set_num_threads(threads)
 
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "stopped"],
+    proc = subprocess.Popen(cli_command(*args, "stopped"),
                             cwd=folder, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     run_json = folder / "stopped" / "stopme" / "runs" / "conv3-small-s0" / "run.json"
@@ -220,18 +223,19 @@ def test_ctrl_c_stops_workers_and_rerun_resumes(two_runs: tuple[Path, str]) -> N
     assert not [pid for pid in workers if _alive(pid)]
     assert json.loads(run_json.read_text())["status"] == "interrupted"
 
-    cnnlab(*args, "stopped", cwd=folder)
+    run_cli(*args, "stopped", cwd=folder, check=True)
     clean = final(folder / "clean" / "cnnlab.sqlite", "stopme")
     assert final(folder / "stopped" / "cnnlab.sqlite", "stopme") == clean
 
 
+@pytest.mark.slow
 @needs_two_cpus
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     doc = STUDY | {"train": STUDY["train"] | {"epochs": 50, "train_limit": 3000}}
     (tmp_path / "par.yaml").write_text(yaml.safe_dump(doc))
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "study", "par.yaml",
-                             "--out", "out", "--workers", "2", "--threads", "1"],
+    proc = subprocess.Popen(cli_command("study", "par.yaml",
+                             "--out", "out", "--workers", "2", "--threads", "1"),
                             cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     run_json = tmp_path / "out" / "par" / "runs" / "conv3-small-s0" / "run.json"

@@ -25,7 +25,7 @@ from cnnlab.studies.executors.ray import INSTALL_HINT
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, parse_study
-from test_study import cnnlab  # the study tests' CLI runner
+from helpers import TINY_NET, run_cli
 
 
 def run_study_ray(study, out, **options):
@@ -37,7 +37,6 @@ HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
     not HAVE_RAY, reason="Ray is not installed: pip install 'cnnlab[ray]'"
 )
-LINEAR = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
 
 
 def make_study(name: str, seeds: list[int], archs: list[Any], **train: Any) -> Study:
@@ -53,7 +52,7 @@ def make_study(name: str, seeds: list[int], archs: list[Any], **train: Any) -> S
 def tiny_study() -> Study:
     archs = [
         "conv5-medium",
-        {"label": "linear", "spec": LINEAR, "train": {"lr": 0.003}},
+        {"label": "linear", "spec": TINY_NET, "train": {"lr": 0.003}},
     ]
     return make_study("tiny", [0, 1], archs, epochs=1)
 
@@ -154,6 +153,7 @@ def test_without_ray_the_executor_says_how_to_install(
     assert not (tmp_path / STORE_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options,phrase",
     [
@@ -174,6 +174,7 @@ def test_early_stopping_needs_validation(tmp_path: Path) -> None:
         run_study_ray(study, tmp_path, early_stop="asha")
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @needs_ray
 def test_same_results_as_in_process(tmp_path: Path, in_process: Path) -> None:
@@ -224,6 +225,7 @@ def kill_first_trial_worker(run_dir: Path, killed: dict[str, Any]) -> None:
     killed["pids"] = workers
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @needs_ray
 def test_killed_worker_resumes_from_its_checkpoint(
@@ -251,10 +253,15 @@ def test_killed_worker_resumes_from_its_checkpoint(
     assert len(history) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @needs_ray
 def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None:
-    weak = {"label": "weak", "spec": LINEAR, "train": {"optimizer": "sgd", "lr": 1e-6}}
+    weak = {
+        "label": "weak",
+        "spec": TINY_NET,
+        "train": {"optimizer": "sgd", "lr": 1e-6},
+    }
     study = make_study("asha", [0], ["conv5-medium", weak], epochs=3)
     # 2 CPUs per trial on 2 CPUs: one trial at a time, in study order, so the strong
     # net sets the bar at every rung before the weak one reaches it.
@@ -289,21 +296,22 @@ def write_study(folder: Path, name: str, seeds: list[int], archs: list[Any]) -> 
 @pytest.mark.parametrize("flags", [["--early-stop", "asha"], ["--address", "auto"]])
 def test_ray_only_flags_need_the_ray_executor(tmp_path: Path, flags: list) -> None:
     path = write_study(tmp_path, "cli", [0], ["conv5-tiny"])
-    result = cnnlab("study", str(path), "--out", str(tmp_path / "out"), *flags,
-                    cwd=tmp_path, check=False)  # fmt: skip
-    assert result.returncode == 2
-    assert f"{flags[0]} needs --executor ray" in result.stderr
+    result = run_cli("study", str(path), "--out", str(tmp_path / "out"), *flags,
+                    cwd=tmp_path)  # fmt: skip
+    assert result.code == 2
+    assert f"{flags[0]} needs --executor ray" in result.err
     assert not (tmp_path / "out" / STORE_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @needs_ray
 def test_cli_runs_a_study_on_a_local_ray_instance(tmp_path: Path) -> None:
     path = write_study(tmp_path, "cli", [0, 1], ["conv5-tiny"])
-    result = cnnlab("study", str(path), "--out", str(tmp_path / "out"),
-                    "--executor", "ray", cwd=tmp_path, check=False)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "conv5-tiny" in result.stdout and "Wall time" in result.stdout
+    result = run_cli("study", str(path), "--out", str(tmp_path / "out"),
+                    "--executor", "ray", cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert "conv5-tiny" in result.out and "Wall time" in result.out
     with Store(tmp_path / "out" / STORE_FILE) as store:
         assert [(t.seed, t.status) for t in store.trials("cli")] == [
             (0, "completed"), (1, "completed")]  # fmt: skip

@@ -37,6 +37,7 @@ def read_meta(run: Path) -> dict:
     return json.loads((run / "run.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_resume_applies_threads_and_device(run: Path, tmp_path: Path) -> None:
     assert read_meta(run)["config"]["threads"] is None  # trained with the default
     run_cli(

@@ -5,7 +5,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 from cnnlab.errors import SpecError
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, parse_study
-
-TINY_NET = {"layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}
+from helpers import TINY_NET, cli_command, run_cli
 
 
 def study_doc(name: str = "tiny", **train: object) -> dict:
@@ -38,14 +36,6 @@ def write_study(folder: Path, doc: dict) -> Path:
     path = folder / f"{doc['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def cnnlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_parse_study_resolves_labels_overrides_and_files(tmp_path: Path) -> None:
@@ -107,10 +97,11 @@ def test_builtin_studies_parse() -> None:
 def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("study")
     path = write_study(folder, study_doc())
-    result = cnnlab("study", str(path), "--out", "out", cwd=folder)
-    return folder, result.stdout
+    result = run_cli("study", str(path), "--out", "out", cwd=folder, check=True)
+    return folder, result.out
 
 
+@pytest.mark.slow
 def test_study_runs_every_trial_into_the_store(
     finished_study: tuple[Path, str],
 ) -> None:
@@ -137,41 +128,47 @@ def test_study_runs_every_trial_into_the_store(
     assert "linear &lt;b&gt;" in page and "linear <b>" not in page
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_trials(finished_study: tuple[Path, str]) -> None:
     folder, _ = finished_study
     before = (
         folder / "out" / "tiny" / "runs" / "conv5-medium-s0" / "weights.pt"
     ).stat()
-    result = cnnlab("study", "tiny.yaml", "--out", "out", cwd=folder)
-    assert result.stderr.count("already complete: skipped") == 4
+    result = run_cli("study", "tiny.yaml", "--out", "out", cwd=folder, check=True)
+    assert result.err.count("already complete: skipped") == 4
     after = (folder / "out" / "tiny" / "runs" / "conv5-medium-s0" / "weights.pt").stat()
     assert before.st_mtime_ns == after.st_mtime_ns
 
 
+@pytest.mark.slow
 def test_runs_lists_and_filters(finished_study: tuple[Path, str]) -> None:
     folder, _ = finished_study
-    out = cnnlab("runs", "--out", "out", "--arch", "conv5-medium", cwd=folder).stdout
+    out = run_cli(
+        "runs", "--out", "out", "--arch", "conv5-medium", cwd=folder, check=True
+    ).out
     assert out.count("completed") == 2 and "linear" not in out
 
 
+@pytest.mark.slow
 def test_report_rebuilds_from_the_store(finished_study: tuple[Path, str]) -> None:
     folder, _ = finished_study
     html = folder / "out" / "tiny" / "report" / "report.html"
     html.unlink()
-    result = cnnlab("report", "tiny", "--out", "out", cwd=folder)
-    assert html.is_file() and "conv5-medium" in result.stdout
-    missing = cnnlab("report", "nope", "--out", "out", cwd=folder, check=False)
-    assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
+    result = run_cli("report", "tiny", "--out", "out", cwd=folder, check=True)
+    assert html.is_file() and "conv5-medium" in result.out
+    missing = run_cli("report", "nope", "--out", "out", cwd=folder)
+    assert missing.code == 2 and "no study named 'nope'" in missing.err
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_not_mixed(
     finished_study: tuple[Path, str],
 ) -> None:
     folder, _ = finished_study
-    result = cnnlab("study", "tiny.yaml", "--out", "out", "--train-limit", "900",
-                    cwd=folder, check=False)  # fmt: skip
-    assert result.returncode == 2
-    assert "run with other settings (train_limit)" in result.stderr
+    result = run_cli("study", "tiny.yaml", "--out", "out", "--train-limit", "900",
+                    cwd=folder)  # fmt: skip
+    assert result.code == 2
+    assert "run with other settings (train_limit)" in result.err
 
 
 def _final(store_path: Path, study: str) -> list[tuple]:
@@ -183,13 +180,14 @@ def _final(store_path: Path, study: str) -> list[tuple]:
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_same_results(tmp_path: Path) -> None:
     doc = study_doc("killme", train_limit=6000) | {"seeds": [0]}
     path = write_study(tmp_path, doc)
-    cnnlab("study", str(path), "--out", "clean", cwd=tmp_path)
+    run_cli("study", str(path), "--out", "clean", cwd=tmp_path, check=True)
 
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "study", str(path), "--out",
-                             "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_command("study", str(path), "--out",
+                             "killed"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     run_json = tmp_path / "killed" / "killme" / "runs" / "conv5-medium-s0" / "run.json"
     deadline = time.monotonic() + 300
@@ -201,18 +199,19 @@ def test_killed_study_resumes_to_the_same_results(tmp_path: Path) -> None:
     proc.wait()
     assert json.loads(run_json.read_text())["status"] == "running"  # died mid-run
 
-    cnnlab("study", str(path), "--out", "killed", cwd=tmp_path)
+    run_cli("study", str(path), "--out", "killed", cwd=tmp_path, check=True)
     clean = _final(tmp_path / "clean" / "cnnlab.sqlite", "killme")
     resumed = _final(tmp_path / "killed" / "cnnlab.sqlite", "killme")
     assert resumed == clean
 
 
+@pytest.mark.slow
 def test_two_studies_write_one_store_at_once(tmp_path: Path) -> None:
     paths = [
         write_study(tmp_path, study_doc(name, epochs=1)) for name in ("one", "two")
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "cnnlab", "study", str(p), "--out",
-                               "shared"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+    procs = [subprocess.Popen(cli_command("study", str(p), "--out",
+                               "shared"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for p in paths]  # fmt: skip
     for proc in procs:
         _, err = proc.communicate(timeout=600)

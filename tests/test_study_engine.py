@@ -34,6 +34,7 @@ def test_duplicate_seeds_from_the_flag_are_refused_like_the_files(
         cnnlab.load_study(study, seeds=[1, 1])
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_is_failed_everywhere_and_listed(tmp_path: Path) -> None:
     """run.json, the store and `cnnlab runs --status failed` agree."""
     archs = [{"label": "wild", "preset": "conv5-tiny"}]
@@ -58,6 +59,7 @@ def test_runs_status_choices_are_the_status_values() -> None:
         assert status.value in result.out
 
 
+@pytest.mark.slow
 def test_study_from_python_leaves_threads_and_random_state_alone(
     tmp_path: Path,
 ) -> None:
