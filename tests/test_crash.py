@@ -33,7 +33,7 @@ from cnnlab.training import runs as runs_module
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
 from cnnlab.util.fsio import folder_lock, remove_temp_files
-from helpers import TINY_NET, cli_command
+from helpers import TINY_NET, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {"epochs": 2, "train_limit": 300, "val_size": 100, "test_limit": 100}
@@ -163,9 +163,7 @@ def test_a_study_already_running_elsewhere_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "architectures": ["conv5-tiny"]}))
     with folder_lock(tmp_path / "out" / "s", "study 's'"):
-        result = subprocess.run(cli_command("study", str(path),
-                                 "--out", "out", "--epochs", "1"), cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = run_cli("study", path, "--out", "out", "--epochs", "1", cwd=tmp_path)
     assert result.code == 2
     assert "already running in another process" in result.err
     assert not (tmp_path / "out" / "s" / "runs").exists()
