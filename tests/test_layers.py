@@ -19,6 +19,7 @@ LAYERS = (
     ("cnnlab.training",),
     ("cnnlab.studies",),
     ("cnnlab.reporting",),
+    ("cnnlab.interop",),  # Keras import/export, ONNX, TorchScript, loggers
     ("cnnlab.api", "cnnlab"),  # the package re-exports the API
     ("cnnlab.cli", "cnnlab.__main__"),
 )

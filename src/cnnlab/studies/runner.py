@@ -11,6 +11,7 @@ A study re-run skips finished trials and resumes interrupted ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -74,9 +75,11 @@ def run_study(
     out: str | Path,
     executor: Executor | None = None,
     progress: StudyProgress | None = None,
+    on_finished: Callable[[TrialOutcome], None] | None = None,
 ) -> list[TrialOutcome]:
     """Run every trial of `study` under `out` with `executor` (default: the local
-    one `make_executor` picks), skipping finished trials."""
+    one `make_executor` picks), skipping finished trials; `on_finished` hears of
+    each trial once it is finished and recorded in the store."""
     out = Path(out)
     executor = executor or make_executor(study)
     check_study(study)
@@ -96,4 +99,5 @@ def run_study(
         store.mark_interrupted(study.name, now())
         if progress is not None:
             progress.message(executor.describe())
-        return executor.run(StudyRun(study, trials, out, store, progress))
+        run = StudyRun(study, trials, out, store, progress, on_finished)
+        return executor.run(run)

@@ -8,6 +8,7 @@ after; an executor only trains the trials it is handed, through the lifecycle in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +29,14 @@ class StudyRun:
     out: Path
     store: Store
     progress: StudyProgress | None = None
+    # Called in this process with each trial once it is finished and recorded in
+    # the store (trained, resumed, skipped or stopped early), e.g. to log it.
+    on_finished: Callable[[TrialOutcome], None] | None = None
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        """Tell `on_finished`, if set, that a trial is finished and recorded."""
+        if self.on_finished is not None:
+            self.on_finished(outcome)
 
     @property
     def study_dir(self) -> Path:

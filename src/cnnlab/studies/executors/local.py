@@ -34,6 +34,7 @@ class LocalExecutor:
                 progress.trial_start(k, total, trial.label, trial.seed)
             outcome = run_trial(trial, run.study, run.store, run.study_dir, progress)
             outcomes.append(outcome)
+            run.finished(outcome)
             if progress is not None:
                 progress.trial_end(outcome.outcome)
         return outcomes

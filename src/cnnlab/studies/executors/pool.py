@@ -205,7 +205,7 @@ class PoolExecutor:
         console = getattr(run.progress, "console", None)
         if run.progress is not None and console is None:  # a notebook's display
             console = Console(file=_Lines(run.progress.message), width=200)
-        return _run_pool(run.study, run.trials, run.out, self.split, console)
+        return _run_pool(run, self.split, console)
 
 
 class _Lines:
@@ -228,12 +228,9 @@ class _Lines:
 
 
 def _run_pool(
-    study: Study,
-    trials: list[Trial],
-    out: Path,
-    split: CpuSplit,
-    console: Console | None = None,
+    run: StudyRun, split: CpuSplit, console: Console | None = None
 ) -> list[TrialOutcome]:
+    study, trials, out = run.study, run.trials, run.out
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     before = set(multiprocessing.active_children())
@@ -261,6 +258,7 @@ def _run_pool(
                 if results[k].outcome is None:
                     break  # an error or a worker's own Ctrl-C: stop the others
                 display.finished(k, trials[k - 1], results[k])
+                run.finished(TrialOutcome(trials[k - 1], results[k].outcome))
     except cf.process.BrokenProcessPool as err:
         _stop(pool, workers, stop)
         raise CnnlabError(

@@ -32,7 +32,7 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum, unique
 from pathlib import Path
@@ -117,7 +117,7 @@ class RayExecutor:
         ray, tune = import_ray()
         if run.progress is not None:
             run.progress.study_start(run.study.name, len(run.trials))
-        book = _Book(run, self.early_stop, self.cpus)
+        book = _Book(run, self.early_stop, self.cpus, run.finished)
         if book.jobs:
             _run_jobs(ray, tune, book, self.address)
         return book.close()
@@ -175,8 +175,15 @@ class _Book:
     Every store write of the Ray executor happens here, in the driver's process.
     """
 
-    def __init__(self, run: StudyRun, early_stop: str | None, cpus: float) -> None:
+    def __init__(
+        self,
+        run: StudyRun,
+        early_stop: str | None,
+        cpus: float,
+        finished: Callable[[TrialOutcome], None],
+    ) -> None:
         self.db, self.study, self.progress = run.store, run.study, run.progress
+        self.finished = finished  # told of each trial once it is in the store
         self.early_stop, self.cpus = early_stop, cpus
         self.total = len(run.trials)
         self.outcomes: dict[int, TrialOutcome] = {}  # by position in the study
@@ -215,6 +222,7 @@ class _Book:
 
     def _outcome(self, k: int, trial: Trial, status: Outcome) -> None:
         self.outcomes[k] = TrialOutcome(trial, status)
+        self.finished(self.outcomes[k])
         if self.progress is not None:
             self.progress.trial_start(k, self.total, trial.label, trial.seed)
             self.progress.trial_end(status)
@@ -242,6 +250,7 @@ class _Book:
             finish_trial(self.db, job.trial_id, result, result["history"])
             job.state = JobState.FINISHED
             self.outcomes[job.k] = TrialOutcome(job.trial, job.outcome)
+            self.finished(self.outcomes[job.k])
             self._say(job, f"{job.outcome}, test acc {result['test']['acc']:.4f}")
             if self.progress is not None:
                 self.progress.trial_end(job.outcome)
@@ -266,6 +275,7 @@ class _Book:
         history = scored["history"]
         finish_trial(self.db, job.trial_id, scored, history, Status.STOPPED_EARLY)
         self.outcomes[job.k] = TrialOutcome(job.trial, Outcome.STOPPED_EARLY)
+        self.finished(self.outcomes[job.k])
         self._say(job, f"stopped early at epoch {scored['stopped_epoch']} (ASHA)")
         if self.progress is not None:
             self.progress.trial_end(Outcome.STOPPED_EARLY)
