@@ -26,7 +26,7 @@ import torch
 
 from cnnlab.data.datasets import load_dataset, split_dataset
 from cnnlab.data.images import load_image
-from cnnlab.errors import RunError
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.presets import resolve_architecture
 from cnnlab.nn.shapes import check_input, check_memory, infer
@@ -233,6 +233,32 @@ def plot_history(
     target = Path(path) if path is not None else record.path / CURVES_FILE
     title = record.meta["name"]
     return Curves(_plot_history(record.history().as_dict(), target, title=title))
+
+
+# ------------------------------------------------------------------- Keras import
+
+# Files `import_model` reads: Keras models, and Keras code (interop.source).
+KERAS_MODEL_SUFFIXES = (".keras", ".json", ".h5")
+KERAS_CODE_SUFFIXES = (".py", ".ipynb")
+
+
+def import_model(source: str | Path, out: str | Path | None = None) -> Any:
+    """Import a Keras model (.keras/.json/.h5) or Keras code (.py/.ipynb) by suffix."""
+    path = Path(source)
+    target = None if out is None else Path(out)
+    suffix = path.suffix.lower()
+    if suffix in KERAS_CODE_SUFFIXES:
+        from cnnlab.interop.source import import_source
+
+        return import_source(path, target)
+    if suffix in KERAS_MODEL_SUFFIXES:
+        from cnnlab.interop.keras import import_keras
+
+        return import_keras(path, target)
+    raise CnnlabError(
+        f"{path}: cannot import a {suffix or 'suffix-less'!r} file. Give a Keras "
+        "model (.keras, .json, .h5) or Keras code (.py, .ipynb)."
+    )
 
 
 # ------------------------------------------------------------------------ studies

@@ -347,6 +347,21 @@ def build_parser() -> Parser:
     p.add_argument(
         "images", nargs="+", metavar="IMAGE", help="PNG/JPEG files, any size"
     )
+
+    p = add_command(
+        "import",
+        help="import a Keras model (.keras, .h5, .json) or Keras code (.py, .ipynb)",
+        description="Read a Keras Sequential model without running its code: a "
+        ".keras archive or legacy .h5 becomes a run folder (spec, run.json, weights) "
+        "that evaluate and predict use; a .json config becomes a spec file.",
+    )
+    p.add_argument("source", type=Path, metavar="SOURCE", help="the file to import")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run folder (default runs/<name>-imported-<time>), or the spec file "
+        "of an architecture without weights (default ./<name>.yaml)",
+    )
     return parser
 
 
@@ -522,6 +537,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Route by suffix: Keras models and Keras code go through api.import_model."""
+    result = api.import_model(args.source, args.out)
+    results = result if isinstance(result, list | tuple) else [result]
+    for one in results:
+        _print_import(one)
+    return 0
+
+
+def _print_import(result: Any) -> None:
+    """What an import wrote: the spec file or run folder, and the totals."""
+    run = getattr(result, "run_path", None)
+    print(f"Spec: {result.spec_path}")
+    if run is not None:
+        print(f"Run folder: {run}")
+    info = infer(result.arch)
+    print(
+        f"Total params: {info.total:,} (trainable {info.trainable:,}, "
+        f"non-trainable {info.non_trainable:,})"
+    )
+    if run is not None:
+        print(f"Next: cnnlab evaluate {run}")
+
+
 def _print_report(report: Any) -> None:
     from rich.console import Console
 
@@ -605,6 +644,7 @@ COMMANDS = {
     "report": cmd_report,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "import": cmd_import,
 }
 
 

@@ -32,7 +32,15 @@ from cnnlab.training.loop import (
     evaluate,
     fit,
 )
-from cnnlab.training.runs import CURVES_FILE, RunRecord, create_run, open_run
+from cnnlab.training.runs import (
+    CHECKPOINT_FILE,
+    CURVES_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    RunRecord,
+    create_run,
+    open_run,
+)
 from cnnlab.training.status import Status, status_for
 from cnnlab.util.machine import (
     available_memory,
@@ -265,6 +273,14 @@ def resume_run(
         raise RunError(
             f"{record.path}: already completed {record.meta['epochs_done']} epochs. "
             "Pass --epochs N with a larger N to train further."
+        )
+    no_checkpoint = not (record.path / CHECKPOINT_FILE).is_file()
+    if no_checkpoint and (record.path / WEIGHTS_FILE).is_file():
+        raise RunError(
+            f"{record.path}: holds final weights but no training checkpoint (an "
+            "imported model?), so there is nothing to resume; resuming would replace "
+            "its weights. Train the architecture anew: cnnlab train "
+            f"{record.path / SPEC_FILE}."
         )
     arch = record.architecture()
     device, dataset, split = prepare(config)
