@@ -159,6 +159,17 @@ def test_study_report_renders_and_is_written(executed: tuple[Any, Path]) -> None
     assert "report.html" in streamed(code_cell(notebook, "cnnlab.open_report("))
 
 
+@pytest.mark.slow
+def test_study_shows_each_trial_and_its_epochs(executed: tuple[Any, Path]) -> None:
+    notebook, _ = executed
+    cell = code_cell(notebook, "cnnlab.run_study(")
+    text = streamed(cell)
+    assert "Study quickstart: 6 trials" in text
+    assert "Trial 1/6: conv5-tiny, seed 0" in text and "Trial 6/6:" in text
+    assert text.count("Epoch 1/1 - ") == 6
+    assert any(line.startswith("Trial ") for line in shown(cell, "text/plain"))
+
+
 if __name__ == "__main__":
     # python3 tests/test_notebook.py: re-execute the example and save its outputs
     # (in a temporary folder, so the saved outputs show relative paths only).
