@@ -237,28 +237,22 @@ def plot_history(
 
 # ------------------------------------------------------------------- Keras import
 
-# Files `import_model` reads: Keras models, and Keras code (interop.source).
+# Files `import_model` reads: Keras models (architecture, and weights where saved).
 KERAS_MODEL_SUFFIXES = (".keras", ".json", ".h5")
-KERAS_CODE_SUFFIXES = (".py", ".ipynb")
 
 
 def import_model(source: str | Path, out: str | Path | None = None) -> Any:
-    """Import a Keras model (.keras/.json/.h5) or Keras code (.py/.ipynb) by suffix."""
+    """Import a Keras Sequential model (.keras, .json or .h5), reading it as data."""
     path = Path(source)
-    target = None if out is None else Path(out)
     suffix = path.suffix.lower()
-    if suffix in KERAS_CODE_SUFFIXES:
-        from cnnlab.interop.source import import_source
+    if suffix not in KERAS_MODEL_SUFFIXES:
+        raise CnnlabError(
+            f"{path}: cannot import a {suffix or 'suffix-less'!r} file. Give a Keras "
+            "model: a .keras archive, a .json config (model.to_json()) or a .h5 file."
+        )
+    from cnnlab.interop.keras import import_keras
 
-        return import_source(path, target)
-    if suffix in KERAS_MODEL_SUFFIXES:
-        from cnnlab.interop.keras import import_keras
-
-        return import_keras(path, target)
-    raise CnnlabError(
-        f"{path}: cannot import a {suffix or 'suffix-less'!r} file. Give a Keras "
-        "model (.keras, .json, .h5) or Keras code (.py, .ipynb)."
-    )
+    return import_keras(path, None if out is None else Path(out))
 
 
 # ------------------------------------------------------------------------ studies

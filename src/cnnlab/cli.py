@@ -350,7 +350,7 @@ def build_parser() -> Parser:
 
     p = add_command(
         "import",
-        help="import a Keras model (.keras, .h5, .json) or Keras code (.py, .ipynb)",
+        help="import a Keras Sequential model (.keras, .h5, .json)",
         description="Read a Keras Sequential model without running its code: a "
         ".keras archive or legacy .h5 becomes a run folder (spec, run.json, weights) "
         "that evaluate and predict use; a .json config becomes a spec file.",
