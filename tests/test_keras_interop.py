@@ -30,7 +30,7 @@ from cnnlab.interop.keras import (  # noqa: E402
 )
 from cnnlab.nn.presets import load_preset  # noqa: E402
 from cnnlab.nn.shapes import infer  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import error_line, run_cli  # noqa: E402
 
 TOL = 1e-5
 # Keras and TensorFlow's own warnings under numpy 2 (copy=False in __array__) are
@@ -367,3 +367,10 @@ def test_bad_file_is_a_one_line_error(tmp_path: Path, make: Any, name: str) -> N
     assert res.err.startswith(f"error: {name}: ") and res.err.count("\n") == 1
     assert expected in res.err and "Traceback" not in res.err
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
+
+
+def test_other_files_are_refused_with_what_import_reads(tmp_path: Path) -> None:
+    (tmp_path / "net.py").write_text("model = None\n")
+    result = run_cli("import", "net.py", cwd=tmp_path)
+    error_line(result, "net.py: cannot import a '.py' file", ".keras archive")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.py"]
