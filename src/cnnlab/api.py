@@ -341,3 +341,23 @@ def list_trials(
     with _open_store(out) as store:
         rows = store.trial_rows(study, arch, None if status is None else str(status))
         return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]
+
+
+# ------------------------------------------------------------------------ export
+
+
+def export_run(
+    run: str | Path,
+    format: Literal["onnx", "keras", "torchscript"],
+    out: str | Path | None = None,
+) -> Path:
+    """Export a run's network (default: to <run>/model.onnx|.keras|.pt); its path."""
+    from cnnlab.interop.export import check_format, default_path, export_network
+
+    check_format(format)
+    record, model = load_model(run)
+    env = record.meta.get("environment")
+    names = env.get("class_names") if isinstance(env, dict) else None
+    names = names if isinstance(names, list) else None
+    path = Path(out) if out is not None else default_path(record.path, format)
+    return export_network(model, format, path, names)

@@ -362,6 +362,31 @@ def build_parser() -> Parser:
         help="run folder (default runs/<name>-imported-<time>), or the spec file "
         "of an architecture without weights (default ./<name>.yaml)",
     )
+
+    from cnnlab.interop.export import FORMATS
+
+    p = add_command(
+        "export",
+        help="write a run's network as an ONNX, Keras or TorchScript file",
+        description="Export a trained run for use without cnnlab. Every format takes "
+        "(N, H, W, C) float32 images in [0, 1], (N, 28, 28, 1) for MNIST, channels "
+        "last as in Keras (the graph transposes to NCHW inside), and gives class "
+        "probabilities (N, classes), softmax applied; the batch size N is free.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (needs the interop extra), keras (the keras extra) or "
+        "torchscript (default onnx)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="the file to write (default RUN/model.onnx, .keras or .pt)",
+    )
     return parser
 
 
@@ -537,6 +562,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dims(shape: tuple[int | str, ...]) -> str:
+    return f"({', '.join(map(str, shape))})"
+
+
+_LOADERS = {
+    "onnx": "onnxruntime.InferenceSession",
+    "keras": "keras.saving.load_model",
+    "torchscript": "torch.jit.load",
+}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnlab.interop.export import signature
+    from cnnlab.training.runs import open_run
+
+    path = api.export_run(args.run, args.format, args.out)
+    sig = signature(open_run(args.run).architecture(), args.format)
+    print(f"Wrote: {path}")
+    print(f"Input: {sig.input_name or 'tensor'} {_dims(sig.input_shape)} float32 "
+          "in [0, 1], channels last as in Keras")  # fmt: skip
+    print(f"Output: {sig.output_name or 'tensor'} {_dims(sig.output_shape)} "
+          "float32, class probabilities (softmax applied)")  # fmt: skip
+    if sig.opset is not None:
+        print(f"ONNX opset: {sig.opset}")
+    print(f"Load with: {_LOADERS[args.format]}({str(path)!r})")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Route by suffix: Keras models and Keras code go through api.import_model."""
     result = api.import_model(args.source, args.out)
@@ -644,6 +697,7 @@ COMMANDS = {
     "report": cmd_report,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "export": cmd_export,
     "import": cmd_import,
 }
 

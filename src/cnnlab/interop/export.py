@@ -1,0 +1,237 @@
+"""A trained network out to an ONNX, Keras or TorchScript file.
+
+Every export takes images the way Keras does: an (N, H, W, C) float32 array with
+values in [0, 1], for MNIST (N, 28, 28, 1), channels last, so a Keras user feeds
+the same array; the graph transposes it to PyTorch's (N, C, H, W) inside. It
+returns class probabilities (N, classes), softmax applied, as a Keras net ending in
+softmax does. The batch size N is free.
+
+ONNX uses torch's TorchScript-based exporter (`dynamo=False`): in torch 2.13 it is
+deprecated but present, needs no package beyond `onnx` for the checks, is quiet and
+takes under a second; the torch.export-based exporter gives the same graph here,
+but needs `onnxscript` (and `onnx_ir`), takes seconds and prints its progress.
+TorchScript (`torch.jit.trace`, a `.pt` file) rather than a torch.export `.pt2`:
+`torch.jit.load(path)` returns a callable module in one step, in any recent torch
+and in C++ (libtorch), while a `.pt2` needs `torch.export.load(path).module()` and a
+torch that reads its schema. Both need no cnnlab to load.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab._version import __version__
+from cnnlab.errors import CnnlabError, RunError
+from cnnlab.nn.model import KerasConv2d, Network
+from cnnlab.nn.shapes import infer
+from cnnlab.nn.spec import Architecture
+from cnnlab.util.fsio import atomic_write
+
+FORMATS = ("onnx", "keras", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "keras": ".keras", "torchscript": ".pt"}
+OPSET = 17  # ONNX opset of the exported graph; onnxruntime >= 1.18 runs it
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+INPUT_CONVENTION = "(N, H, W, C) float32 in [0, 1], channels last as in Keras"
+NEEDS_ONNX = "--format onnx needs onnx and onnxruntime: pip install 'cnnlab[interop]'"
+VERIFY_TOLERANCE = 1e-4  # onnxruntime vs torch on a sample batch; more is a bug
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What an exported file takes and returns; names are None where not fixed."""
+
+    input_name: str | None
+    input_shape: tuple[int | str, ...]
+    output_name: str | None
+    output_shape: tuple[int | str, ...]
+    opset: int | None
+
+
+def signature(arch: Architecture, fmt: str) -> Signature:
+    """The input and output of `fmt`'s export of a network of `arch`."""
+    classes = infer(arch).output_shape
+    named = fmt != "keras"  # Keras names its tensors after its layers
+    return Signature(
+        INPUT_NAME if named else None,
+        ("N", *arch.input_shape),
+        OUTPUT_NAME if named else None,
+        ("N", *classes),
+        OPSET if fmt == "onnx" else None,
+    )
+
+
+def default_path(run: Path, fmt: str) -> Path:
+    """Where an export goes without --out: model.<suffix> in the run folder."""
+    return Path(run) / f"model{SUFFIXES[fmt]}"
+
+
+class ProbabilityNet(nn.Module):
+    """(N, H, W, C) images in [0, 1] -> (N, classes) probabilities: what is exported."""
+
+    def __init__(self, model: Network) -> None:
+        super().__init__()
+        self.body = _plain_copy(model).body
+        self.eval()  # exporters restore the root's mode onto every module after
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.body(image.permute(0, 3, 1, 2)), dim=1)
+
+
+def _plain_copy(model: Network) -> Network:
+    """An inference-only copy without the NNPACK path, which no exporter can trace."""
+    plain = copy.deepcopy(model).eval().requires_grad_(False)
+    for module in plain.modules():
+        if isinstance(module, KerasConv2d):
+            module.winograd = False
+    return plain
+
+
+def _example(model: Network, batch: int = 2) -> torch.Tensor:
+    """A random batch in the exported input convention, seeded for repeatability."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(batch, *model.arch.input_shape, generator=generator)
+
+
+def metadata(model: Network, class_names: list[str] | None) -> dict[str, Any]:
+    """The key/value pairs stored in an exported file."""
+    return {
+        "cnnlab_version": __version__,
+        "architecture": model.arch.name,
+        "class_names": list(class_names or []),
+        "input": f"{INPUT_NAME}: {INPUT_CONVENTION}",
+        "output": f"{OUTPUT_NAME}: (N, classes), softmax applied",
+    }
+
+
+def _onnx_modules() -> tuple[Any, Any]:
+    """onnx and onnxruntime, or the one-line error naming the extra."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise CnnlabError(NEEDS_ONNX) from None
+    return onnx, onnxruntime
+
+
+def _onnx_bytes(net: ProbabilityNet, example: torch.Tensor) -> bytes:
+    """The traced graph as ONNX bytes, batch dimension dynamic."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the exporter's own deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (example,),
+            buffer,
+            dynamo=False,  # see the module docstring
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return buffer.getvalue()
+
+
+def _verify_onnx(ort: Any, data: bytes, net: ProbabilityNet, x: torch.Tensor) -> None:
+    """Run the graph in onnxruntime and check it computes what torch computes."""
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+    diff = float((got - net(x)).abs().max())
+    if not diff <= VERIFY_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from the network by {diff:.2e}")
+
+
+def export_onnx(model: Network, path: Path, class_names: list[str] | None) -> Path:
+    """Write the network as a checked ONNX file of class probabilities."""
+    onnx, ort = _onnx_modules()
+    net, example = ProbabilityNet(model), _example(model, 3)
+    proto = onnx.load_from_string(_onnx_bytes(net, example))
+    props = metadata(model, class_names)
+    onnx.helper.set_model_props(  # ONNX stores strings: lists as JSON
+        proto, {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
+    )
+    proto.doc_string = f"{model.arch.name}: {INPUT_NAME} {INPUT_CONVENTION}"
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    with torch.no_grad():
+        _verify_onnx(ort, data, net, example)
+    atomic_write(path, lambda fh: fh.write(data))
+    return path
+
+
+def export_torchscript(
+    model: Network, path: Path, class_names: list[str] | None
+) -> Path:
+    """Write the network as a traced TorchScript file of class probabilities."""
+    net = ProbabilityNet(model)
+    with warnings.catch_warnings(), torch.no_grad():  # torch.jit's notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(net, (_example(model),))
+    extra = {"cnnlab.json": json.dumps(metadata(model, class_names))}
+
+    def write(fh: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(traced, fh, _extra_files=extra)
+
+    atomic_write(path, write)
+    return path
+
+
+def export_keras_file(
+    model: Network, path: Path, class_names: list[str] | None
+) -> Path:
+    """Write the network as a Keras 3 file (the Keras interop module does it)."""
+    try:
+        from cnnlab.interop.keras import export_keras
+    except ImportError as err:
+        if err.name != "cnnlab.interop.keras":
+            raise
+        raise CnnlabError("--format keras is not available in this cnnlab.") from None
+    return export_keras(model, path)
+
+
+WRITERS: dict[str, Callable[[Network, Path, list[str] | None], Path]] = {
+    "onnx": export_onnx,
+    "keras": export_keras_file,
+    "torchscript": export_torchscript,
+}
+
+
+def check_format(fmt: str) -> None:
+    """Refuse a format name this module does not write."""
+    if fmt not in WRITERS:
+        raise CnnlabError(
+            f"unknown export format '{fmt}'. Choose one of {', '.join(FORMATS)}."
+        )
+
+
+def check_target(path: Path, fmt: str) -> None:
+    """Refuse an --out that cannot become a file before any work is done."""
+    if path.is_dir():
+        example = default_path(path, fmt)
+        raise RunError(f"{path}: is a folder. Give a file name for --out: {example}.")
+    if not path.parent.is_dir():
+        raise RunError(
+            f"{path.parent}: not an existing folder. Create it or choose another --out."
+        )
+
+
+def export_network(
+    model: Network, fmt: str, path: Path, class_names: list[str] | None = None
+) -> Path:
+    """Write `model` to `path` in format `fmt` (see FORMATS); returns the path."""
+    check_format(fmt)
+    path = Path(path)
+    check_target(path, fmt)
+    return WRITERS[fmt](model, path, class_names)
