@@ -370,7 +370,9 @@ def test_bad_file_is_a_one_line_error(tmp_path: Path, make: Any, name: str) -> N
 
 
 def test_other_files_are_refused_with_what_import_reads(tmp_path: Path) -> None:
-    (tmp_path / "net.py").write_text("model = None\n")
-    result = run_cli("import", "net.py", cwd=tmp_path)
-    error_line(result, "net.py: cannot import a '.py' file", ".keras archive")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.py"]
+    (tmp_path / "net.txt").write_text("model = None\n")
+    result = run_cli("import", "net.txt", cwd=tmp_path)
+    error_line(
+        result, "net.txt: cannot import a '.txt' file", ".keras archive", ".ipynb"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.txt"]

@@ -237,22 +237,32 @@ def plot_history(
 
 # ------------------------------------------------------------------- Keras import
 
-# Files `import_model` reads: Keras models (architecture, and weights where saved).
+# Files `import_model` reads: Keras models (architecture, and weights where saved),
+# and Keras code (every Sequential model built in it, read with `ast`, never run).
 KERAS_MODEL_SUFFIXES = (".keras", ".json", ".h5")
+KERAS_CODE_SUFFIXES = (".py", ".ipynb")
 
 
 def import_model(source: str | Path, out: str | Path | None = None) -> Any:
-    """Import a Keras Sequential model (.keras, .json or .h5), reading it as data."""
+    """Import a Keras Sequential model (.keras, .json, .h5) or the models built in
+    Keras code (.py, .ipynb), reading them as data; the result's `lines()` say
+    what was written."""
     path = Path(source)
+    target = None if out is None else Path(out)
     suffix = path.suffix.lower()
+    if suffix in KERAS_CODE_SUFFIXES:
+        from cnnlab.interop.source import import_source
+
+        return import_source(path, target)
     if suffix not in KERAS_MODEL_SUFFIXES:
         raise CnnlabError(
             f"{path}: cannot import a {suffix or 'suffix-less'!r} file. Give a Keras "
-            "model: a .keras archive, a .json config (model.to_json()) or a .h5 file."
+            "model (a .keras archive, a .json config from model.to_json(), a .h5 "
+            "file) or Keras code (.py, .ipynb)."
         )
     from cnnlab.interop.keras import import_keras
 
-    return import_keras(path, None if out is None else Path(out))
+    return import_keras(path, target)
 
 
 # ------------------------------------------------------------------------ studies

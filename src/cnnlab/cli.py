@@ -350,17 +350,22 @@ def build_parser() -> Parser:
 
     p = add_command(
         "import",
-        help="import a Keras Sequential model (.keras, .h5, .json)",
-        description="Read a Keras Sequential model without running its code: a "
-        ".keras archive or legacy .h5 becomes a run folder (spec, run.json, weights) "
-        "that evaluate and predict use; a .json config becomes a spec file.",
+        help="import a Keras Sequential model (.keras, .h5, .json) or Keras code "
+        "(.py, .ipynb)",
+        description="Read Keras models without running any code: a .keras archive "
+        "or legacy .h5 becomes a run folder (spec, run.json, weights) that evaluate "
+        "and predict use; a .json config becomes a spec file; a .py file or Jupyter "
+        "notebook gives one architecture file per Sequential model built in it and "
+        "a study.yaml listing them (what cannot be translated is reported as "
+        "file:line, or file:cell N:line M, and the other models still import).",
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="the file to import")
     p.add_argument(
         "--out",
         type=Path,
-        help="run folder (default runs/<name>-imported-<time>), or the spec file "
-        "of an architecture without weights (default ./<name>.yaml)",
+        help="run folder (default runs/<name>-imported-<time>), the spec file of "
+        "an architecture without weights (default ./<name>.yaml), or for code the "
+        "folder of its architecture files and study (default imported/<file>/)",
     )
 
     from cnnlab.interop.export import FORMATS
@@ -591,27 +596,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Route by suffix: Keras models and Keras code go through api.import_model."""
-    result = api.import_model(args.source, args.out)
-    results = result if isinstance(result, list | tuple) else [result]
-    for one in results:
-        _print_import(one)
+    """Keras models and Keras code, routed by suffix in api.import_model."""
+    for line in api.import_model(args.source, args.out).lines():
+        print(line)
     return 0
-
-
-def _print_import(result: Any) -> None:
-    """What an import wrote: the spec file or run folder, and the totals."""
-    run = getattr(result, "run_path", None)
-    print(f"Spec: {result.spec_path}")
-    if run is not None:
-        print(f"Run folder: {run}")
-    info = infer(result.arch)
-    print(
-        f"Total params: {info.total:,} (trainable {info.trainable:,}, "
-        f"non-trainable {info.non_trainable:,})"
-    )
-    if run is not None:
-        print(f"Next: cnnlab evaluate {run}")
 
 
 def _print_report(report: Any) -> None:

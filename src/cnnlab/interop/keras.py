@@ -81,6 +81,20 @@ class ImportResult:
         """Shapes and parameter totals of the imported architecture."""
         return infer(self.arch)
 
+    def lines(self) -> list[str]:
+        """What the import wrote, for a terminal: files and parameter totals."""
+        info = self.info
+        text = [f"Spec: {self.spec_path}"]
+        if self.run_path is not None:
+            text.append(f"Run folder: {self.run_path}")
+        text.append(
+            f"Total params: {info.total:,} (trainable {info.trainable:,}, "
+            f"non-trainable {info.non_trainable:,})"
+        )
+        if self.run_path is not None:
+            text.append(f"Next: cnnlab evaluate {self.run_path}")
+        return text
+
 
 @dataclass
 class _Source:
