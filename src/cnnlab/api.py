@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -56,6 +56,9 @@ from cnnlab.training.session import (
 )
 from cnnlab.training.status import Status
 from cnnlab.util.machine import available_memory
+
+if TYPE_CHECKING:
+    from cnnlab.interop.loggers import RunLogger
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ def train(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     hooks: Hooks | None = None,
+    log: RunLogger | None = None,
 ) -> RunResult:
-    """Train an architecture into a new run folder and score it on the test set."""
+    """Train an architecture into a new run folder and score it on the test set;
+    with `log`, copy the finished run to MLflow or TensorBoard (never fails it)."""
     if not isinstance(arch, Architecture):
         arch = load(arch)
     path = Path(out) if out is not None else default_run_path(arch.name)
@@ -121,9 +126,19 @@ def train(
     if made:  # progress fit for a notebook or a terminal
         reporter = default_reporter(f"Run folder: {path}")
     with _torch_state_kept(), _entered(reporter if made else None):
-        return train_run(
+        result = train_run(
             arch, config or TrainConfig(), path, overwrite, hooks or Hooks(reporter)
         )
+    return _logged(result, log)
+
+
+def _logged(result: RunResult, log: RunLogger | None) -> RunResult:
+    """The finished run copied to `log` if given; a failure is a warning line."""
+    if log is not None:
+        from cnnlab.interop.study_logging import log_single_run
+
+        log_single_run(log, result.path)
+    return result
 
 
 def resume(
@@ -133,15 +148,17 @@ def resume(
     hooks: Hooks | None = None,
     device: str | None = None,
     threads: int | None = None,
+    log: RunLogger | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or extend its epochs),
-    optionally on another device or with another thread count."""
+    optionally on another device or with another thread count; `log` as in train."""
     changes = {"epochs": epochs, "device": device, "threads": threads}
     made = reporter is None and hooks is None
     if made:  # progress fit for a notebook or a terminal
         reporter = default_reporter(f"Run folder: {run}")
     with _torch_state_kept(), _entered(reporter if made else None):
-        return resume_run(run, changes, hooks or Hooks(reporter))
+        result = resume_run(run, changes, hooks or Hooks(reporter))
+    return _logged(result, log)
 
 
 def load_model(run: str | Path) -> tuple[RunRecord, Network]:
@@ -304,18 +321,30 @@ def run_study(
     early_stop: str | None = None,
     cpus_per_trial: float | None = None,
     progress: StudyProgress | None = None,
+    log: RunLogger | None = None,
 ) -> StudyReport:
     """Run every trial of a study (finished ones are skipped, interrupted ones
     resumed), then build its report: table, comparisons, diagnosis, figures,
-    report.md and report.html under `out/<study>/report`."""
+    report.md and report.html under `out/<study>/report`. With `log`, each
+    finished trial is also copied to MLflow or TensorBoard; a logger's failure is
+    a warning line, never the study's."""
     if not isinstance(study, Study):
         study = load_study(study)
     chosen = make_executor(
         study, executor, workers, address, early_stop, cpus_per_trial
     )
     live = progress if progress is not None else default_study_progress()
+    logging = None
+    if log is not None:
+        from cnnlab.interop.study_logging import StudyLogging
+
+        logging = StudyLogging(log, study.name, Path(out))
     with _torch_state_kept(), _entered(live if progress is None else None):
-        _run_study(study, out, chosen, live)
+        try:
+            _run_study(study, out, chosen, live, on_finished=logging)
+        finally:
+            if logging is not None:
+                logging.finish()
     return open_report(study.name, out)
 
 
@@ -351,6 +380,32 @@ def list_trials(
     with _open_store(out) as store:
         rows = store.trial_rows(study, arch, None if status is None else str(status))
         return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]
+
+
+# ------------------------------------------------------------------------ logging
+
+
+def make_logger(kind: str, uri: str | None = None) -> RunLogger:
+    """An MLflow ('mlflow', `uri` the tracking URI) or TensorBoard ('tensorboard',
+    `uri` the log folder) logger for `train`, `resume` and `run_study`."""
+    from cnnlab.interop.loggers import make_logger as _make_logger
+
+    return _make_logger(kind, uri)
+
+
+def export_study(
+    study: str, to: str, uri: str | None = None, out: str | Path = "studies"
+) -> int:
+    """Copy a study's finished trials from its store and run folders to MLflow or
+    TensorBoard, without training; returns how many the backend now holds."""
+    from cnnlab.interop.loggers import make_logger as _make_logger
+    from cnnlab.interop.study_logging import export_trials
+
+    logger = _make_logger(to, uri, flag="--to")
+    with _open_store(out) as store:
+        store.study(study)  # an unknown name: the error lists the known ones
+        trials = store.trials(study)
+    return export_trials(logger, trials, study, Path(out))
 
 
 # ------------------------------------------------------------------------ export

@@ -260,6 +260,7 @@ def build_parser() -> Parser:
         metavar="RUN",
         help="continue an interrupted run from its checkpoint",
     )
+    _add_log_flags(p)
 
     p = add_command(
         "study",
@@ -321,6 +322,7 @@ def build_parser() -> Parser:
         help="with --executor ray: stop weak trials early with ASHA (ranks them by "
         "validation loss at 1, 2, 4... epochs); the report marks them",
     )
+    _add_log_flags(p)
 
     p = add_command("runs", help="list the trials recorded in a study store")
     p.add_argument("--out", type=Path, default=Path("studies"), help="the study folder")
@@ -392,7 +394,77 @@ def build_parser() -> Parser:
         metavar="FILE",
         help="the file to write (default RUN/model.onnx, .keras or .pt)",
     )
+    _add_export_study(add_command)
     return parser
+
+
+# ------------------------------------------------------- MLflow and TensorBoard
+
+LOG_URI_HELP = (
+    "mlflow: the tracking URI (default $MLFLOW_TRACKING_URI, else "
+    "sqlite:///mlflow.db in the current folder, MLflow's own default, artifacts in "
+    "./mlruns); tensorboard: the log folder (default tb-logs)"
+)
+
+
+def _add_log_flags(p: argparse.ArgumentParser) -> None:
+    """--log and --log-uri, for train and study."""
+    from cnnlab.interop.loggers import LOG_KINDS
+
+    g = p.add_argument_group("logging (pip install 'cnnlab[interop]')")
+    g.add_argument(
+        "--log",
+        choices=LOG_KINDS,
+        help="also copy each finished run to MLflow or TensorBoard (the run folders "
+        "and store stay the record; a logging failure is a warning, not an error)",
+    )
+    g.add_argument("--log-uri", metavar="URI", help=LOG_URI_HELP)
+
+
+def _add_export_study(add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """The export-study command: a finished study to MLflow or TensorBoard."""
+    from cnnlab.interop.loggers import LOG_KINDS
+
+    p = add_command(
+        "export-study",
+        help="copy a finished study's trials to MLflow or TensorBoard",
+        description="Log a study's finished trials from its store and run folders, "
+        "without training: what --log does during a study, later. Trials logged "
+        "before are not logged twice.",
+    )
+    p.add_argument("study", metavar="STUDY", help="the study's name")
+    p.add_argument("--to", choices=LOG_KINDS, required=True, help="the backend")
+    p.add_argument("--log-uri", metavar="URI", help=LOG_URI_HELP)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("studies"),
+        help="the study folder (default studies)",
+    )
+
+
+def _logger_from_flags(args: argparse.Namespace) -> Any:
+    """The logger --log [--log-uri] asks for, or None."""
+    if args.log is None:
+        if args.log_uri is not None:
+            raise CnnlabError(
+                "--log-uri needs --log; add --log mlflow or --log tensorboard."
+            )
+        return None
+    return api.make_logger(args.log, args.log_uri)
+
+
+def cmd_export_study(args: argparse.Namespace) -> int:
+    from cnnlab.interop.loggers import log_location
+
+    count = api.export_study(args.study, args.to, args.log_uri, args.out)
+    where = log_location(args.to, args.log_uri)
+    print(f"{count} finished trial(s) of study '{args.study}' logged to {where}")
+    if args.to == "tensorboard":
+        print(f"View with: tensorboard --logdir {where}")
+    elif "://" not in where or where.startswith(("sqlite:", "file:")):
+        print(f"View with: mlflow ui --backend-store-uri {where}")
+    return 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -518,12 +590,12 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    log = _logger_from_flags(args)
     if args.resume is not None:
         _check_resume_flags(args)
         out = args.resume
-        run = lambda rep: api.resume(  # noqa: E731
-            args.resume, args.epochs, rep, device=args.device, threads=args.threads
-        )
+        changes = {"device": args.device, "threads": args.threads, "log": log}
+        run = lambda rep: api.resume(args.resume, args.epochs, rep, **changes)  # noqa: E731
     else:
         if args.arch is None:
             raise CnnlabError(
@@ -536,7 +608,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if base != TrainConfig():
             print(f"Recipe {args.arch}: {_recipe_text(base, config)}")
         out = args.out or default_run_path(arch.name)
-        run = lambda rep: api.train(arch, config, out, args.overwrite, rep)  # noqa: E731
+        run = lambda rep: api.train(  # noqa: E731
+            arch, config, out, args.overwrite, rep, log=log
+        )
     try:
         with RichReporter(header=f"Run folder: {out}") as reporter:
             result = run(reporter)
@@ -636,6 +710,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         "address": args.address,
         "early_stop": args.early_stop,
         "cpus_per_trial": args.cpus_per_trial,
+        "log": _logger_from_flags(args),
     }
     started = time.perf_counter()
     try:
@@ -687,6 +762,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "import": cmd_import,
+    "export-study": cmd_export_study,
 }
 
 
