@@ -29,6 +29,10 @@ class TrialResult:
     train_clean_acc: float | None = None
     stopped_epoch: int | None = None  # set when a scheduler stopped the trial early
     run_path: str = ""
+    test_reads: int | None = None  # times the test set was scored; None: not kept
+    # per split ("test", "val"): labels, predicted, true_prob arrays, one per image;
+    # empty for trials recorded before predictions were kept
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def column(self, key: str) -> list[Any]:
         return [row.get(key) for row in self.history]

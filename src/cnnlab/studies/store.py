@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cnnlab.errors import RunError
 
 try:
@@ -28,7 +30,7 @@ except ImportError:  # Windows
 from cnnlab.studies.results import StudyInfo, TrialResult
 from cnnlab.training.status import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: trials.test_reads, the predictions table
 BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS trials (
     train_clean_loss REAL, train_clean_acc REAL,
     stopped_epoch INTEGER,
     updated TEXT NOT NULL,
+    test_reads INTEGER,              -- times the run scored the test set
     UNIQUE (study, label, seed)
 );
 CREATE TABLE IF NOT EXISTS epochs (
@@ -64,7 +67,19 @@ CREATE TABLE IF NOT EXISTS epochs (
     loss REAL, acc REAL, val_loss REAL, val_acc REAL, seconds REAL,
     PRIMARY KEY (trial_id, epoch)
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,             -- 'test' or 'val'
+    labels BLOB NOT NULL,            -- uint8 per image
+    predicted BLOB NOT NULL,         -- uint8 per image
+    true_prob BLOB NOT NULL,         -- float16 per image
+    PRIMARY KEY (trial_id, split)
+);
 """
+_UPGRADES = {  # from schema version N to N + 1
+    1: ["ALTER TABLE trials ADD COLUMN test_reads INTEGER"],
+}
+_ARRAY_TYPES = {"labels": np.uint8, "predicted": np.uint8, "true_prob": np.float16}
 _EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
 
@@ -102,6 +117,13 @@ class Store:
                 f"understands ({SCHEMA_VERSION}). Upgrade cnnlab."
             )
         with self.transaction():
+            has_trials = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'"
+            ).fetchone()
+            if has_trials:
+                for step in range(max(version, 1), SCHEMA_VERSION):
+                    for statement in _UPGRADES[step]:
+                        self.db.execute(statement)
             for statement in _SCHEMA.split(";"):  # executescript would COMMIT early
                 if statement.strip():
                     self.db.execute(statement)
@@ -177,14 +199,29 @@ class Store:
             _replace_epochs(db, trial_id, rows)
 
     def finish_trial(
-        self, trial_id: int, rows: Sequence[dict[str, Any]], **fields: Any
+        self,
+        trial_id: int,
+        rows: Sequence[dict[str, Any]],
+        predictions: dict[str, dict[str, np.ndarray]] | None = None,
+        **fields: Any,
     ) -> None:
-        """A trial's final history and columns, in one transaction: a kill leaves
-        either the old row or the finished one, never a finished row whose epochs
-        are missing."""
+        """A trial's final history, per-image predictions and columns, in one
+        transaction: a kill leaves either the old row or the finished one, never a
+        finished row whose epochs are missing."""
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.transaction() as db:
             _replace_epochs(db, trial_id, rows)
+            db.execute("DELETE FROM predictions WHERE trial_id=?", (trial_id,))
+            for split, arrays in (predictions or {}).items():
+                blobs = [
+                    np.asarray(arrays[k], dtype=t).tobytes()
+                    for k, t in _ARRAY_TYPES.items()
+                ]
+                db.execute(
+                    "INSERT INTO predictions (trial_id, split, labels, predicted,"
+                    " true_prob) VALUES (?, ?, ?, ?, ?)",
+                    (trial_id, split, *blobs),
+                )
             db.execute(
                 f"UPDATE trials SET {sets} WHERE id=?", (*fields.values(), trial_id)
             )
@@ -254,6 +291,22 @@ class Store:
         )
         return tuple({k: r[k] for k in _EPOCH_KEYS} for r in rows)
 
+    def run_path(self, trial_id: int) -> Path:
+        row = self.db.execute("SELECT run_path FROM trials WHERE id=?", (trial_id,))
+        return Path(row.fetchone()["run_path"])
+
+    def predictions(self, trial_id: int) -> dict[str, dict[str, np.ndarray]]:
+        """A trial's per-image answers by split; {} for trials recorded without."""
+        rows = self.db.execute(
+            "SELECT * FROM predictions WHERE trial_id=?", (trial_id,)
+        )
+        return {
+            r["split"]: {
+                k: np.frombuffer(r[k], dtype=t) for k, t in _ARRAY_TYPES.items()
+            }
+            for r in rows
+        }
+
     def trials(self, study: str) -> list[TrialResult]:
         """Every trial of a study with its history, as analysis and reports use them."""
         return [
@@ -273,6 +326,8 @@ class Store:
                 train_clean_acc=r["train_clean_acc"],
                 stopped_epoch=r["stopped_epoch"],
                 run_path=r["run_path"],
+                test_reads=r["test_reads"],
+                predictions=self.predictions(r["id"]),
             )
             for r in self.trial_rows(study)
         ]

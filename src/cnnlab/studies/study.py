@@ -84,11 +84,16 @@ class StudyArch:
 
 @dataclass(frozen=True)
 class Trial:
-    """One architecture trained with one seed: the seed is `config.seed`."""
+    """One architecture trained with one seed: the seed is `config.seed`.
+
+    `score_test` off: the trial never reads the test set (a search candidate,
+    ranked on validation only).
+    """
 
     label: str
     arch: Architecture
     config: TrainConfig
+    score_test: bool = True
 
     @property
     def seed(self) -> int:

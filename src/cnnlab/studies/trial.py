@@ -21,7 +21,14 @@ from cnnlab.nn.shapes import infer
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial
 from cnnlab.training.loop import Reporter, TrainState
-from cnnlab.training.runs import CHECKPOINT_FILE, RUN_FILE, RunRecord, now, open_run
+from cnnlab.training.runs import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    RunRecord,
+    load_predictions,
+    now,
+    open_run,
+)
 from cnnlab.training.session import Hooks, resume_run, train_run
 from cnnlab.training.status import Outcome, Status, status_for
 
@@ -110,7 +117,9 @@ def finish_trial(
     store.finish_trial(
         trial_id,
         history,
+        load_predictions(store.run_path(trial_id)),
         status=status,
+        test_reads=meta.get("test_reads"),
         test_loss=test.get("loss"),
         test_acc=test.get("acc"),
         train_clean_loss=clean.get("loss"),
@@ -146,7 +155,12 @@ def run_trial(
     def on_epoch(state: TrainState) -> None:
         store.save_epochs(trial_id, state.history.epochs)
 
-    hooks = Hooks(reporter=reporter, on_epoch=on_epoch, clean_train=True)
+    hooks = Hooks(
+        reporter=reporter,
+        on_epoch=on_epoch,
+        clean_train=True,
+        score_test=trial.score_test,
+    )
     remove_half_created(run_dir)
     resuming = run_dir.exists()
     try:

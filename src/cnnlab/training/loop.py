@@ -132,24 +132,49 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A model's scores on a set of images, with its answer for each image."""
+
+    loss: float  # mean cross-entropy
+    acc: float
+    predicted: torch.Tensor  # (N,) uint8: the predicted class of each image
+    true_prob: torch.Tensor  # (N,) float32: the probability given to the true class
+
+
 @torch.no_grad()
-def evaluate(
+def score(
     model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on uint8 images `x`, labels `y`."""
+) -> Scores:
+    """Loss, accuracy and per-image answers of `model` on uint8 images `x`, labels
+    `y`, in one pass."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    predicted, true_prob = [], []
     for start in range(0, len(x), batch_size):
         xb = as_input(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
         logits = model(xb)
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
+        predicted.append(logits.argmax(1).to(torch.uint8).cpu())
+        prob = logits.float().softmax(1).gather(1, yb[:, None].long())[:, 0]
+        true_prob.append(prob.cpu())
     model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)
+    pred = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.uint8)
+    probs = torch.cat(true_prob) if true_prob else torch.zeros(0)
+    correct = (pred.long() == y.long().cpu()).sum().item()
+    acc = correct / len(x) if len(x) else 0.0
+    return Scores(loss_sum.item() / max(1, len(x)), acc, pred, probs)
+
+
+def evaluate(
+    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on uint8 images `x`, labels `y`."""
+    result = score(model, x, y, batch_size)
+    return result.loss, result.acc
 
 
 @dataclass(frozen=True)

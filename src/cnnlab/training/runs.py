@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, RunError
@@ -41,6 +42,8 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 WEIGHTS_FILE = "weights.pt"
 CURVES_FILE = "curves.png"
+PREDICTIONS_FILE = "predictions.npz"  # per-image answers on the test/validation set
+PREDICTION_SPLITS = ("test", "val")
 
 
 def now() -> str:
@@ -160,6 +163,16 @@ class RunRecord:
             self.path / WEIGHTS_FILE, lambda fh: torch.save(model.state_dict(), fh)
         )
 
+    def save_predictions(self, answers: dict[str, Any]) -> None:
+        """Per split ("test", "val"): the labels, the predicted classes and the
+        probability of the true class of each image, as arrays."""
+        arrays = {
+            f"{split}_{key}": np.asarray(value)
+            for split, scores in answers.items()
+            for key, value in scores.items()
+        }
+        atomic_write(self.path / PREDICTIONS_FILE, lambda fh: np.savez(fh, **arrays))
+
     def load_weights(self, model: torch.nn.Module) -> None:
         """Final weights if training finished, else the last checkpoint's."""
         weights = self.path / WEIGHTS_FILE
@@ -170,6 +183,28 @@ class RunRecord:
                 f"{self.path}: no weights yet (no epoch has finished). Train or resume "
                 f"it first: cnnlab train --resume {self.path}."
             )
+
+
+def load_predictions(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """A run's saved per-image answers by split ({} when it has none: a run made
+    before they were kept, or one still training)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as err:
+        raise RunError(
+            f"{path}: unreadable ({err}). Delete it; `cnnlab evaluate` can score "
+            "the run again."
+        ) from err
+    answers: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in arrays.items():
+        split, _, key = name.partition("_")
+        if split in PREDICTION_SPLITS:
+            answers.setdefault(split, {})[key] = value
+    return answers
 
 
 def _load_tensors(path: Path) -> Any:

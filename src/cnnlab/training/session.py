@@ -27,10 +27,12 @@ from cnnlab.training.curves import plot_history
 from cnnlab.training.loop import (
     History,
     Reporter,
+    Scores,
     TrainingDiverged,
     TrainState,
     evaluate,
     fit,
+    score,
 )
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
@@ -57,8 +59,8 @@ class RunResult:
     path: Path
     model: Network
     history: History
-    test_loss: float
-    test_acc: float
+    test_loss: float | None  # None: the test set was not read (a search trial)
+    test_acc: float | None
     train_clean: tuple[float, float] | None = None  # (loss, acc), dropout off
 
     @property
@@ -73,8 +75,11 @@ class RunResult:
         for key in ("loss", "acc", "val_loss", "val_acc"):
             value = last.get(key)
             rows.append((f"final {key}", "-" if value is None else f"{value:.4f}"))
-        rows.append(("test loss", f"{self.test_loss:.4f}"))
-        rows.append(("test accuracy", f"{self.test_acc:.4f} ({self.test_acc:.2%})"))
+        if self.test_loss is not None and self.test_acc is not None:
+            rows.append(("test loss", f"{self.test_loss:.4f}"))
+            rows.append(("test accuracy", f"{self.test_acc:.4f} ({self.test_acc:.2%})"))
+        else:
+            rows.append(("test set", "not read"))
         cells = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in rows
@@ -89,6 +94,7 @@ class Hooks:
     reporter: Reporter | None = None
     on_epoch: Callable[[TrainState], None] | None = None  # after each checkpoint
     clean_train: bool = False  # also score the training set after the last epoch
+    score_test: bool = True  # False: never read the test set (search candidates)
 
 
 def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
@@ -179,23 +185,43 @@ def finish_run(
     record: RunRecord,
     model: Network,
     split: Split,
-    clean_train: bool,
+    hooks: Hooks,
     status: Status = Status.COMPLETED,
     **extra: Any,
-) -> tuple[tuple[float, float], tuple[float, float] | None]:
-    """Score the test set (and the training set, dropout off, if asked), save the
-    final weights, then write run.json's scores and `status`: the last write, so a
-    kill before it leaves a resumable run. Returns (test, clean-train) scores."""
-    test = evaluate(model, split.x_test, split.y_test)
-    clean = evaluate(model, split.x_train, split.y_train) if clean_train else None
+) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """Score the test set (unless `hooks.score_test` is off) and the training set
+    (dropout off, if asked), save the final weights, then write run.json's scores,
+    its count of test-set reads and `status`: the last write, so a kill before it
+    leaves a resumable run. Returns (test, clean-train) scores."""
+    answers: dict[str, dict[str, Any]] = {}
+    test = None
+    if hooks.score_test:
+        scored = score(model, split.x_test, split.y_test)
+        test = (scored.loss, scored.acc)
+        answers["test"] = per_image(scored, split.y_test)
+    if split.x_val is not None and split.x_val is not split.x_test:
+        answers["val"] = per_image(score(model, split.x_val, split.y_val), split.y_val)
+    clean = evaluate(model, split.x_train, split.y_train) if hooks.clean_train else None
     record.save_weights(model)
+    record.save_predictions(answers)
+    reads = int(record.meta.get("test_reads") or 0) + (test is not None)
     record.save_meta(
         status=status,
-        test={"loss": test[0], "acc": test[1]},
+        test=None if test is None else {"loss": test[0], "acc": test[1]},
+        test_reads=reads,
         train_clean=None if clean is None else {"loss": clean[0], "acc": clean[1]},
         **extra,
     )
     return test, clean
+
+
+def per_image(scored: Scores, labels: torch.Tensor) -> dict[str, Any]:
+    """The compact per-image record kept in a run folder and the store."""
+    return {
+        "labels": labels.to(torch.uint8).numpy(),
+        "predicted": scored.predicted.numpy(),
+        "true_prob": scored.true_prob.to(torch.float16).numpy(),
+    }
 
 
 def draw_curves(record: RunRecord, history: History) -> None:
@@ -227,7 +253,7 @@ def run_training(
         draw_curves(record, state.history)
     try:
         history = fit(model, split, config, state, checkpoint, hooks.reporter)
-        test, clean = finish_run(record, model, split, hooks.clean_train)
+        test, clean = finish_run(record, model, split, hooks)
     except BaseException as err:
         mark_run(record, err)
         if isinstance(err, TrainingDiverged):
@@ -243,7 +269,8 @@ def run_training(
                 f"cnnlab train --resume {record.path}"
             ) from err
         raise  # Ctrl-C or a crash: the last checkpoint stays resumable
-    return RunResult(record.path, model, history, test[0], test[1], clean)
+    loss, acc = (None, None) if test is None else test
+    return RunResult(record.path, model, history, loss, acc, clean)
 
 
 def train_run(

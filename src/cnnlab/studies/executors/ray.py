@@ -311,6 +311,7 @@ def _payload(trial: Trial, run_dir: Path, cpus: float) -> dict[str, Any]:
         "cwd": os.getcwd(),  # relative `data` paths resolve as on the driver
         "cnnlab": __version__,
         "threads": max(1, int(cpus)),
+        "score_test": trial.score_test,
     }
 
 
@@ -494,7 +495,8 @@ def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
     source = f"study trial {job['label']!r}"
     arch = parse_architecture(job["spec"], source=source)
     config = TrainConfig.from_dict(job["config"])
-    return Trial(job["label"], arch, config), Path(job["run_dir"])
+    trial = Trial(job["label"], arch, config, score_test=job["score_test"])
+    return trial, Path(job["run_dir"])
 
 
 def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
@@ -513,7 +515,7 @@ def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
                 rows = state.history.epochs
                 tune.report(dict(rows[-1]) | {"history": rows})
 
-        hooks = Hooks(on_epoch=on_epoch, clean_train=True)
+        hooks = Hooks(on_epoch=on_epoch, clean_train=True, score_test=trial.score_test)
         remove_half_created(run_dir)  # killed while being created: nothing to keep
         record = open_run(run_dir) if (run_dir / RUN_FILE).is_file() else None
         if record is None:
@@ -534,7 +536,7 @@ def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
 
 def _score_job(job: dict[str, Any]) -> dict[str, Any]:
     """Score a trial ASHA stopped, from its last checkpoint, as a finished one is."""
-    _, run_dir = _open_job(job)
+    trial, run_dir = _open_job(job)
     record = open_run(run_dir)
     config = record.config
     dataset, split = load_split(config)
@@ -544,5 +546,6 @@ def _score_job(job: dict[str, Any]) -> dict[str, Any]:
     if state is None:
         raise CnnlabError(f"{run_dir}: stopped before its first checkpoint.")
     extra = {"stopped_epoch": state.epoch}
-    finish_run(record, model, split, True, Status.STOPPED_EARLY, **extra)
+    hooks = Hooks(clean_train=True, score_test=trial.score_test)
+    finish_run(record, model, split, hooks, Status.STOPPED_EARLY, **extra)
     return record.meta | {"history": state.history.epochs}
