@@ -33,6 +33,8 @@ class TrialResult:
     # per split ("test", "val"): labels, predicted, true_prob arrays, one per image;
     # empty for trials recorded before predictions were kept
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the training config
+    spec: dict[str, Any] = field(default_factory=dict)  # the architecture document
 
     def column(self, key: str) -> list[Any]:
         return [row.get(key) for row in self.history]

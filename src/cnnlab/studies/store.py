@@ -328,6 +328,8 @@ class Store:
                 run_path=r["run_path"],
                 test_reads=r["test_reads"],
                 predictions=self.predictions(r["id"]),
+                config=json.loads(r["config"]),
+                spec=json.loads(r["spec"]),
             )
             for r in self.trial_rows(study)
         ]
