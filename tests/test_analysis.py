@@ -181,7 +181,8 @@ def test_welch_p_value_matches_hand_computation() -> None:
     assert b.significant is False
     assert b.verdict == (
         f"b: 97.00% vs 98.00% for a, difference -1.00 points, Welch's t-test "
-        f"p = {b.p_value:.2g} (n = 4 vs 3): within seed noise, not a ranking."
+        f"p = {b.p_value:.2g}, Holm-adjusted p = {b.p_value:.2g} (n = 4 vs 3): "
+        "within seed noise, not a ranking."
     )
 
 

@@ -1,4 +1,9 @@
-"""Comparison rows and seed statistics: means, intervals, Welch's t-tests.
+"""Comparison rows and seed statistics: means, intervals, Welch's t-tests with
+Holm's correction, and the protocol that says what chose the best.
+
+The best architecture is chosen on validation whenever a hold-out exists; test
+metrics are reported beside it and choose nothing. Only when validation *is* the
+test set (or there is none) does the test set choose, and `Protocol.warning` says so.
 
 Reads only `TrialResult` records, so every number here can be checked on synthetic
 histories; report.py renders what this module computes and decides nothing itself.
@@ -14,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.reporting.paired import binomial_se, holm
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.status import Status
 from cnnlab.util.text import did_you_mean
@@ -105,6 +111,16 @@ class ArchRow:
     test_loss: Stat | None
     test_acc: Stat | None
     stopped_early: int  # trials with status 'stopped_early'
+    test_images: int | None = None  # images in the test set; None if not recorded
+    test_reads: int | None = None  # most test-set reads of any of its trials
+
+    @property
+    def test_se(self) -> float | None:
+        """Binomial standard error of the mean test accuracy on `test_images`
+        images: the test set's own sampling error, there even with one seed."""
+        if self.test_acc is None or not self.test_images:
+            return None
+        return binomial_se(self.test_acc.mean, self.test_images)
 
 
 def comparison_rows(trials: Sequence[TrialResult]) -> list[ArchRow]:
@@ -150,7 +166,19 @@ def _arch_row(group: list[TrialResult]) -> ArchRow:
         test_loss=over_seeds("test_loss"),
         test_acc=over_seeds("test_acc"),
         stopped_early=sum(t.status == Status.STOPPED_EARLY for t in group),
+        test_images=test_images(group),
+        test_reads=max(
+            (t.test_reads for t in group if t.test_reads is not None), default=None
+        ),
     )
+
+
+def test_images(trials: Sequence[TrialResult]) -> int | None:
+    """How many test images the trials were scored on (from their predictions)."""
+    sizes = {
+        len(t.predictions["test"]["labels"]) for t in trials if "test" in t.predictions
+    }
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def metric_value(trial: TrialResult, metric: str) -> float | None:
@@ -176,26 +204,88 @@ def mean_of(values: Sequence[Any]) -> float | None:
     return math.fsum(xs) / len(xs) if xs else None
 
 
+# ---------------------------------------------------------------- protocol
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What chose the best architecture, and how often the test set was read."""
+
+    metric: str  # the metric the best is chosen on, e.g. "val_acc"
+    validation: str  # holdout | test | none | mixed (trials differ)
+    test_reads: tuple[int, int] | None  # (fewest, most) reads per trial
+
+    @property
+    def chosen_on_test(self) -> bool:
+        return self.metric.startswith("test") or self.validation == "test"
+
+    @property
+    def warning(self) -> str | None:
+        """The visible caveat when the test set chose the winner."""
+        if not self.chosen_on_test:
+            return None
+        why = {
+            "test": "validation was the test set",
+            "none": "there was no validation set",
+        }.get(self.validation, "not every trial had a hold-out validation set")
+        return (
+            f"Warning: the ranking was chosen on the test set ({why}), so the best "
+            "net's test accuracy is optimistic. Hold out validation images "
+            "(validation: holdout) for an unbiased choice."
+        )
+
+    @property
+    def reads_text(self) -> str | None:
+        if self.test_reads is None:
+            return None
+        low, high = self.test_reads
+        times = f"{low} time" + ("s" if low != 1 else "")
+        if low != high:
+            times = f"{low} to {high} times"
+        return f"Each trial read the test set {times}."
+
+
+def protocol(trials: Sequence[TrialResult]) -> Protocol:
+    """Choose on validation accuracy whenever every trial held out validation
+    images; otherwise the test set chooses (and the protocol warns)."""
+    kinds = {t.config.get("validation", "holdout") for t in trials} or {"holdout"}
+    validation = kinds.pop() if len(kinds) == 1 else "mixed"
+    has_test = any(t.test_acc is not None for t in trials)
+    has_val = all(
+        t.history and t.history[-1].get("val_acc") is not None for t in trials
+    )
+    if validation == "holdout" and has_val or not has_test:
+        metric = "val_acc"
+    else:
+        metric = "test_acc"
+    reads = [t.test_reads for t in trials if t.test_reads is not None]
+    return Protocol(metric, validation, (min(reads), max(reads)) if reads else None)
+
+
 # ---------------------------------------------------------------- significance
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One label against the best label on one metric, with Welch's t-test."""
+    """One label against the best label on one metric: Welch's t-test, with the
+    p-value Holm-corrected over the k-1 comparisons with the best."""
 
     label: str
     best_label: str
-    metric: str  # one of METRICS, e.g. "test_acc"
+    metric: str  # one of METRICS, e.g. "val_acc"
     difference: float  # mean(label) - mean(best)
     p_value: float | None  # None with < 2 seeds on a side or no variance at all
-    significant: bool | None
-    verdict: str  # one sentence; "<label>: 99.16% (n = 3), best test_acc." for the best
+    significant: bool | None  # on the Holm-adjusted p
+    verdict: str  # one sentence; "<label>: 99.16% (n = 3), best val_acc." for the best
+    p_holm: float | None = None
 
 
 def compare_to_best(
-    trials: Sequence[TrialResult], metric: str = "test_acc", alpha: float = ALPHA
+    trials: Sequence[TrialResult], metric: str | None = None, alpha: float = ALPHA
 ) -> list[Comparison]:
-    """Each label (first-appearance order) against the best mean on the metric."""
+    """Each label (first-appearance order) against the best mean on the metric
+    (by default the one `protocol` chooses on)."""
+    metric = metric or protocol(trials).metric
     _check_metric(metric)
     samples: dict[str, list[float]] = {}
     for label, group in group_by_label(trials).items():
@@ -204,11 +294,18 @@ def compare_to_best(
             samples[label] = [v for v in values if v is not None]
     if not samples:
         return []
-    best = _best_label(samples, lower_is_better=metric.endswith("loss"))
-    return [
-        _compare(label, values, best, samples[best], metric, alpha)
+    best = best_label(samples, lower_is_better=metric.endswith("loss"))
+    tests = {
+        label: _welch(values, samples[best])
         for label, values in samples.items()
-    ]
+        if label != best
+    }
+    adjusted = dict(zip(tests, holm([p for p, _ in tests.values()]), strict=True))
+    return [
+        _compare(label, values, best, samples[best], metric, alpha,
+                 tests.get(label, (None, "")), adjusted.get(label))
+        for label, values in samples.items()
+    ]  # fmt: skip
 
 
 def _check_metric(metric: str) -> None:
@@ -221,7 +318,7 @@ def _check_metric(metric: str) -> None:
     )
 
 
-def _best_label(samples: dict[str, list[float]], lower_is_better: bool) -> str:
+def best_label(samples: dict[str, list[float]], lower_is_better: bool) -> str:
     """The label with the best mean; a NaN mean (a diverged seed) ranks last."""
 
     def score(label: str) -> float:
@@ -240,6 +337,8 @@ def _compare(
     best_values: list[float],
     metric: str,
     alpha: float,
+    test: tuple[float | None, str],
+    p_holm: float | None,
 ) -> Comparison:
     """Compare one label's per-seed values with the best label's."""
     mean = math.fsum(values) / len(values)
@@ -254,13 +353,15 @@ def _compare(
         f"difference {_difference_text(mean - best_mean, as_percent)}"
     )
     counts = f"(n = {len(values)} vs {len(best_values)})"
-    p, reason = _welch(values, best_values)
-    significant = None if p is None else p < alpha
-    if p is not None:
-        said += f", Welch's t-test {_p_text(p)}"
-        reason = _MEANING[p < alpha]
+    p, reason = test
+    significant = None if p_holm is None else p_holm < alpha
+    if p is not None and p_holm is not None:
+        said += f", Welch's t-test {_p_text(p)}, Holm-adjusted {_p_text(p_holm)}"
+        reason = _MEANING[p_holm < alpha]
     verdict = f"{said} {counts}: {reason}."
-    return Comparison(label, best, metric, mean - best_mean, p, significant, verdict)
+    return Comparison(
+        label, best, metric, mean - best_mean, p, significant, verdict, p_holm
+    )
 
 
 _MEANING = {
