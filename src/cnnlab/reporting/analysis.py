@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.reporting.paired import binomial_se, holm
+from cnnlab.reporting.paired import McNemar, binomial_se, holm, mcnemar, mcnemar_p
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.status import Status
 from cnnlab.util.text import did_you_mean
@@ -417,3 +417,96 @@ def notebook_view(rows: Sequence[ArchRow]) -> list[dict[str, str]]:
 
 def _mean_text(stat: Stat | None) -> str:
     return "—" if stat is None else f"{stat.mean:.4f}"
+
+
+# ---------------------------------------------------------------- the test set's say
+
+
+@dataclass(frozen=True)
+class TestSetCheck:
+    """One label against the best on the test images themselves: the accuracy gap
+    beside the test set's own sampling error, and McNemar's exact test on the
+    images both nets were scored on (per matched seed, and pooled)."""
+
+    label: str
+    best_label: str
+    difference: float | None  # mean test accuracy minus the best's
+    sampling_error: float | None  # binomial SE of the best's test accuracy
+    per_seed: tuple[tuple[int, McNemar], ...]
+    pooled: McNemar | None  # discordant counts summed over the matched seeds
+    text: str
+
+
+def test_set_checks(trials: Sequence[TrialResult], best: str) -> list[TestSetCheck]:
+    """A check per label other than `best` that has test scores."""
+    groups = group_by_label(trials)
+    if best not in groups:
+        return []
+    rows = {r.label: r for r in comparison_rows(trials)}
+    return [
+        _test_set_check(label, group, best, groups[best], rows[label], rows[best])
+        for label, group in groups.items()
+        if label != best and rows[label].test_acc is not None
+    ]
+
+
+def _test_set_check(
+    label: str,
+    group: list[TrialResult],
+    best: str,
+    best_group: list[TrialResult],
+    row: ArchRow,
+    best_row: ArchRow,
+) -> TestSetCheck:
+    by_seed = {t.seed: t for t in best_group if "test" in t.predictions}
+    per_seed = []
+    for t in group:
+        other = by_seed.get(t.seed)
+        if other is None or "test" not in t.predictions:
+            continue
+        mine, theirs = t.predictions["test"], other.predictions["test"]
+        if not np.array_equal(mine["labels"], theirs["labels"]):
+            continue  # scored on other images: no pairing
+        per_seed.append((t.seed, mcnemar(
+            mine["predicted"] == mine["labels"], theirs["predicted"] == theirs["labels"]
+        )))  # fmt: skip
+    pooled = None
+    if per_seed:
+        only_a = sum(m.only_a for _, m in per_seed)
+        only_b = sum(m.only_b for _, m in per_seed)
+        n = sum(m.n for _, m in per_seed)
+        pooled = McNemar(only_a, only_b, n, mcnemar_p(only_a, only_b))
+    assert row.test_acc is not None
+    difference = (
+        None
+        if best_row.test_acc is None
+        else row.test_acc.mean - best_row.test_acc.mean
+    )
+    se = best_row.test_se
+    parts = []
+    if difference is not None:
+        said = f"{label} vs {best} on the test set: {difference * 100:+.2f} points"
+        if se is not None:
+            side = "below" if abs(difference) < se else "above"
+            said += (
+                f", {side} the test set's own sampling error ({se * 100:.2f} points, "
+                f"binomial SE on {best_row.test_images:,} images)"
+            )
+        parts.append(said + ".")
+    if pooled is not None:
+        seeds = len(per_seed)
+        over = "1 matched seed" if seeds == 1 else f"{seeds} matched seeds, pooled"
+        said = (
+            f"McNemar's exact test ({over}): {pooled.only_a} images right only for "
+            f"{label}, {pooled.only_b} only for {best}, {_p_text(pooled.p_value)}"
+        )
+        if seeds > 1:
+            said += "; per seed " + ", ".join(
+                f"s{seed} {_p_text(m.p_value)}" for seed, m in per_seed
+            )
+        parts.append(said + ".")
+    else:
+        parts.append("No per-image test predictions on matched seeds: no McNemar test.")
+    return TestSetCheck(
+        label, best, difference, se, tuple(per_seed), pooled, " ".join(parts)
+    )

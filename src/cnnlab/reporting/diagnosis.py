@@ -58,6 +58,7 @@ class Diagnosis:
     findings: tuple[str, ...]
     advice: str
     text: str  # findings + advice as one paragraph
+    overfit_from: int | None = None  # epoch of the validation minimum it rose from
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ def diagnose(
     verdict = _verdict(fit, best_acc)
     findings = tuple(_findings(fit, verdict, best_acc))
     advice = _advice(fit, verdict)
-    return Diagnosis(label, verdict, findings, advice, " ".join((*findings, advice)))
+    i = _val_minimum(fit) if verdict == "overfitting" else None
+    onset = None if i is None else fit.epochs[i]
+    text = " ".join((*findings, advice))
+    return Diagnosis(label, verdict, findings, advice, text, onset)
 
 
 def diagnose_all(trials: Sequence[TrialResult]) -> list[Diagnosis]:

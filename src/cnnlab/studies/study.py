@@ -4,7 +4,7 @@ A study file (YAML):
 
     name: my-study
     description: what it compares
-    data: mnist
+    data: mnist                               # or a list: [mnist, fashion-mnist]
     seeds: [0, 1, 2]
     train: {epochs: 4, batch_size: 128, optimizer: adam, validation: holdout}
     architectures:
@@ -12,6 +12,9 @@ A study file (YAML):
       - nets/mine.yaml                        # a file, relative to the study file
       - {preset: conv3-512, label: "3x3 AdaDelta", train: {optimizer: adadelta}}
       - {label: tiny, spec: {layers: [Flatten, {Dense: {units: 10}}]}}
+
+With a list of data sets the same nets train on each, labelled `<label>@<data>`,
+and the report compares the rankings.
 
 Output, under the --out folder: `cnnlab.sqlite` (the store),
 `<study>/runs/<label>-s<seed>/` (one run folder per trial) and `<study>/report/`.
@@ -334,17 +337,21 @@ def parse_study(
     if not isinstance(description, str):
         raise _fail(source, "description", "must be a string (quote it).")
     places = _places(doc.get("allow_paths"), base_dir, allow, source)
-    data = doc.get("data", "mnist")
-    if not isinstance(data, str) or not data:
-        raise _fail(source, "data", "must be 'mnist', 'fashion-mnist' or a folder.")
-    if data not in _DATA_NAMES:
-        data = str(places.resolve(data, "data"))
-    base = _train_config(TrainConfig(data=data), doc.get("train"), source, "")
+    datas = _parse_data(doc.get("data", "mnist"), places)
+    base = _train_config(TrainConfig(data=datas[0]), doc.get("train"), source, "")
     entries = doc.get("architectures")
     if not isinstance(entries, list) or not entries:
         raise _fail(source, "architectures", "must be a non-empty list, e.g. "
                     "[conv5-medium, conv3-small].")  # fmt: skip
     archs = tuple(_parse_arch(e, i, base, places) for i, e in enumerate(entries))
+    if len(datas) > 1:  # the same nets on each data set, labelled `<label>@<data>`
+        archs = tuple(
+            dataclasses.replace(
+                a, label=data_label(a.label, d), config=a.config.replace(data=d)
+            )
+            for d in datas
+            for a in archs
+        )
     _check_labels([a.label for a in archs], source)
     return Study(
         name=name,
@@ -353,6 +360,44 @@ def parse_study(
         seeds=_parse_seeds(doc.get("seeds", [0]), source),
         source=source,
     )
+
+
+def data_name(data: str) -> str:
+    """A data set's short name: 'mnist', 'fashion-mnist' or an IDX folder's name."""
+    return data if data in _DATA_NAMES else Path(data).name
+
+
+def data_label(label: str, data: str) -> str:
+    """The label of a net trained on one of a cross-dataset study's data sets."""
+    return f"{label}@{data_name(data)}"
+
+
+def base_label(label: str, data: str) -> str:
+    """`label` without the data set `data_label` added to it."""
+    suffix = f"@{data_name(data)}"
+    return label[: -len(suffix)] if label.endswith(suffix) else label
+
+
+def _parse_data(doc: Any, places: _Places) -> list[str]:
+    """`data:` as one data set or a list of them (a cross-dataset study)."""
+    source = places.source
+    values = doc if isinstance(doc, list) else [doc]
+    if not values or not all(isinstance(d, str) and d for d in values):
+        raise _fail(source, "data", "must be 'mnist', 'fashion-mnist', a folder of "
+                    "IDX files, or a list of them such as [mnist, fashion-mnist]. "
+                    f"Received: {show_value(doc)}.")  # fmt: skip
+    datas = [
+        d
+        if d in _DATA_NAMES
+        else str(places.resolve(d, f"data[{i}]" if isinstance(doc, list) else "data"))
+        for i, d in enumerate(values)
+    ]
+    names = [data_name(d) for d in datas]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(source, "data", f"names {', '.join(dupes)} twice: give each data "
+                    "set once (folders must differ in name).")  # fmt: skip
+    return datas
 
 
 def _check_labels(labels: list[str], source: str) -> None:
