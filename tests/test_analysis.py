@@ -16,7 +16,13 @@ from cnnlab.reporting.analysis import (
     describe,
     notebook_view,
 )
-from cnnlab.reporting.diagnosis import OVERFIT_RISE, diagnose, diagnose_all
+from cnnlab.reporting.diagnosis import (
+    DROPOUT_NOTE,
+    OVERFIT_RISE,
+    diagnose,
+    diagnose_all,
+    shared_notes,
+)
 from cnnlab.studies.results import TrialResult
 
 # The notebook's section 3 net (412 parameters): its logged running train loss and
@@ -386,12 +392,11 @@ def test_u_shaped_validation_loss_is_overfitting_at_the_turning_epoch() -> None:
     )
     assert d.verdict == "overfitting"
     assert (
-        "Validation loss was lowest at epoch 4 (0.0312) and rose to 0.0480 by epoch 7 (+54%)"
-        in d.text
+        "Validation loss bottomed at epoch 4 (0.0312) and rose 54% to 0.0480 by epoch "
+        "7 while training loss fell to 0.0120." in d.findings
     )
-    assert "kept falling to 0.0120" in d.text and "0.0360 above training loss" in d.text
     assert d.text.startswith(
-        "Mean of 3 seeds after 7 epochs: running training loss 0.0120"
+        "Mean of 3 seeds after 7 epochs, loss (accuracy): running train 0.0120"
     )
     assert d.advice.startswith("Stop at epoch 4,")
     assert d.text == " ".join((*d.findings, d.advice))
@@ -410,12 +415,10 @@ def test_high_flat_losses_and_low_accuracy_are_underfitting() -> None:
     d = diagnose("tiny", trials, best_acc=0.9916)
     assert d.verdict == "underfitting"
     assert "running training loss is still 0.6839 (above 0.2)" in d.text
-    assert (
-        "test accuracy 88.11% is 11.05 points below the best label's 99.16%" in d.text
-    )
+    assert "test accuracy 88.11% is 11.05 points below the best net's 99.16%" in d.text
     # its running loss is also above validation loss, but that is not the evidence
-    assert "that gap alone would not show underfitting" in d.text
-    assert "is not underfitting" not in d.text
+    assert "the accuracy, not this gap, shows the underfitting" in d.text
+    assert "confirmed by" not in d.text
     assert "more filters" in d.advice
 
 
@@ -428,15 +431,14 @@ def test_train_loss_above_validation_with_clean_loss_below_is_dropout_gap() -> N
     d = diagnose("drop", trials, best_acc=0.9916)
     assert d.verdict == "dropout gap"
     assert (
-        "running training loss (0.0650) ends 0.0250 above the validation loss (0.0400)"
-        in d.text
+        "Running training loss ends 0.0250 above validation loss (0.0650 vs 0.0400), "
+        "the dropout gap, confirmed by the clean training loss 0.0250." in d.findings
     )
-    assert "training mode (dropout on)" in d.text and "is not underfitting" in d.text
-    assert (
-        "clean training loss (dropout off) is 0.0250, below the validation loss, which confirms it"
-        in d.text
-    )
-    assert "clean training metrics" in d.advice
+    # the explanation is the report's, once, not repeated per net
+    assert "training mode (dropout on)" not in d.text
+    assert shared_notes([d, d]) == [DROPOUT_NOTE]
+    assert "training mode (dropout on)" in DROPOUT_NOTE
+    assert d.advice == "Nothing to fix."
 
 
 def test_dropout_gap_that_clean_loss_does_not_explain_says_so() -> None:
@@ -448,7 +450,7 @@ def test_dropout_gap_that_clean_loss_does_not_explain_says_so() -> None:
     )
     d = diagnose("drop", trials, best_acc=None)
     assert d.verdict == "dropout gap"
-    assert "0.0500, not below the validation loss either" in d.text
+    assert "clean training loss 0.0500 is not below it either" in d.text
 
 
 def test_both_losses_falling_is_a_good_fit_that_may_want_more_epochs() -> None:
@@ -458,7 +460,7 @@ def test_both_losses_falling_is_a_good_fit_that_may_want_more_epochs() -> None:
         "ok", seeds_around("ok", loss, val_loss, test_acc=0.9910), best_acc=0.9916
     )
     assert d.verdict == "good fit"
-    assert "validation loss 0.0360 (accuracy 96.40%)" in d.text
+    assert "validation 0.0360 (96.40%)" in d.text
     assert (
         "Over the last 3 epochs validation loss changed by -0.0070 per epoch (19.4% of its final value): still falling."
         in d.text
@@ -472,8 +474,8 @@ def test_levelled_off_curve_with_a_small_rise_is_still_a_good_fit() -> None:
     d = diagnose("flat", seeds_around("flat", loss, val_loss), best_acc=None)
     assert d.verdict == "good fit"
     assert (
-        f"Validation loss was lowest at epoch 4 (0.0300) and ends 2% above it, within the {OVERFIT_RISE:.0%} rise"
-        in d.text
+        f"Validation loss bottomed at epoch 4 (0.0300) and ends 2% above it, within "
+        f"the {OVERFIT_RISE:.0%} that counts as overfitting." in d.findings
     )
     assert "levelled off" in d.text and "unlikely" in d.advice
 
@@ -483,10 +485,8 @@ def test_two_epochs_are_too_short_to_tell() -> None:
         "short", seeds_around("short", [0.30, 0.10], [0.09, 0.12]), best_acc=None
     )
     assert d.verdict == "too short to tell"
-    assert (
-        "after 2 epochs" in d.text and "Only 2 epochs: at least 3 are needed" in d.text
-    )
-    assert "Validation loss was lowest" not in d.text
+    assert "after 2 epochs" in d.text and "2 epochs is too few to see a trend" in d.text
+    assert "Validation loss bottomed" not in d.text
     assert "at least 3 epochs" in d.advice
 
 
@@ -514,10 +514,7 @@ def test_without_validation_the_train_test_gap_decides() -> None:
     ]
     d = diagnose("fine", fine, best_acc=0.9919)
     assert d.verdict == "good fit"
-    assert (
-        "test loss 0.0304 (accuracy 99.19%)" in d.text
-        and "Validation was off" in d.text
-    )
+    assert "test 0.0304 (99.19%)" in d.text and "Validation was off" in d.text
     assert "training loss changed by" in d.text
 
 
@@ -548,5 +545,5 @@ def test_diagnose_all_measures_against_the_best_label() -> None:
     )
     tiny_d, medium_d = diagnose_all(tiny + medium + [trial("empty", 0)])
     assert (tiny_d.label, tiny_d.verdict) == ("tiny", "underfitting")
-    assert "below the best label's 99.16%" in tiny_d.text
+    assert "below the best net's 99.16%" in tiny_d.text
     assert (medium_d.label, medium_d.verdict) == ("medium", "good fit")

@@ -182,34 +182,36 @@ def _findings(fit: _Fit, verdict: str, best_acc: float | None) -> list[str]:
         found.append(_trend_finding(fit))
     if verdict == "too short to tell":
         found.append(
-            f"Only {len(fit.epochs)} epochs: at least {MIN_EPOCHS_FOR_TREND} are "
-            "needed to see a trend, such as validation loss turning back up."
+            f"{_epochs_text(len(fit.epochs))} is too few to see a trend (at least "
+            f"{MIN_EPOCHS_FOR_TREND})."
         )
     if fit.val_loss is None:
-        found.append(
-            "Validation was off, so this rests on the training curve and the "
-            "test set only."
-        )
+        found.append("Validation was off: this rests on training and test only.")
     return [f for f in found if f]
+
+
+def _epochs_text(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
 
 
 def _final_numbers(fit: _Fit) -> str:
     """Where the curves ended, averaged over seeds."""
     who = "One seed" if len(fit.lengths) == 1 else f"Mean of {len(fit.lengths)} seeds"
-    parts = [_loss_acc("running training", fit.loss[-1], fit.acc[-1])]
+    parts = [_loss_acc("running train", fit.loss[-1], fit.acc[-1])]
     if fit.clean_loss is not None:
-        parts.append(_loss_acc("clean training", fit.clean_loss, fit.clean_acc))
+        parts.append(_loss_acc("clean train", fit.clean_loss, fit.clean_acc))
     if fit.val_loss is not None:
         val_acc = fit.val_acc[-1] if fit.val_acc is not None else None
         parts.append(_loss_acc("validation", fit.val_loss[-1], val_acc))
     if fit.test_loss is not None:
         parts.append(_loss_acc("test", fit.test_loss, fit.test_acc))
-    return f"{who} after {fit.epochs[-1]} epochs: {', '.join(parts)}."
+    after = _epochs_text(fit.epochs[-1])
+    return f"{who} after {after}, loss (accuracy): {', '.join(parts)}."
 
 
 def _loss_acc(name: str, loss: float, acc: float | None) -> str:
-    accuracy = "" if acc is None else f" (accuracy {acc:.2%})"
-    return f"{name} loss {loss:.4f}{accuracy}"
+    accuracy = "" if acc is None else f" ({acc:.2%})"
+    return f"{name} {loss:.4f}{accuracy}"
 
 
 def _ragged_note(fit: _Fit) -> str | None:
@@ -261,10 +263,9 @@ def _overfit_finding(fit: _Fit) -> str:
     assert fit.val_loss is not None
     last, final_loss = fit.val_loss[-1], fit.loss[-1]
     return (
-        f"Validation loss was lowest at epoch {fit.epochs[i]} ({fit.val_loss[i]:.4f}) "
-        f"and rose to {last:.4f} by epoch {fit.epochs[-1]} (+{_rise(fit, i):.0%}), "
-        f"while running training loss kept falling to {final_loss:.4f}; at the end "
-        f"validation loss is {last - final_loss:.4f} above training loss."
+        f"Validation loss bottomed at epoch {fit.epochs[i]} ({fit.val_loss[i]:.4f}) "
+        f"and rose {_rise(fit, i):.0%} to {last:.4f} by epoch {fit.epochs[-1]} while "
+        f"training loss fell to {final_loss:.4f}."
     )
 
 
@@ -274,15 +275,15 @@ def _turn_note(fit: _Fit) -> str | None:
     if i is None or fit.val_loss is None:
         return None
     low, rise = fit.val_loss[i], _rise(fit, i)
-    where = f"Validation loss was lowest at epoch {fit.epochs[i]} ({low:.4f})"
+    where = f"Validation loss bottomed at epoch {fit.epochs[i]} ({low:.4f})"
     if rise <= OVERFIT_RISE:
         return (
             f"{where} and ends {rise:.0%} above it, within the {OVERFIT_RISE:.0%} "
-            "rise that counts as overfitting."
+            "that counts as overfitting."
         )
     return (
-        f"{where} and ends {rise:.0%} above it, but training loss did not fall "
-        "either, which points to noisy training rather than overfitting."
+        f"{where} and ends {rise:.0%} above it while training loss did not fall: "
+        "noisy training, not overfitting."
     )
 
 
@@ -301,8 +302,8 @@ def _underfit_finding(fit: _Fit, best_acc: float | None) -> str:
     (acc, name), (loss, loss_name) = held, fit.train_loss
     return (
         f"The {loss_name} is still {loss:.4f} (above {UNDERFIT_LOSS}) and {name} "
-        f"{acc:.2%} is {(best_acc - acc) * 100:.2f} points below the best label's "
-        f"{best_acc:.2%}: the net fits neither the training data nor unseen data well."
+        f"{acc:.2%} is {(best_acc - acc) * 100:.2f} points below the best net's "
+        f"{best_acc:.2%}."
     )
 
 
@@ -321,29 +322,38 @@ def _dropout_finding(fit: _Fit, underfit: bool) -> str | None:
         return None
     loss, kind = held
     said = (
-        f"The running training loss ({fit.loss[-1]:.4f}) ends {gap:.4f} above the "
-        f"{kind} loss ({loss:.4f}). It is measured in training mode (dropout on) and "
-        "averaged over an epoch in which the net was still improving, so training "
-        f"worse than {kind} is expected"
+        f"Running training loss ends {gap:.4f} above {kind} loss ({fit.loss[-1]:.4f} "
+        f"vs {loss:.4f}), the dropout gap"
     )
     if underfit:
-        return f"{said}; that gap alone would not show underfitting, the accuracy does."
-    return f"{said} and is not underfitting.{_clean_check(fit, loss, kind)}"
+        return f"{said}; the accuracy, not this gap, shows the underfitting."
+    return f"{said}{_clean_check(fit, loss, kind)}."
+
+
+# The dropout gap's explanation, given once per report however many nets show it.
+DROPOUT_NOTE = (
+    "The dropout gap: running training loss is measured in training mode (dropout "
+    "on) and averaged over an epoch in which the net was still improving, so it can "
+    "end above held-out loss without any underfitting; the clean training loss "
+    "(dropout off, after the last epoch) is the one to compare."
+)
+
+
+def shared_notes(diagnoses: Sequence[Diagnosis]) -> list[str]:
+    """Explanations that several diagnoses rest on, each given once."""
+    gap = any("the dropout gap" in f for d in diagnoses for f in d.findings)
+    return [DROPOUT_NOTE] if gap else []
 
 
 def _clean_check(fit: _Fit, loss: float, kind: str) -> str:
     """Whether the clean (dropout off) training loss confirms the dropout reading."""
     if fit.clean_loss is None:
-        return " No clean training loss was recorded to confirm it."
+        return " (no clean training loss was recorded to confirm it)"
     if fit.clean_loss < loss:
-        return (
-            f" The clean training loss (dropout off) is {fit.clean_loss:.4f}, below "
-            f"the {kind} loss, which confirms it."
-        )
+        return f", confirmed by the clean training loss {fit.clean_loss:.4f}"
     return (
-        f" The clean training loss (dropout off) is {fit.clean_loss:.4f}, not below "
-        f"the {kind} loss either, so dropout does not explain all of the gap; the "
-        f"{kind} set may simply be easier."
+        f", but the clean training loss {fit.clean_loss:.4f} is not below it either: "
+        f"the {kind} set may simply be easier"
     )
 
 
@@ -392,15 +402,9 @@ def _advice(fit: _Fit, verdict: str) -> str:
             "more epochs, or raise the learning rate."
         )
     if verdict == "dropout gap":
-        return (
-            "Nothing is wrong: compare the clean training metrics (dropout off) with "
-            "the held-out ones, not the running ones."
-        )
+        return "Nothing to fix."
     if verdict == "too short to tell":
-        return (
-            f"Train for at least {MIN_EPOCHS_FOR_TREND} epochs (the notebook used 12) "
-            "before judging the fit."
-        )
+        return f"Train at least {MIN_EPOCHS_FOR_TREND} epochs before judging the fit."
     if _still_falling(fit):
         return "Nothing to fix; the loss was still falling, so more epochs may help."
     return (
