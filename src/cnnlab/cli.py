@@ -12,15 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rich.markup import escape
-
 from cnnlab import api
 from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.presets import load_preset, preset_names, recipe_names
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.summary import format_flops
-from cnnlab.reporting.report import rich_table
+from cnnlab.reporting.report import print_summary
 from cnnlab.studies.runner import EXECUTORS
 from cnnlab.training.config import (
     DEVICES,
@@ -682,14 +680,7 @@ def _print_report(report: Any) -> None:
     console = Console()
     if not console.is_terminal:  # a log file or pipe: no 80-column squeeze
         console = Console(width=160)
-    console.print(rich_table(report))
-    for comparison in report.comparisons:
-        console.print(comparison.verdict, highlight=False)
-    console.print()
-    for d in report.diagnoses:
-        console.print(
-            f"[bold]{escape(d.label)}: {escape(d.verdict)}.[/bold] {escape(d.text)}"
-        )
+    print_summary(report, console)
     console.print(f"\nReport: {report.markdown_path} and {report.html_path}")
 
 

@@ -92,11 +92,11 @@ class _Fit:
 
     @property
     def heldout_acc(self) -> tuple[float, str] | None:
-        """Accuracy on unseen data: test (as the notebook reports), else validation."""
-        if self.test_acc is not None:
-            return self.test_acc, "test accuracy"
+        """Accuracy on unseen data: validation (it chooses), else test."""
         if self.val_acc is not None:
             return self.val_acc[-1], "validation accuracy"
+        if self.test_acc is not None:
+            return self.test_acc, "test accuracy"
         return None
 
 
