@@ -256,3 +256,28 @@ def write_sums(folder: Path) -> Path:
     sums = folder / "SHA256SUMS"
     sums.write_text("".join(lines))
     return sums
+
+
+# ------------------------------------------------------------- Chromium
+
+
+def chromium() -> str:
+    """Debian's headless Chromium; CI must have it (.ci/run installs it)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("needs Debian's chromium: apt-get install chromium")
+    return path
+
+
+def run_chromium(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Open `page` in headless Chromium with `args` (--dump-dom, --screenshot=...)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    return subprocess.run([chromium(), *flags, *args, page.as_uri()],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -2,10 +2,7 @@
 
 import base64
 import io
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from PIL import Image
 from cnnlab.reporting.report import build_report
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
+from helpers import run_chromium
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -80,29 +78,9 @@ def test_html_escapes_user_strings_and_embeds_images(report_dir: Path) -> None:
         image.verify()
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("needs Debian's chromium: apt-get install chromium")
-    return path
-
-
-def _run_chromium(
-    page: Path, tmp_path: Path, *args: str
-) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
-    return subprocess.run([_chromium(), *flags, *args, page.as_uri()],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-
-
 def test_report_renders_in_chromium(report_dir: Path, tmp_path: Path) -> None:
     page = report_dir / "report.html"
-    dom = _run_chromium(page, tmp_path, "--dump-dom")
+    dom = run_chromium(page, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr
     html = dom.stdout
     rows = re.findall(r"<tr>", html.split('class="comparison"')[1].split("</table>")[0])
@@ -112,7 +90,7 @@ def test_report_renders_in_chromium(report_dir: Path, tmp_path: Path) -> None:
     assert html.count("<img") == len(list((report_dir / "figures").iterdir()))
 
     shot = tmp_path / "report.png"
-    result = _run_chromium(page, tmp_path, f"--screenshot={shot}",
+    result = run_chromium(page, tmp_path, f"--screenshot={shot}",
                            "--window-size=1280,4000", "--hide-scrollbars")  # fmt: skip
     assert result.returncode == 0 and shot.is_file(), result.stderr
     image = Image.open(shot).convert("L")

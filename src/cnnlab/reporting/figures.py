@@ -12,12 +12,24 @@ import hashlib
 import math
 import statistics
 import textwrap
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cnnlab.errors import CnnlabError
+from cnnlab.reporting.mistakes import (
+    HardImage,
+    Mistake,
+    answers,
+    confusion_matrix,
+    data_of,
+    hard_images,
+    misclassified,
+)
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.curves import marker, save_figure
 from cnnlab.training.status import Status
@@ -468,3 +480,231 @@ def _verbatim(text: str, width: int = _WRAP) -> str:
     )
     # Paired '$' would otherwise start mathtext.
     return "\n".join(lines).replace("$", r"\$")
+
+
+# ------------------------------------------- where each net goes wrong
+
+# Images per gallery row: six keep a 28x28 image about 1.7 inches wide.
+_GALLERY_COLUMNS = 6
+# Images per gallery: five rows fit a report page.
+_GALLERY_MAX = 30
+# Confusion cells whose share is above this are dark enough for white counts.
+_DARK_SHARE = 0.35
+
+
+def confusion_figure(
+    label: str,
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    seeds: int = 1,
+) -> Path:
+    """Write a heatmap of a confusion matrix (rows true, columns predicted): counts
+    in the cells, coloured by their share of the true class's images."""
+    matrix = np.asarray(matrix)
+    classes = len(class_names)
+    if matrix.shape != (classes, classes):
+        raise CnnlabError(
+            f"a confusion matrix of {classes} class names must be {classes}x"
+            f"{classes}, got shape {matrix.shape}; pass the data set's class_names"
+        )
+    total = int(matrix.sum())
+    if total == 0:
+        raise CnnlabError(f"the confusion matrix of {label!r} holds no answers")
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    side = max(6.0, 0.55 * classes + 2.5)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.subplots()
+    # A square-root scale: a 5% confusion is visible next to a 95% diagonal.
+    image = axes.imshow(shares, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1))
+    style = {"ha": "center", "va": "center", "fontsize": "small"}
+    for (true, predicted), count in np.ndenumerate(matrix):
+        if count:
+            dark = shares[true, predicted] > _DARK_SHARE
+            axes.text(
+                predicted, true, count, color="white" if dark else "black", **style
+            )
+    names = [_verbatim(name, width=14) for name in class_names]
+    if max(map(len, class_names)) > 2:
+        axes.set_xticks(
+            range(classes), names, rotation=40, ha="right", rotation_mode="anchor"
+        )
+    else:
+        axes.set_xticks(range(classes), names)
+    axes.set_yticks(range(classes), names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    figure.colorbar(
+        image, ax=axes, shrink=0.8, label="share of the true class (square-root scale)"
+    )
+    noun = "seed" if seeds == 1 else "seeds"
+    accuracy = 100 * np.trace(matrix) / total
+    title = (
+        f"{label}: test-set confusion, {total} answers over {seeds} {noun}, "
+        f"{accuracy:.1f}% right"
+    )
+    figure.suptitle(_verbatim(title, width=2 * _WRAP))
+    return save_figure(figure, Path(path))
+
+
+def gallery_figure(
+    label: str,
+    items: Sequence[Mistake],
+    images: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Write a grid of misclassified test images, each titled true → predicted
+    and the probability the net gave the true class."""
+    if not items:
+        raise CnnlabError(f"label {label!r} has no misclassified test images to show")
+    cells = []
+    for item in items:
+        true, predicted = class_names[item.true], class_names[item.predicted]
+        turn = " → " if len(true) + len(predicted) <= 12 else "\n→ "
+        seeds = f", {item.wrong}/{item.seeds} seeds" if item.seeds > 1 else ""
+        text = f"#{item.index}: {true}{turn}{predicted}\np(true) {item.true_prob:.2f}"
+        cells.append((item.index, text + seeds))
+    seeds = max(item.seeds for item in items)
+    mean = f", mean over {seeds} seeds" if seeds > 1 else ""
+    title = f"{label}: its {len(items)} most confident mistakes (lowest p(true){mean})"
+    return _draw_gallery(title, cells, images, Path(path))
+
+
+def hard_images_figure(
+    items: Sequence[HardImage],
+    images: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    limit: int = _GALLERY_MAX,
+) -> Path:
+    """Write a grid of the test images every net got wrong, each titled with its
+    true class and what the nets answered (how many trials gave each answer)."""
+    if not items:
+        raise CnnlabError("no test image was got wrong by every net: nothing to show")
+    cells = []
+    for item in items[:limit]:
+        votes = Counter(p for said in item.predicted.values() for p in said)
+        # A no-break space keeps each count on its class name's line.
+        said = ", ".join(f"{class_names[p]}\u00a0×{n}" for p, n in votes.most_common())
+        said = "\n".join(textwrap.wrap(f"→ {said}", 24, max_lines=2, placeholder=" …"))
+        cells.append(
+            (item.index, f"#{item.index}: true {class_names[item.true]}\n{said}")
+        )
+    nets = len(items[0].predicted)
+    runs = sum(len(said) for said in items[0].predicted.values())
+    shown = f"; the {limit} hardest shown" if len(items) > limit else ""
+    title = (
+        f"{len(items)} test images every net got wrong "
+        f"({nets} nets, {runs} trials{shown})"
+    )
+    return _draw_gallery(title, cells, images, Path(path))
+
+
+def error_figures(
+    trials: Sequence[TrialResult],
+    images_by_data: Mapping[str, np.ndarray],
+    class_names_by_data: Mapping[str, Sequence[str]],
+    folder: str | Path,
+) -> dict[str, Path]:
+    """Write each label's confusion matrix and gallery of mistakes (labels with test
+    predictions only), then the images every net of a data set got wrong (with two
+    or more labels); return {file stem: path}, in that order.
+
+    Args:
+        images_by_data: a trial's `config["data"]` -> that data set's (N, 28, 28)
+            uint8 test images; class_names_by_data: the same keys -> class names.
+    """
+    folder = Path(folder)
+    scored = [trial for trial in trials if answers(trial) is not None]
+    for data in dict.fromkeys(map(data_of, scored)):  # before any file is written
+        _check_given(class_names_by_data, data, "class_names_by_data", "class_names")
+        _check_given(images_by_data, data, "images_by_data", "x_test")
+    matrices, galleries = {}, {}
+    for label in labels_of(scored):
+        own = _of_label(scored, label)
+        data, name = data_of(own[0]), safe_name(label)
+        names = class_names_by_data[data]
+        matrix = confusion_matrix(own, classes=len(names))
+        path = folder / f"confusion-{name}.png"
+        matrices[f"confusion-{name}"] = confusion_figure(
+            label, matrix, names, path, seeds=len(own)
+        )
+        mistakes = misclassified(own, limit=_GALLERY_MAX)
+        if mistakes:
+            path = folder / f"mistakes-{name}.png"
+            galleries[f"mistakes-{name}"] = gallery_figure(
+                label, mistakes, images_by_data[data], names, path
+            )
+    hard = _hard_figures(scored, images_by_data, class_names_by_data, folder)
+    return matrices | galleries | hard
+
+
+def _hard_figures(
+    scored: Sequence[TrialResult],
+    images_by_data: Mapping[str, np.ndarray],
+    class_names_by_data: Mapping[str, Sequence[str]],
+    folder: Path,
+) -> dict[str, Path]:
+    """The hard-images figure of each data set scored by two labels or more."""
+    figures = {}
+    datasets = list(dict.fromkeys(map(data_of, scored)))
+    for data in datasets:
+        group = [trial for trial in scored if data_of(trial) == data]
+        hard = hard_images(group) if len(labels_of(group)) > 1 else []
+        if hard:
+            name = "hard-images"
+            if len(datasets) > 1:
+                name += f"-{safe_name(data)}"
+            figures[name] = hard_images_figure(
+                hard,
+                images_by_data[data],
+                class_names_by_data[data],
+                folder / f"{name}.png",
+            )
+    return figures
+
+
+def _check_given(
+    table: Mapping[str, object], data: str, argument: str, field: str
+) -> None:
+    """Refuse a mapping without data set `data`, saying what to pass."""
+    if data not in table:
+        raise CnnlabError(
+            f"{argument} has no entry for the data set {data!r} (it has "
+            f"{', '.join(map(repr, table)) or 'none'}); pass "
+            f"{argument}[{data!r}] = load_dataset({data!r}).{field}"
+        )
+
+
+def _draw_gallery(
+    title: str, cells: Sequence[tuple[int, str]], images: np.ndarray, path: Path
+) -> Path:
+    """Draw test images by index in a grid, each with its caption."""
+    images = np.asarray(images)
+    highest = max(index for index, _ in cells)
+    if images.ndim != 3 or highest >= len(images):
+        raise CnnlabError(
+            f"expected the (N, H, W) test images of the trials' data set with N > "
+            f"{highest}, got shape {images.shape}; pass load_dataset(data).x_test"
+        )
+    from matplotlib.figure import Figure
+
+    columns = min(_GALLERY_COLUMNS, len(cells))
+    rows = math.ceil(len(cells) / columns)
+    lines = max(caption.count("\n") + 1 for _, caption in cells)
+    height = 1.3 + 0.17 * lines
+    figure = Figure(figsize=(1.7 * columns, height * rows + 0.5), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat:
+        axes.set_axis_off()
+    for axes, (index, caption) in zip(grid.flat, cells, strict=False):
+        # Ink is bright in MNIST-family images; reversed grey draws it dark on white.
+        axes.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
+        axes.set_title(caption.replace("$", r"\$"), fontsize="small")
+    figure.suptitle(_verbatim(title, width=2 * _WRAP))
+    return save_figure(figure, Path(path))
