@@ -408,7 +408,10 @@ def analyse(info: StudyInfo, trials: list[TrialResult], folder: Path) -> StudyRe
         wrong = hard_images(group) if len({t.label for t in group}) > 1 else []
         if wrong:
             hard[data] = len(wrong)
-    diagnoses = diagnose_all(trials) if trials else []
+    diagnoses = [
+        _with_confusion(d, confused.get(d.label), names.get(d.label, []))
+        for d in (diagnose_all(trials) if trials else [])
+    ]
     return StudyReport(
         info=info,
         trials=trials,
@@ -428,6 +431,28 @@ def analyse(info: StudyInfo, trials: list[TrialResult], folder: Path) -> StudyRe
         diffs=diffs,
         cross=cross_dataset(trials, chosen.metric),
         notes=shared_notes(diagnoses),
+    )
+
+
+def _with_confusion(
+    d: Diagnosis, pairs: list[ConfusedPair] | None, names: Sequence[str]
+) -> Diagnosis:
+    """The diagnosis with the net's most-confused class pair as one more finding."""
+    if not pairs:
+        return d
+    pair = pairs[0]
+
+    def name(c: int) -> str:
+        return names[c] if c < len(names) else str(c)
+
+    finding = (
+        f"Most confused on the test set: {name(pair.true)} taken for "
+        f"{name(pair.predicted)} ({pair.count} times, {pair.share:.1%} of the "
+        f"{name(pair.true)} images)."
+    )
+    findings = (*d.findings, finding)
+    return dataclasses.replace(
+        d, findings=findings, text=" ".join((*findings, d.advice))
     )
 
 
