@@ -182,7 +182,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def recipe_config(name_or_path: str | Path) -> TrainConfig:
     """The training defaults for `cnnlab train NAME`: a recipe's, else TrainConfig().
 
-    Files and non-recipe presets train with the notebook's protocol.
+    Non-recipe presets, and files without a `train:` mapping, train with the
+    notebook's protocol.
     """
     settings = recipe_settings(name_or_path)
     if not settings:
@@ -190,4 +191,7 @@ def recipe_config(name_or_path: str | Path) -> TrainConfig:
     try:
         return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
     except CnnlabError as err:
-        raise SpecError(f"preset {name_or_path}: {RECIPE_KEY}: {err}") from err
+        what = (
+            name_or_path if isinstance(name_or_path, Path) else f"preset {name_or_path}"
+        )
+        raise SpecError(f"{what}: {RECIPE_KEY}: {err}") from err
