@@ -86,15 +86,27 @@ def make_pruner(name: str, epochs: int) -> Any:
     }[name]()
 
 
-def make_sampler(spec: SearchSpec) -> Any:
+def make_sampler(spec: SearchSpec, asked: int = 0) -> Any:
+    """The sampler, seeded by the search's seed and the number of trials already
+    asked: a resumed search must not draw its first points again."""
     s = import_optuna().samplers
+    seed = spec.seed if asked == 0 else spec.seed * 1_000_003 + asked
     if spec.sampler == "grid":
-        return s.GridSampler(spec.grid(), seed=spec.seed)
+
+        class Grid(s.GridSampler):  # type: ignore[misc, name-defined]
+            """Optuna's grid, without its `study.stop()` once the grid is done:
+            that works only inside `optimize`, and the search loop asks and tells
+            (it sees the grid is done itself)."""
+
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        return Grid(spec.grid(), seed=seed)
     if spec.sampler == "random":
-        return s.RandomSampler(seed=spec.seed)
+        return s.RandomSampler(seed=seed)
     if len(spec.objectives) > 1:
-        return s.NSGAIISampler(seed=spec.seed)
-    return s.TPESampler(seed=spec.seed)
+        return s.NSGAIISampler(seed=seed)
+    return s.TPESampler(seed=seed)
 
 
 @dataclass(frozen=True)
@@ -175,8 +187,10 @@ def run_search(
     trials: int | None = None,
     time_budget: float | None = None,
     progress: StudyProgress | None = None,
+    final: bool = True,
 ) -> SearchResult:
-    """Search `spec`'s space under `out`, then re-train its finalists over seeds."""
+    """Search `spec`'s space under `out`, then (unless `final` is off) re-train its
+    finalists over seeds."""
     optuna = import_optuna()
     out = Path(out)
     classes = load_dataset(spec.base.data).num_classes
@@ -198,13 +212,14 @@ def run_search(
         run.loop(started, time_budget)
         finalists = pick_finalists(optuna, study, spec)
         result = SearchResult(spec, out, tally, [f.key for f in finalists])
-        if finalists:
-            final = final_study(spec, finalists)
-            say(f"Final stage: {len(finalists)} finalist(s) x {len(final.seeds)} seeds")
-            chosen = make_executor(final, executor, workers, address, None,  # type: ignore[arg-type]
+        if finalists and final:
+            finals = final_study(spec, finalists)
+            seeds = len(finals.seeds)
+            say(f"Final stage: {len(finals.archs)} net(s) x {seeds} seeds")
+            chosen = make_executor(finals, executor, workers, address, None,  # type: ignore[arg-type]
                                    cpus_per_trial)  # fmt: skip
-            run_study(final, out, chosen, progress)
-            result.final_study = final.name
+            run_study(finals, out, chosen, progress)
+            result.final_study = finals.name
     result.seconds = time.perf_counter() - started
     return result
 
@@ -227,11 +242,15 @@ def _executor(
 def _open_optuna(optuna: Any, spec: SearchSpec, out: Path) -> Any:
     directions = [OBJECTIVES[spec.objectives[0]]]
     directions += [COSTS[c] for c in spec.objectives[1:]]
+    storage = open_storage(storage_url(out))
+    asked = 0
+    if spec.name in {s.study_name for s in storage.get_all_studies()}:
+        asked = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name)))
     study = optuna.create_study(
         study_name=spec.name,
-        storage=open_storage(storage_url(out)),
+        storage=storage,
         directions=directions,
-        sampler=make_sampler(spec),
+        sampler=make_sampler(spec, asked),
         pruner=make_pruner(spec.pruner, spec.base.epochs),
         load_if_exists=True,
     )
