@@ -216,3 +216,35 @@ def test_missing_search_block_and_study_with_only_a_search(tmp_path: Path) -> No
     assert result.code == 2 and "run it with `cnnlab search`" in result.err
     assert not (tmp_path / "out").exists()
     assert sys.executable  # the CLI ran as a real process
+
+
+def test_without_optuna_one_line_says_how_to_install(tmp_path: Path) -> None:
+    space = {"units": {"choice": [4, 8]}}
+    write_search(tmp_path, {"sampler": "grid", "space": space, "architecture": DENSE})
+    code = (
+        "import sys; sys.modules['optuna'] = None; from cnnlab.cli import main; "
+        "sys.exit(main(['search', 's.yaml', '--out', 'out']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: search needs Optuna, which is not installed here; "
+        "pip install 'cnnlab[search]'"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diverging_candidate_is_recorded_and_the_search_goes_on(
+    tmp_path: Path,
+) -> None:
+    space = {"lr": {"choice": [0.01, 1.0e30]}}
+    search = {"sampler": "grid", "finalists": 1, "space": space,
+              "architecture": {"layers": [DENSE["layers"][0], {"Dense": {"units": 16,
+                               "activation": "relu"}}, DENSE["layers"][2]]}}  # fmt: skip
+    path = write_search(tmp_path, search, TINY_TRAIN | {"optimizer": "sgd"})
+    report = cnnlab.run_search(path, tmp_path / "out", progress=None)
+    states = {t.params["lr"]: t.state.name for t in optuna_trials(tmp_path / "out")}
+    assert states == {0.01: "COMPLETE", 1.0e30: "FAIL"}
+    assert "1 diverged" in report.lines[0]
+    assert report.best_file is not None

@@ -36,6 +36,7 @@ from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
 from cnnlab.training.loop import StopTraining, TrainState
 from cnnlab.training.progress import StudyProgress
+from cnnlab.training.status import Status
 from cnnlab.util.fsio import folder_lock
 
 INSTALL_HINT = "pip install 'cnnlab[search]'"
@@ -44,6 +45,7 @@ FINAL_SUFFIX = "-final"
 # Points drawn in a row that cannot be built before the search gives up: the space
 # is then mostly invalid, and sampling on would only spin.
 MAX_INVALID_IN_A_ROW = 200
+_SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.FAILED)
 SQLITE_TIMEOUT_S = 60  # worker processes report epochs to the same Optuna file
 
 
@@ -141,6 +143,7 @@ class Tally:
     trained: int = 0  # candidates that finished (completed or pruned)
     pruned: int = 0
     invalid: int = 0
+    failed: int = 0  # diverged
     best: str = ""
 
 
@@ -216,7 +219,8 @@ def run_search(
             finals = final_study(spec, finalists)
             seeds = len(finals.seeds)
             say(f"Final stage: {len(finals.archs)} net(s) x {seeds} seeds")
-            chosen = make_executor(finals, executor, workers, address, None,  # type: ignore[arg-type]
+            local_workers = None if executor == "ray" else workers  # Ray: batch size
+            chosen = make_executor(finals, executor, local_workers, address, None,  # type: ignore[arg-type]
                                    cpus_per_trial)  # fmt: skip
             run_study(finals, out, chosen, progress)
             result.final_study = finals.name
@@ -293,6 +297,9 @@ def _tally(optuna: Any, study: Any) -> Tally:
             tally.pruned += t.state == state.PRUNED
         elif t.user_attrs.get("invalid"):
             tally.invalid += 1
+        elif t.user_attrs.get("failed"):
+            tally.trained += 1
+            tally.failed += 1
     return tally
 
 
@@ -405,18 +412,37 @@ class _Searcher:
         ]
         unique = list({t.label: t for t in trials}.values())  # a point asked twice
         study = candidate_study(spec, points, self.seen)
-        run_study(study, self.out, self.executor(points), self.progress, trials=unique)
+        error: CnnlabError | None = None
+        try:
+            run_study(
+                study, self.out, self.executor(points), self.progress, trials=unique
+            )
+        except CnnlabError as err:  # a diverged candidate: the others are recorded
+            error = err
         self.seen.extend(points)
         with Store(self.out / STORE_FILE) as store:
             rows = {r.label: r for r in store.trials(spec.name)}
+        settled = [rows[p.key].status in _SETTLED for p in points if p.key in rows]
+        if error is not None and not (len(settled) == len(points) and all(settled)):
+            raise error
         for trial, point in batch:
-            self._tell(trial, point, rows[point.key])
+            self._tell(trial, point, rows[point.key], error)
 
-    def _tell(self, trial: Any, point: Point, row: Any) -> None:
+    def _tell(
+        self, trial: Any, point: Point, row: Any, error: CnnlabError | None
+    ) -> None:
         state = self.optuna.trial.TrialState
         metric = self.spec.objectives[0]
         last = row.history[-1] if row.history else {}
         value = last.get(metric)
+        if row.status == Status.FAILED:  # diverged: a real result, not a budget leak
+            trial.set_user_attr("failed", str(error or "training diverged"))
+            self.study.tell(trial, state=state.FAIL)
+            self.tally.trained += 1
+            self.tally.failed += 1
+            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.key}: "
+                     "training diverged")  # fmt: skip
+            return
         self.tally.trained += 1
         k = self.tally.trained
         if row.status == "stopped_early" or value is None:

@@ -137,7 +137,8 @@ def build_search_report(result: SearchResult) -> SearchReport:
             final_rows = _final_rows(result, final, val, trials)
     figures = _figures(optuna, study, spec, folder / "figures")
     counts = (
-        f"{result.tally.trained} candidates trained ({result.tally.pruned} pruned), "
+        f"{result.tally.trained} candidates trained ({result.tally.pruned} pruned, "
+        f"{result.tally.failed} diverged), "
         f"{result.tally.invalid} invalid points; sampler {spec.sampler}, pruner "
         f"{spec.pruner}, objectives {', '.join(spec.objectives)}"
     )
