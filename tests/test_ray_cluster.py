@@ -111,15 +111,20 @@ def cluster() -> Iterator[tuple[str, Any]]:
         assert left == [], f"Ray processes outlived the test: {left}"
 
 
-def trial_nodes(ray: Any) -> set[str]:
-    """The nodes Tune's trial actors ran on (the GCS keeps finished actors)."""
-    from ray._private.state import actors  # the state API needs the dashboard
+def trial_actors(ray: Any) -> dict[str, str]:
+    """Tune's trial actors so far -> the node each ran on (the GCS keeps finished
+    actors; the public state API would need the dashboard)."""
+    from ray._private.state import actors
 
     return {
-        a["Address"]["NodeID"]
-        for a in actors().values()
+        actor_id: a["Address"]["NodeID"]
+        for actor_id, a in actors().items()
         if a.get("ActorClassName", "").endswith("ImplicitFunc")
     }
+
+
+def alive_nodes(ray: Any) -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
 def tiny_study() -> Any:
@@ -138,10 +143,11 @@ def test_study_across_two_nodes_equals_in_process(
     address, ray = cluster
     study = tiny_study()
     run_study(study, tmp_path / "local")
+    before = trial_actors(ray)
     run_study(study, tmp_path / "ray", make_executor(study, "ray", address=address))
     assert results(tmp_path / "ray", "tiny") == results(tmp_path / "local", "tiny")
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    assert trial_nodes(ray) == alive and len(alive) == 2
+    ran = {node for a, node in trial_actors(ray).items() if a not in before}
+    assert ran == alive_nodes(ray) and len(ran) == 2
 
 
 def test_search_across_two_nodes_equals_in_process(
@@ -149,7 +155,7 @@ def test_search_across_two_nodes_equals_in_process(
 ) -> None:
     from cnnlab.search.engine import run_search
 
-    address, _ = cluster
+    address, ray = cluster
     dense = {"layers": ["Flatten", {"Dense": {"units": "$units"}},
                         {"Dense": {"units": 10, "activation": "softmax"}}]}  # fmt: skip
     doc = {"name": "s", "seeds": [0, 1],
@@ -159,6 +165,9 @@ def test_search_across_two_nodes_equals_in_process(
                       "space": {"units": {"choice": [4, 8, 16]}}}}  # fmt: skip
     spec = parse_search(parse_study(doc, source="s.yaml"))
     run_search(spec, tmp_path / "local")
+    before = trial_actors(ray)
     run_search(spec, tmp_path / "ray", executor="ray", address=address, workers=3)
+    ran = {node for a, node in trial_actors(ray).items() if a not in before}
+    assert ran == alive_nodes(ray) and len(ran) == 2
     for name in ("s", "s-final"):
         assert results(tmp_path / "ray", name) == results(tmp_path / "local", name)

@@ -248,3 +248,13 @@ def test_a_diverging_candidate_is_recorded_and_the_search_goes_on(
     assert states == {0.01: "COMPLETE", 1.0e30: "FAIL"}
     assert "1 diverged" in report.lines[0]
     assert report.best_file is not None
+
+
+def test_time_budget_stops_sampling_then_the_finalists_run(tmp_path: Path) -> None:
+    space = {"units": {"int": [4, 64]}}
+    search = {"trials": 50, "finalists": 1, "space": space, "architecture": DENSE}
+    path = write_search(tmp_path, search)
+    report = cnnlab.run_search(path, tmp_path / "out", time_budget=10, progress=None)
+    trained = [t for t in optuna_trials(tmp_path / "out") if t.state.name == "COMPLETE"]
+    assert 1 <= len(trained) < 50
+    assert report.final is not None and len(report.final.trials) == 1
