@@ -24,7 +24,7 @@ from helpers import CLI_ENV, cli_command, run_cli
 optuna = pytest.importorskip("optuna")
 
 import cnnlab  # noqa: E402
-from cnnlab.search.engine import OPTUNA_FILE  # noqa: E402
+from cnnlab.search.tuner import OPTUNA_FILE  # noqa: E402
 
 TINY_TRAIN = {"epochs": 1, "train_limit": 400, "test_limit": 100, "val_size": 100}
 DENSE = {"layers": ["Flatten", {"Dense": {"units": "$units", "activation": "relu"}},

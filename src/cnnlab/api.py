@@ -33,10 +33,10 @@ from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.nn.summary import format_summary
 from cnnlab.reporting.report import StudyReport, build_report
-from cnnlab.search.engine import import_optuna
 from cnnlab.search.engine import run_search as _run_search
 from cnnlab.search.report import SearchReport, build_search_report
 from cnnlab.search.space import SearchSpec, parse_search
+from cnnlab.search.tuner import import_optuna
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store

@@ -30,110 +30,28 @@ from cnnlab.search.space import (
     build_point,
     sample,
 )
+from cnnlab.search.tuner import (
+    OPTUNA_FILE,
+    Pruning,
+    import_optuna,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    storage_url,
+)
 from cnnlab.studies.executors import Executor
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
-from cnnlab.training.loop import StopTraining, TrainState
 from cnnlab.training.progress import StudyProgress
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import folder_lock
 
-INSTALL_HINT = "pip install 'cnnlab[search]'"
-OPTUNA_FILE = "optuna.sqlite"  # beside the cnnlab store
 FINAL_SUFFIX = "-final"
 # Points drawn in a row that cannot be built before the search gives up: the space
 # is then mostly invalid, and sampling on would only spin.
 MAX_INVALID_IN_A_ROW = 200
 _SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.FAILED)
-SQLITE_TIMEOUT_S = 60  # worker processes report epochs to the same Optuna file
-
-
-def import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError as err:
-        raise CnnlabError(
-            f"search needs Optuna, which is not installed here; {INSTALL_HINT}"
-        ) from err
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
-
-
-def storage_url(out: Path) -> str:
-    return f"sqlite:///{(out / OPTUNA_FILE).resolve()}"
-
-
-_STORAGES: dict[str, Any] = {}  # one per process and file: engines are costly
-
-
-def open_storage(url: str) -> Any:
-    optuna = import_optuna()
-    if url not in _STORAGES:
-        _STORAGES[url] = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-        )
-    return _STORAGES[url]
-
-
-def make_pruner(name: str, epochs: int) -> Any:
-    optuna = import_optuna()
-    p = optuna.pruners
-    # Startup 2 / warm-up 0: searches here are tens of trials of a few epochs.
-    return {
-        "none": lambda: p.NopPruner(),
-        "median": lambda: p.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        "halving": lambda: p.SuccessiveHalvingPruner(min_resource=1),
-        "hyperband": lambda: p.HyperbandPruner(min_resource=1, max_resource=epochs),
-    }[name]()
-
-
-def make_sampler(spec: SearchSpec, asked: int = 0) -> Any:
-    """The sampler, seeded by the search's seed and the number of trials already
-    asked: a resumed search must not draw its first points again."""
-    s = import_optuna().samplers
-    seed = spec.seed if asked == 0 else spec.seed * 1_000_003 + asked
-    if spec.sampler == "grid":
-
-        class Grid(s.GridSampler):  # type: ignore[misc, name-defined]
-            """Optuna's grid, without its `study.stop()` once the grid is done:
-            that works only inside `optimize`, and the search loop asks and tells
-            (it sees the grid is done itself)."""
-
-            def after_trial(self, *args: Any, **kwargs: Any) -> None:
-                pass
-
-        return Grid(spec.grid(), seed=seed)
-    if spec.sampler == "random":
-        return s.RandomSampler(seed=seed)
-    if len(spec.objectives) > 1:
-        return s.NSGAIISampler(seed=seed)
-    return s.TPESampler(seed=seed)
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """A candidate's epoch hook: report the epoch's validation score to Optuna and
-    stop the trial if its pruner says so. Plain data: it pickles into workers."""
-
-    url: str
-    study: str
-    trial_id: int
-    metric: str  # val_loss | val_acc
-    pruner: str
-    epochs: int
-
-    def __call__(self, state: TrainState) -> None:
-        optuna = import_optuna()
-        study = optuna.load_study(
-            study_name=self.study,
-            storage=open_storage(self.url),
-            pruner=make_pruner(self.pruner, self.epochs),
-        )
-        trial = optuna.Trial(study, self.trial_id)
-        trial.report(float(state.history.epochs[-1][self.metric]), state.epoch)
-        if trial.should_prune():
-            raise StopTraining(state.epoch, f"pruned after epoch {state.epoch}")
 
 
 @dataclass

@@ -25,7 +25,8 @@ from cnnlab.reporting.report import (
     markdown_table,
     table_cells,
 )
-from cnnlab.search.engine import SearchResult, import_optuna, ranked
+from cnnlab.search.engine import SearchResult, ranked
+from cnnlab.search.tuner import import_optuna, storage_url
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE
 from cnnlab.training.config import TrainConfig
@@ -57,8 +58,8 @@ class SearchReport:
         return self.folder / "report.html"
 
 
-def _candidate_rows(result: SearchResult, trials: list[Any]) -> list[list[str]]:
-    spec = result.spec
+def _candidate_rows(trials: list[Any]) -> list[list[str]]:
+    """The best candidates of the search phase, best first."""
     rows = []
     for rank, t in enumerate(trials[:TOP_SHOWN], start=1):
         values = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
@@ -67,7 +68,6 @@ def _candidate_rows(result: SearchResult, trials: list[Any]) -> list[list[str]]:
                      f"{t.values[0]:.4f}", "-" if acc is None else f"{100 * acc:.2f}",
                      f"{t.user_attrs.get('params', 0):,}",
                      format_flops(t.user_attrs.get("train_flops", 0))])  # fmt: skip
-    del spec
     return rows
 
 
@@ -112,9 +112,7 @@ def build_search_report(result: SearchResult) -> SearchReport:
     optuna = import_optuna()
     spec, out = result.spec, result.out
     folder = out / spec.name / "report"
-    study = optuna.load_study(
-        study_name=spec.name, storage=f"sqlite:///{(out / 'optuna.sqlite').resolve()}"
-    )
+    study = optuna.load_study(study_name=spec.name, storage=storage_url(out))
     trials = ranked(optuna, study, spec)
     final = None
     best_file = None
@@ -161,7 +159,7 @@ def build_search_report(result: SearchResult) -> SearchReport:
     ]
     parts = {
         "counts": counts,
-        "candidates": (headers, _candidate_rows(result, trials)),
+        "candidates": (headers, _candidate_rows(trials)),
         "finalists": (fheaders, final_rows),
         "overturn": overturn,
         "verdicts": verdicts,
