@@ -12,6 +12,10 @@ study = cnnlab.load_study("quickstart", seeds=[0, 1], epochs=2)
 report = cnnlab.run_study(study, "studies")   # trains, then builds the report
 report                                        # in Jupyter: the table and figures
 cnnlab.open_report("quickstart", "studies")   # the report again, from the store
+
+search = cnnlab.load_search("my-search.yaml")  # a study file with a search: block
+found = cnnlab.run_search(search, "studies")  # needs the `search` extra (Optuna)
+found.best_file, found.markdown_path          # best.yaml and the search report
 """
 
 from __future__ import annotations

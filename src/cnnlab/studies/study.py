@@ -13,6 +13,10 @@ A study file (YAML):
       - {preset: conv3-512, label: "3x3 AdaDelta", train: {optimizer: adadelta}}
       - {label: tiny, spec: {layers: [Flatten, {Dense: {units: 10}}]}}
 
+A `search:` block (a space to explore; `cnnlab search`, docs/search.md) may stand
+instead of, or beside, `architectures:`; it is kept as written here and validated by
+`cnnlab.search.space`.
+
 Output, under the --out folder: `cnnlab.sqlite` (the store),
 `<study>/runs/<label>-s<seed>/` (one run folder per trial) and `<study>/report/`.
 Re-running a study skips its finished trials and resumes an interrupted one from
