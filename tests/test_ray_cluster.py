@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,6 +109,8 @@ def cluster() -> Iterator[tuple[str, Any]]:
         if ray.is_initialized():
             ray.shutdown()
         left = stop_node(worker_dir) + stop_node(head_dir)
+        for folder in (worker_dir, head_dir):  # the nodes' sessions and logs
+            shutil.rmtree(folder, ignore_errors=True)
         assert left == [], f"Ray processes outlived the test: {left}"
 
 

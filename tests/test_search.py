@@ -31,6 +31,25 @@ DENSE = {"layers": ["Flatten", {"Dense": {"units": "$units", "activation": "relu
                     {"Dense": {"units": 10, "activation": "softmax"}}]}  # fmt: skip
 
 
+def test_template_fills_values_repeats_blocks_and_keeps_optional_layers() -> None:
+    from cnnlab.search.space import fill
+
+    template = {"layers": [
+        {"repeat": "$blocks", "layers": [
+            {"Conv2D": {"filters": "$width", "kernel_size": 3}},
+            {"when": "$bn", "layers": ["BatchNormalization"]},
+            {"MaxPooling2D": {"pool_size": 2}}]},
+        "Flatten", {"Dense": {"units": 10}}]}  # fmt: skip
+    conv, pool = (
+        {"Conv2D": {"filters": 8, "kernel_size": 3}},
+        {"MaxPooling2D": {"pool_size": 2}},
+    )
+    assert fill(template, {"blocks": 2, "width": 8, "bn": False})["layers"] == [
+        conv, pool, conv, pool, "Flatten", {"Dense": {"units": 10}}]  # fmt: skip
+    assert fill(template, {"blocks": 1, "width": 8, "bn": True})["layers"] == [
+        conv, "BatchNormalization", pool, "Flatten", {"Dense": {"units": 10}}]  # fmt: skip
+
+
 def write_search(folder: Path, search: dict, train: dict | None = None, **top) -> Path:
     doc = {"name": "s", "train": train or TINY_TRAIN, "seeds": [0], **top,
            "search": search}  # fmt: skip
