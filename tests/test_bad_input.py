@@ -453,6 +453,11 @@ MATRIX = [
          files={"net.yaml": "name: bad\nlayers:\n  - Flatten\n    - Dense: {units: 10}\n"},
          example="a list item indented under another",
          phrases=["net.yaml: invalid YAML at line 4,", "Fix the syntax"]),
+    case("arch-bad-train-block", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: n\nlayers: [Flatten, {Dense: {units: 10}}]\n"
+                            "train: {epochs: 0}\n"},
+         example="`train: {epochs: 0}` beside the layers (a recipe, as in best.yaml)",
+         phrases=["net.yaml: train: epochs must be a positive integer"]),
     case("arch-unknown-type-Conv2d2", "Architecture files", args=TRAIN,
          files=net(layer("Conv2d2", filters=4, kernel_size=3), FLAT, OUT10),
          example="`Conv2d2` (a typo)",

@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.nn.presets import RECIPE_KEY, recipe_settings
+from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.util.text import is_int, is_number, show_value
 
@@ -191,7 +191,6 @@ def recipe_config(name_or_path: str | Path) -> TrainConfig:
     try:
         return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
     except CnnlabError as err:
-        what = (
-            name_or_path if isinstance(name_or_path, Path) else f"preset {name_or_path}"
-        )
+        text = str(name_or_path)
+        what = f"preset {text}" if text in preset_names() else text  # or a file
         raise SpecError(f"{what}: {RECIPE_KEY}: {err}") from err
