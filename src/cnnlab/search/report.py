@@ -102,8 +102,10 @@ def write_best(result: SearchResult, store: Store, label: str, path: Path) -> Pa
         f"# Found by `cnnlab search` ({result.spec.name}); train it: "
         f"cnnlab train {path.name}\n"
     )
-    atomic_write_text(path, head + yaml.safe_dump(doc | {"train": train},
-                                                  sort_keys=False))  # fmt: skip
+    text = yaml.safe_dump(
+        doc | {"train": train}, sort_keys=False, default_flow_style=None
+    )
+    atomic_write_text(path, head + text)
     return path
 
 
