@@ -180,6 +180,7 @@ def read_doc_rows() -> dict[str, tuple[str, str]]:
 CATEGORIES = (
     "Architecture files",
     "Study files",
+    "Search blocks",
     "Data",
     "Run folders",
     "Output folder and disk",
@@ -281,6 +282,19 @@ def study(text: str) -> dict[str, str]:
 
 
 STUDY = ["study", "study.yaml", "--out", "ST"]
+SEARCH = ["search", "study.yaml", "--out", "ST"]
+
+
+def search_file(space: str, trials: int = 2, units: object = 8,
+                kernel: object = 3) -> dict[str, str]:  # fmt: skip
+    """study.yaml with a search block: `space` (YAML lines), a conv-dense template."""
+    return study(
+        f"name: s\nsearch:\n  trials: {trials}\n  space:\n    {space}\n"
+        "  architecture:\n    layers:\n"
+        f"      - Conv2D: {{filters: 2, kernel_size: {kernel}}}\n"
+        f"      - Dense: {{units: {units}}}\n"
+        "      - Flatten\n      - Dense: {units: 10, activation: softmax}\n"
+    )
 
 
 # -------------------------------------------------------------- data set setups
@@ -439,6 +453,11 @@ MATRIX = [
          files={"net.yaml": "name: bad\nlayers:\n  - Flatten\n    - Dense: {units: 10}\n"},
          example="a list item indented under another",
          phrases=["net.yaml: invalid YAML at line 4,", "Fix the syntax"]),
+    case("arch-bad-train-block", "Architecture files", args=TRAIN,
+         files={"net.yaml": "name: n\nlayers: [Flatten, {Dense: {units: 10}}]\n"
+                            "train: {epochs: 0}\n"},
+         example="`train: {epochs: 0}` beside the layers (a recipe, as in best.yaml)",
+         phrases=["net.yaml: train: epochs must be a positive integer"]),
     case("arch-unknown-type-Conv2d2", "Architecture files", args=TRAIN,
          files=net(layer("Conv2d2", filters=4, kernel_size=3), FLAT, OUT10),
          example="`Conv2d2` (a typo)",
@@ -633,6 +652,42 @@ MATRIX = [
          example="an inline spec ending in 7 units",
          phrases=["study.yaml: architectures[0].spec: layers[1] (Dense): the "
                   "network's output has shape (7,)", "units: 10"]),
+    # ------------------------------------------------------------ search blocks
+    case("search-empty-range", "Search blocks", args=SEARCH,
+         files=search_file("lr: {float: [0.01, 0.01]}"), example="`lr: {float: [0.01, 0.01]}`",
+         phrases=["study.yaml: search.space.lr: the range [0.01, 0.01] is empty",
+                  "write it in the template"]),
+    case("search-inverted-range", "Search blocks", args=SEARCH,
+         files=search_file("units: {int: [64, 4]}", units="$units"),
+         example="`units: {int: [64, 4]}`",
+         phrases=["study.yaml: search.space.units: the range [64, 4] is inverted",
+                  "low must be below high"]),
+    case("search-undefined-parameter", "Search blocks", args=SEARCH,
+         files=search_file("units: {int: [4, 64]}", units="$unit"),
+         example="`units: $unit` in the template",
+         phrases=["study.yaml: search.architecture.layers[1].Dense.units: $unit is not "
+                  "a parameter of search.space. Did you mean 'units'?"]),
+    case("search-unused-parameter", "Search blocks", args=SEARCH,
+         files=search_file("units: {int: [4, 64]}\n    width: {int: [4, 8]}",
+                           units="$units"),
+         example="`width` defined, never used",
+         phrases=["study.yaml: search.space.width: is defined but never used",
+                  "write $width in search.architecture"]),
+    case("search-one-choice", "Search blocks", args=SEARCH,
+         files=search_file("optimizer: {choice: [adam]}"), example="`{choice: [adam]}`",
+         phrases=["study.yaml: search.space.optimizer: a choice needs at least two "
+                  "values"]),
+    case("search-zero-trials", "Search blocks", args=SEARCH,
+         files=search_file("lr: {float: [0.001, 0.01]}", trials=0), example="`trials: 0`",
+         phrases=["study.yaml: search.trials: must be an integer >= 1. Received: 0"]),
+    case("search-every-point-invalid", "Search blocks", args=SEARCH,
+         files=search_file("kernel: {choice: [40, 50]}", kernel="$kernel"),
+         example="kernels 40 and 50 on 28x28 images",
+         phrases=["study.yaml: search.space: no point can be built", "kernel_size "
+                  "[40, 40] is larger than its input 28x28"]),
+    case("search-trials-flag-zero", "Search blocks", args=[*SEARCH, "--trials", "0"],
+         files=search_file("lr: {float: [0.001, 0.01]}"), example="`--trials 0`",
+         phrases=["--trials", "expected a positive integer, got 0"]),
     # -------------------------------------------------------------------- data
     case("data-and-data-dir", "Data",
          args=["train", "conv3-small", "--data", "mnist", "--data-dir", "idx"],

@@ -19,6 +19,7 @@ LAYERS = (
     ("cnnlab.training",),
     ("cnnlab.studies",),
     ("cnnlab.reporting",),
+    ("cnnlab.search",),  # Optuna search; finalists through the study report
     ("cnnlab.interop",),  # Keras import/export, ONNX, TorchScript, loggers
     ("cnnlab.api", "cnnlab"),  # the package re-exports the API
     ("cnnlab.cli", "cnnlab.__main__"),

@@ -12,6 +12,10 @@ study = cnnlab.load_study("quickstart", seeds=[0, 1], epochs=2)
 report = cnnlab.run_study(study, "studies")   # trains, then builds the report
 report                                        # in Jupyter: the table and figures
 cnnlab.open_report("quickstart", "studies")   # the report again, from the store
+
+search = cnnlab.load_search("my-search.yaml")  # a study file with a search: block
+found = cnnlab.run_search(search, "studies")  # needs the `search` extra (Optuna)
+found.best_file, found.markdown_path          # best.yaml and the search report
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.nn.summary import format_summary
 from cnnlab.reporting.report import StudyReport, build_report
+from cnnlab.search.engine import run_search as _run_search
+from cnnlab.search.report import SearchReport, build_search_report
+from cnnlab.search.space import SearchSpec, parse_search
+from cnnlab.search.tuner import import_optuna
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
@@ -330,6 +338,11 @@ def run_study(
     a warning line, never the study's."""
     if not isinstance(study, Study):
         study = load_study(study)
+    if not study.archs:
+        raise CnnlabError(
+            f"{study.source}: has a search block and no architectures: run it with "
+            "`cnnlab search`, or list architectures to compare."
+        )
     chosen = make_executor(
         study, executor, workers, address, early_stop, cpus_per_trial
     )
@@ -426,3 +439,60 @@ def export_run(
     names = names if isinstance(names, list) else None
     path = Path(out) if out is not None else default_path(record.path, format)
     return export_network(model, format, path, names)
+
+
+# ------------------------------------------------------------------------ search
+
+
+def load_search(
+    name_or_path: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    epochs: int | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    val_size: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+) -> SearchSpec:
+    """A study file with a `search:` block, validated (docs/search.md); the flags
+    change every candidate's and finalist's training settings, `seeds` the
+    finalists' seeds."""
+    study = load_study(
+        name_or_path, seeds=seeds, epochs=epochs, train_limit=train_limit,
+        test_limit=test_limit, val_size=val_size, threads=threads, device=device,
+    )  # fmt: skip
+    if study.search is None:
+        raise CnnlabError(
+            f"{study.source}: has no 'search' block, so there is nothing to search. "
+            "Run it with `cnnlab study`, or add a search block (docs/search.md)."
+        )
+    return parse_search(study)
+
+
+def run_search(
+    search: SearchSpec | str | Path,
+    out: str | Path = "studies",
+    *,
+    trials: int | None = None,
+    time_budget: float | None = None,
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_trial: float | None = None,
+    progress: StudyProgress | None = None,
+) -> SearchReport:
+    """Search a space (one seed per candidate, validation only; resumes a killed
+    search), re-train the top candidates over seeds as the study `<name>-final`
+    (the only test-set reads), write `<out>/<name>/best.yaml` and the report."""
+    import_optuna()  # say how to install it before anything else
+    if not isinstance(search, SearchSpec):
+        search = load_search(search)
+    live = progress if progress is not None else default_study_progress()
+    with _torch_state_kept(), _entered(live if progress is None else None):
+        result = _run_search(
+            search, out, executor=executor, workers=workers, address=address,
+            cpus_per_trial=cpus_per_trial, trials=trials, time_budget=time_budget,
+            progress=live,
+        )  # fmt: skip
+    return build_search_report(result)

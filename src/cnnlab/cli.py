@@ -322,6 +322,8 @@ def build_parser() -> Parser:
     )
     _add_log_flags(p)
 
+    _add_search(add_command)
+
     p = add_command("runs", help="list the trials recorded in a study store")
     p.add_argument("--out", type=Path, default=Path("studies"), help="the study folder")
     p.add_argument("--study", help="only this study")
@@ -403,6 +405,122 @@ LOG_URI_HELP = (
     "sqlite:///mlflow.db in the current folder, MLflow's own default, artifacts in "
     "./mlruns); tensorboard: the log folder (default tb-logs)"
 )
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '30m' or '2h'."""
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:].lower(), 0)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 600, 90s, 30m or 2h, got '{text}'"
+        )
+    return seconds
+
+
+def _add_search(add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add_command(
+        "search",
+        help="search an architecture/training space with Optuna, then re-train "
+        "the finalists over seeds",
+        description="Search the space of a study file's `search:` block "
+        "(docs/search.md): Optuna (TPE by default, random, grid; NSGA-II with two "
+        "objectives) proposes points, each is shape-checked (an invalid point is "
+        "recorded, not trained) and trained with one seed, ranked on validation "
+        "only, weak ones pruned per epoch if the block asks. Then the top "
+        "`finalists` are re-trained over the study's seeds (default 0-4) as the "
+        "study <name>-final, the only trials that read the test set. Writes "
+        "<out>/<name>/best.yaml (cnnlab train best.yaml trains the winner) and "
+        "<out>/<name>/report/report.md and .html. Optuna's storage is "
+        "<out>/optuna.sqlite: a killed search resumes where it stopped when run "
+        "again, and `optuna-dashboard sqlite:///<out>/optuna.sqlite` shows it.",
+    )
+    p.add_argument("study", metavar="FILE", help="a study file with a search block")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("studies"),
+        help="output folder (default studies)",
+    )
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        help="candidates to train, pruned ones included, invalid points not (default: "
+        "the block's trials, or the whole grid)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_duration,
+        metavar="TIME",
+        help="start no new candidate after this long, e.g. 600, 30m, 2h",
+    )
+    p.add_argument("--seeds", type=_seed_list, help="the finalists' seeds, e.g. 0,1,2")
+    for flag in (
+        "--epochs",
+        "--train-limit",
+        "--test-limit",
+        "--val-size",
+        "--threads",
+    ):
+        p.add_argument(
+            flag, type=_positive_int, help=f"override {flag[2:]} for every net"
+        )
+    p.add_argument(
+        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="candidates trained at once: in worker processes (local), or sent to "
+        "Ray together (--executor ray, default 2)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local (default) or ray: candidates and finalists as Ray Tune trials "
+        "(a pruner then means ASHA); see docs/search.md",
+    )
+    p.add_argument("--address", help="with --executor ray: an existing Ray cluster")
+    p.add_argument(
+        "--cpus-per-trial", type=_positive_float, help="with --executor ray: CPUs each"
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    search = api.load_search(
+        args.study, seeds=args.seeds, epochs=args.epochs, train_limit=args.train_limit,
+        test_limit=args.test_limit, val_size=args.val_size, threads=args.threads,
+        device=args.device,
+    )  # fmt: skip
+    started = time.perf_counter()
+    try:
+        with StudyProgress() as progress:
+            report = api.run_search(
+                search, args.out, trials=args.trials, time_budget=args.time_budget,
+                executor=args.executor, workers=args.workers, address=args.address,
+                cpus_per_trial=args.cpus_per_trial, progress=progress,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished candidates and the last epoch are saved in "
+            f"{args.out}. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for line in report.lines:
+        print(line)
+    if report.final is not None:
+        _print_report(report.final)
+    if report.best_file is not None:
+        print(f"Winner: {report.best_file} (cnnlab train {report.best_file})")
+    print(f"Search report: {report.markdown_path} and {report.html_path}")
+    print(f"Wall time: {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
 
 
 def _add_log_flags(p: argparse.ArgumentParser) -> None:
@@ -747,6 +865,7 @@ COMMANDS = {
     "summary": cmd_summary,
     "train": cmd_train,
     "study": cmd_study,
+    "search": cmd_search,
     "runs": cmd_runs,
     "report": cmd_report,
     "evaluate": cmd_evaluate,

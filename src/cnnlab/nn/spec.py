@@ -445,10 +445,29 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
     )
 
 
+TRAIN_KEY = "train"  # a file's training settings (a recipe): read by recipe_settings
+
+
 def load_architecture(path: str | Path) -> Architecture:
-    """Read an architecture file (YAML or JSON) and validate it."""
+    """Read an architecture file (YAML or JSON) and validate it; a `train:` mapping
+    beside its layers is the file's recipe (`cnnlab train FILE` starts from it)."""
     path = Path(path)
-    return parse_architecture(parse_yaml(_read_text(path), path), source=str(path))
+    doc = parse_yaml(_read_text(path), path)
+    if isinstance(doc, Mapping):
+        doc = {k: v for k, v in doc.items() if k != TRAIN_KEY}
+    return parse_architecture(doc, source=str(path))
+
+
+def file_recipe(path: str | Path) -> dict[str, Any]:
+    """An architecture file's `train:` mapping, as written; {} if it has none."""
+    path = Path(path)
+    doc = parse_yaml(_read_text(path), path)
+    settings = doc.get(TRAIN_KEY) if isinstance(doc, Mapping) else None
+    if settings is not None and not isinstance(settings, dict):
+        raise SpecError(
+            f"{path}: '{TRAIN_KEY}' must be a mapping such as {{epochs: 4}}."
+        )
+    return settings or {}
 
 
 def _read_text(path: Path) -> str:

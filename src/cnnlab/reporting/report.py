@@ -706,3 +706,22 @@ def to_html(report: StudyReport) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> str:
+    """A table of escaped cells, styled as the study reports' tables."""
+    return _html_table(headers, rows, cls)
+
+
+def to_html_page(title: str, body: Sequence[str], figures: dict[str, Path]) -> str:
+    """A self-contained page in the study reports' style: `body` is HTML already
+    escaped by the caller; every figure is embedded."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        *body,
+        *(_embedded_image(p, name) for name, p in figures.items()),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

@@ -11,7 +11,7 @@ A study re-run skips finished trials and resumes interrupted ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,7 @@ from cnnlab.studies.executors.local import LocalExecutor
 from cnnlab.studies.executors.pool import PoolExecutor
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study
+from cnnlab.studies.study import STORE_FILE, Study, Trial
 from cnnlab.studies.trial import TrialOutcome, check_study
 from cnnlab.training.progress import StudyProgress
 from cnnlab.training.runs import now
@@ -76,15 +76,17 @@ def run_study(
     executor: Executor | None = None,
     progress: StudyProgress | None = None,
     on_finished: Callable[[TrialOutcome], None] | None = None,
+    trials: Sequence[Trial] | None = None,
 ) -> list[TrialOutcome]:
     """Run every trial of `study` under `out` with `executor` (default: the local
     one `make_executor` picks), skipping finished trials; `on_finished` hears of
-    each trial once it is finished and recorded in the store."""
+    each trial once it is finished and recorded in the store. `trials`: only these
+    (a search runs its candidates a batch at a time), default all of the study's."""
     out = Path(out)
     executor = executor or make_executor(study)
     check_study(study)
     study_dir = out / study.name
-    trials = study.trials()
+    trials = study.trials() if trials is None else list(trials)
     device = pick_device(study.archs[0].config.device)
     with (
         folder_lock(study_dir, f"study '{study.name}'"),

@@ -16,6 +16,10 @@ A study file (YAML):
 With a list of data sets the same nets train on each, labelled `<label>@<data>`,
 and the report compares the rankings.
 
+A `search:` block (a space to explore; `cnnlab search`, docs/search.md) may stand
+instead of, or beside, `architectures:`; it is kept as written here and validated by
+`cnnlab.search.space`.
+
 Output, under the --out folder: `cnnlab.sqlite` (the store),
 `<study>/runs/<label>-s<seed>/` (one run folder per trial) and `<study>/report/`.
 Re-running a study skips its finished trials and resumes an interrupted one from
@@ -38,8 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -55,9 +59,11 @@ from cnnlab.nn.spec import (
     parse_yaml,
 )
 from cnnlab.training.config import MAX_SEED, TrainConfig
+from cnnlab.training.loop import TrainState
 from cnnlab.util.text import did_you_mean, is_int, show_value, slug
 
 STORE_FILE = "cnnlab.sqlite"
+FINAL_SEEDS = [0, 1, 2, 3, 4]
 _TOP_KEYS = (
     "name",
     "description",
@@ -66,6 +72,7 @@ _TOP_KEYS = (
     "train",
     "architectures",
     "allow_paths",
+    "search",  # a space to search (cnnlab.search); architectures then optional
 )
 _DATA_NAMES = ("mnist", "fashion-mnist")  # data sets named, not paths
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -90,13 +97,16 @@ class Trial:
     """One architecture trained with one seed: the seed is `config.seed`.
 
     `score_test` off: the trial never reads the test set (a search candidate,
-    ranked on validation only).
+    ranked on validation only). `on_epoch`, if set, hears of every epoch after its
+    checkpoint and may raise `StopTraining` to end the trial as stopped early (a
+    pruner); it must pickle, for worker processes.
     """
 
     label: str
     arch: Architecture
     config: TrainConfig
     score_test: bool = True
+    on_epoch: Callable[[TrainState], None] | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -115,6 +125,10 @@ class Study:
     archs: tuple[StudyArch, ...]
     seeds: tuple[int, ...]
     source: str
+    # With a `search:` block: the block as written (cnnlab.search validates it) and
+    # the study-level training settings its candidates start from.
+    search: Mapping[str, Any] | None = None
+    train: TrainConfig | None = None
 
     def trials(self) -> list[Trial]:
         """Seed-major order, so an early stop still leaves one seed of every net."""
@@ -339,8 +353,15 @@ def parse_study(
     places = _places(doc.get("allow_paths"), base_dir, allow, source)
     datas = _parse_data(doc.get("data", "mnist"), places)
     base = _train_config(TrainConfig(data=datas[0]), doc.get("train"), source, "")
-    entries = doc.get("architectures")
-    if not isinstance(entries, list) or not entries:
+    search = doc.get("search")
+    if search is not None and not isinstance(search, Mapping):
+        raise _fail(source, "search", "must be a mapping with 'space' and "
+                    "'architecture' keys (see docs/search.md).")  # fmt: skip
+    if search is not None and len(datas) > 1:
+        raise _fail(source, "data", "a search explores one data set; give one, or "
+                    "run one search per data set.")  # fmt: skip
+    entries = doc.get("architectures", [] if search is not None else None)
+    if not isinstance(entries, list) or (not entries and search is None):
         raise _fail(source, "architectures", "must be a non-empty list, e.g. "
                     "[conv5-medium, conv3-small].")  # fmt: skip
     archs = tuple(_parse_arch(e, i, base, places) for i, e in enumerate(entries))
@@ -357,8 +378,13 @@ def parse_study(
         name=name,
         description=description,
         archs=archs,
-        seeds=_parse_seeds(doc.get("seeds", [0]), source),
+        # A search's finalists are re-trained over five seeds unless told otherwise.
+        seeds=_parse_seeds(
+            doc.get("seeds", [0] if search is None else FINAL_SEEDS), source
+        ),
         source=source,
+        search=search,
+        train=base,
     )
 
 
@@ -464,6 +490,7 @@ def override(study: Study, **changes: Any) -> Study:
     archs = tuple(
         dataclasses.replace(a, config=a.config.replace(**changes)) for a in study.archs
     )
+    train = None if study.train is None else study.train.replace(**changes)
     return dataclasses.replace(
-        study, archs=archs, seeds=tuple(seeds) if seeds else study.seeds
+        study, archs=archs, seeds=tuple(seeds) if seeds else study.seeds, train=train
     )

@@ -154,6 +154,8 @@ def run_trial(
 
     def on_epoch(state: TrainState) -> None:
         store.save_epochs(trial_id, state.history.epochs)
+        if trial.on_epoch is not None:
+            trial.on_epoch(state)  # may raise StopTraining: a pruner's decision
 
     hooks = Hooks(
         reporter=reporter,
@@ -171,5 +173,7 @@ def run_trial(
     except BaseException as err:
         mark_trial(store, trial_id, err)
         raise
-    finish_trial(store, trial_id, result.meta, result.history.epochs)
+    finish_trial(store, trial_id, result.meta, result.history.epochs, result.status)
+    if result.status is Status.STOPPED_EARLY:
+        return TrialOutcome(trial, Outcome.STOPPED_EARLY)
     return TrialOutcome(trial, Outcome.RESUMED if resuming else Outcome.TRAINED)

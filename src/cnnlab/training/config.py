@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.nn.presets import RECIPE_KEY, recipe_settings
+from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.util.text import is_int, is_number, show_value
 
@@ -182,7 +182,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def recipe_config(name_or_path: str | Path) -> TrainConfig:
     """The training defaults for `cnnlab train NAME`: a recipe's, else TrainConfig().
 
-    Files and non-recipe presets train with the notebook's protocol.
+    Non-recipe presets, and files without a `train:` mapping, train with the
+    notebook's protocol.
     """
     settings = recipe_settings(name_or_path)
     if not settings:
@@ -190,4 +191,6 @@ def recipe_config(name_or_path: str | Path) -> TrainConfig:
     try:
         return TrainConfig.from_dict(TrainConfig().to_dict() | settings)
     except CnnlabError as err:
-        raise SpecError(f"preset {name_or_path}: {RECIPE_KEY}: {err}") from err
+        text = str(name_or_path)
+        what = f"preset {text}" if text in preset_names() else text  # or a file
+        raise SpecError(f"{what}: {RECIPE_KEY}: {err}") from err

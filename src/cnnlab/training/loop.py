@@ -40,6 +40,15 @@ class TrainingDiverged(CnnlabError):
         self.step = step
 
 
+class StopTraining(Exception):
+    """Raised by an epoch callback to end training after `epoch` (a pruner's or a
+    scheduler's decision): the run is scored as it stands and marked stopped early."""
+
+    def __init__(self, epoch: int, reason: str = "") -> None:
+        super().__init__(reason or f"stopped after epoch {epoch}")
+        self.epoch = epoch
+
+
 class _NonFinite(Exception):
     """Raised inside an epoch; `fit` turns it into a TrainingDiverged."""
 

@@ -28,6 +28,7 @@ from cnnlab.training.loop import (
     History,
     Reporter,
     Scores,
+    StopTraining,
     TrainingDiverged,
     TrainState,
     evaluate,
@@ -62,6 +63,7 @@ class RunResult:
     test_loss: float | None  # None: the test set was not read (a search trial)
     test_acc: float | None
     train_clean: tuple[float, float] | None = None  # (loss, acc), dropout off
+    status: Status = Status.COMPLETED  # or STOPPED_EARLY: an epoch callback said so
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -251,9 +253,16 @@ def run_training(
         # Killed after its last checkpoint, before the curves were drawn: no epoch
         # will run to draw them, so do it here.
         draw_curves(record, state.history)
+    status = Status.COMPLETED
     try:
-        history = fit(model, split, config, state, checkpoint, hooks.reporter)
-        test, clean = finish_run(record, model, split, hooks)
+        try:
+            history = fit(model, split, config, state, checkpoint, hooks.reporter)
+            test, clean = finish_run(record, model, split, hooks)
+        except StopTraining as stop:  # after its checkpoint: scored as it stands
+            status, history = Status.STOPPED_EARLY, record.history()
+            test, clean = finish_run(
+                record, model, split, hooks, status, stopped_epoch=stop.epoch
+            )
     except BaseException as err:
         mark_run(record, err)
         if isinstance(err, TrainingDiverged):
@@ -270,7 +279,7 @@ def run_training(
             ) from err
         raise  # Ctrl-C or a crash: the last checkpoint stays resumable
     loss, acc = (None, None) if test is None else test
-    return RunResult(record.path, model, history, loss, acc, clean)
+    return RunResult(record.path, model, history, loss, acc, clean, status)
 
 
 def train_run(

@@ -27,7 +27,12 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import SpecError
-from cnnlab.nn.spec import Architecture, load_architecture, parse_architecture
+from cnnlab.nn.spec import (
+    Architecture,
+    file_recipe,
+    load_architecture,
+    parse_architecture,
+)
 
 # Number -> name, in the notebook's order (README.md's table numbers them 1-9).
 NOTEBOOK_NETS = {
@@ -64,7 +69,8 @@ def load_preset(name: str) -> Architecture:
 
 
 def recipe_settings(name_or_path: str | Path) -> dict[str, Any]:
-    """A recipe preset's `train:` mapping, as written; {} for files and other presets.
+    """A recipe's `train:` mapping, as written: a recipe preset's, or an architecture
+    file's (such as a search's best.yaml); {} for other presets and files.
 
     `cnnlab.training.config.recipe_config` turns it into a TrainConfig.
     """
@@ -72,6 +78,8 @@ def recipe_settings(name_or_path: str | Path) -> dict[str, Any]:
     # the architecture is resolved (`names_file`), before its recipe is asked for.
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or text not in preset_names():
+        if names_file(name_or_path) and Path(text).expanduser().is_file():
+            return file_recipe(Path(text).expanduser())
         return {}
     settings = _preset_doc(text).get(RECIPE_KEY) or {}
     if not isinstance(settings, dict):

@@ -251,7 +251,11 @@ class _Book:
             job.state = JobState.FINISHED
             self.outcomes[job.k] = TrialOutcome(job.trial, job.outcome)
             self.finished(self.outcomes[job.k])
-            self._say(job, f"{job.outcome}, test acc {result['test']['acc']:.4f}")
+            test = result["test"]  # None: a search candidate never reads the test set
+            score = (
+                "test set not read" if test is None else f"test acc {test['acc']:.4f}"
+            )
+            self._say(job, f"{job.outcome}, {score}")
             if self.progress is not None:
                 self.progress.trial_end(job.outcome)
             return
