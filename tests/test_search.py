@@ -219,10 +219,10 @@ def test_sigkill_mid_search_then_rerun_resumes(tmp_path: Path) -> None:
 def test_search_report_renders_in_chromium(
     grid_search: tuple[Path, object], tmp_path: Path
 ) -> None:
-    from test_report import _run_chromium
+    from helpers import run_chromium
 
     report = grid_search[1]
-    dom = _run_chromium(report.html_path, tmp_path, "--dump-dom")
+    dom = run_chromium(report.html_path, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr
     assert dom.stdout.count("<img") == len(report.figures) >= 2
     assert "Finalists" in dom.stdout and "best.yaml" in dom.stdout
