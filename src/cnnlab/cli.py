@@ -276,19 +276,7 @@ def build_parser() -> Parser:
         help="output folder (default studies)",
     )
     p.add_argument("--seeds", type=_seed_list, help="override the seeds, e.g. 0,1,2")
-    for flag in (
-        "--epochs",
-        "--train-limit",
-        "--test-limit",
-        "--val-size",
-        "--threads",
-    ):
-        p.add_argument(
-            flag, type=_positive_int, help=f"override {flag[2:]} for every net"
-        )
-    p.add_argument(
-        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
-    )
+    _add_overrides(p)
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -459,19 +447,7 @@ def _add_search(add_command: Callable[..., argparse.ArgumentParser]) -> None:
         help="start no new candidate after this long, e.g. 600, 30m, 2h",
     )
     p.add_argument("--seeds", type=_seed_list, help="the finalists' seeds, e.g. 0,1,2")
-    for flag in (
-        "--epochs",
-        "--train-limit",
-        "--test-limit",
-        "--val-size",
-        "--threads",
-    ):
-        p.add_argument(
-            flag, type=_positive_int, help=f"override {flag[2:]} for every net"
-        )
-    p.add_argument(
-        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
-    )
+    _add_overrides(p)
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -488,6 +464,23 @@ def _add_search(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--address", help="with --executor ray: an existing Ray cluster")
     p.add_argument(
         "--cpus-per-trial", type=_positive_float, help="with --executor ray: CPUs each"
+    )
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """The training settings `study` and `search` may override for every net."""
+    for flag in (
+        "--epochs",
+        "--train-limit",
+        "--test-limit",
+        "--val-size",
+        "--threads",
+    ):
+        p.add_argument(
+            flag, type=_positive_int, help=f"override {flag[2:]} for every net"
+        )
+    p.add_argument(
+        "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
     )
 
 
