@@ -34,9 +34,11 @@ from cnnlab.training.progress import RichReporter, StudyProgress
 from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.training.status import Status
+from cnnlab.util.interrupts import exit_code, signal_name, signals_as_interrupts
+from cnnlab.util.terminal import PipeSafe
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (SIGTERM: 143)
 
 
 class Parser(argparse.ArgumentParser):
@@ -614,13 +616,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with RichReporter(header=f"Run folder: {out}") as reporter:
             result = run(reporter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(
-            f"interrupted: the last finished epoch is saved in {out}. "
-            f"Resume with: cnnlab train --resume {out}",
+            f"interrupted ({signal_name(err)}): the last finished epoch is saved in "
+            f"{out}. Resume with: cnnlab train --resume {out}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_code(err)
     print(f"Test loss: {result.test_loss:.4f}")
     print(f"Test accuracy: {result.test_acc:.4f} ({100 * result.test_acc:.2f}%)")
     print(f"Run folder: {result.path}")
@@ -716,13 +718,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         with StudyProgress() as progress:
             report = api.run_study(study, args.out, progress=progress, **options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(
-            f"interrupted: finished trials and the last epoch are saved in {args.out}. "
-            f"Run the same command again to resume.",
+            f"interrupted ({signal_name(err)}): finished trials and the last epoch "
+            f"are saved in {args.out}. Run the same command again to resume.",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_code(err)
     minutes = (time.perf_counter() - started) / 60
     _print_report(report)
     print(f"Wall time: {minutes:.1f} min")
@@ -766,6 +768,19 @@ COMMANDS = {
 }
 
 
+# What an interrupt leaves, per command (train and study say it themselves).
+_AFTER_INTERRUPT = {
+    "evaluate": "evaluate writes nothing; the run folder is unchanged",
+    "predict": "predict writes nothing; the run folder is unchanged",
+    "report": "each report file is written whole or not at all. Rebuild the "
+    "report by running the same command again",
+    "export": "the export is written whole or not at all. Run the same command again",
+    "import": "nothing half-written is kept. Run the same command again",
+    "export-study": "trials already sent stay sent. Run the same command again "
+    "to send the rest",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -774,6 +789,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.commands[args.command].error(  # type: ignore[attr-defined]
             f"unrecognized arguments: {' '.join(extra)}"
         )
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
+    try:
+        with signals_as_interrupts():
+            return _run(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with bad input and interrupts each ending in one line."""
     try:
         return COMMANDS[args.command](args)
     except CnnlabError as err:
@@ -781,6 +807,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        after = _AFTER_INTERRUPT.get(args.command, "nothing was written")
+        print(f"interrupted ({signal_name(err)}): {after}.", file=sys.stderr)
+        return exit_code(err)
 
 
 if __name__ == "__main__":
