@@ -138,18 +138,24 @@ def _decompress(raw: bytes, path: Path) -> bytes:
         if len(head) == 4 and head[:2] == b"\x00\x00" and head[3] > 0:
             head += inflater.decompress(inflater.unconsumed_tail, 4 * head[3])
         promised = _promised_size(head, path)
-        body = inflater.decompress(inflater.unconsumed_tail, promised - len(head) + 1)
+        limit = MAX_IDX_BYTES if promised is None else promised
+        body = inflater.decompress(inflater.unconsumed_tail, limit - len(head) + 1)
     except zlib.error as err:
         raise DataError(
             f"{path}: corrupt gzip data ({err}); restore the original file"
         ) from err
     data = head + body
-    if len(data) > promised:
+    if promised is None and len(data) > limit:
+        raise DataError(
+            f"{path}: inflates to more than {limit:,} bytes, the limit for an IDX "
+            "file; refusing to inflate the rest. Restore the original file"
+        )
+    if promised is not None and len(data) > promised:
         raise DataError(
             f"{path}: inflates to more than the {promised:,} bytes its IDX header "
             "promises; refusing to inflate the rest. Restore the original file"
         )
-    if not inflater.eof:  # the input ended before the stream did
+    if not inflater.eof and promised is not None:  # input ended before the stream
         raise DataError(
             f"{path}: the gzip stream is truncated; the file is incomplete - "
             "download or copy it again"
@@ -157,14 +163,14 @@ def _decompress(raw: bytes, path: Path) -> bytes:
     return data
 
 
-def _promised_size(head: bytes, path: Path) -> int:
+def _promised_size(head: bytes, path: Path) -> int | None:
     """The whole size an IDX header says its file has, checked against the limit;
-    a header too short to say is left to `_decode_idx` to refuse."""
-    if len(head) < 4 or head[3] == 0 or len(head) < 4 + 4 * head[3]:
-        return len(head)
+    None for a header that is not an IDX one (`_decode_idx` then says why)."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[3] == 0:
+        return None
     dtype = _IDX_DTYPES.get(head[2])
-    if dtype is None:
-        return len(head)
+    if dtype is None or len(head) < 4 + 4 * head[3]:
+        return None
     ndim = head[3]
     shape = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     promised = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
@@ -289,7 +295,8 @@ def _resolve_source(name: str) -> _Source:
 def _pick_file(folder: Path, stem: str, sums: dict[str, str]) -> Path | None:
     """Choose stem or stem.gz in folder, preferring one SHA256SUMS can verify."""
     candidates = [folder / stem, folder / f"{stem}.gz"]
-    present = [path for path in candidates if path.is_file()]
+    # Anything but a folder: a FIFO or device is then refused by name when read.
+    present = [path for path in candidates if path.exists() and not path.is_dir()]
     listed = [path for path in present if path.name in sums]
     if len(present) == 2 and len(listed) != 1:
         _check_twins(*present)

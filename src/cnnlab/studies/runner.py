@@ -74,19 +74,26 @@ def check_study_out(out: Path) -> None:
     """A study's --out must not lie inside a run folder, nor inside the folders of
     another study output (a folder holding a store): their writers would clash and
     an --overwrite or re-run there would delete or mix in the other's files."""
-    out = Path(out).resolve()
-    for folder in (out, *out.parents):
+    real = Path(out).resolve()  # links undone: a link into a run folder counts
+    for folder in (real, *real.parents):
         if is_run_folder(folder):
             raise CnnlabError(
-                f"{out}: is inside the run folder {folder}; a study there would be "
-                "deleted by `cnnlab train --overwrite`. Choose an --out outside it."
+                f"{out}: is inside the run folder {_shown(folder)}; a study there "
+                "would be deleted by `cnnlab train --overwrite`. Choose an --out "
+                "outside it."
             )
-        if folder != out and (folder / STORE_FILE).is_file():
+        if folder != real and (folder / STORE_FILE).is_file():
             raise CnnlabError(
-                f"{out}: is inside {folder}, the output folder of other studies (it "
-                f"holds {STORE_FILE}). Use --out {folder} to add the study there, "
-                "or choose an --out outside it."
+                f"{out}: is inside {_shown(folder)}, the output folder of other "
+                f"studies (it holds {STORE_FILE}). Use --out {_shown(folder)} to add "
+                "the study there, or choose an --out outside it."
             )
+
+
+def _shown(folder: Path) -> Path:
+    """`folder` relative to the current folder when inside it, as a user wrote it."""
+    cwd = Path.cwd().resolve()
+    return folder.relative_to(cwd) if folder.is_relative_to(cwd) else folder
 
 
 def run_study(

@@ -192,22 +192,33 @@ def folder_lock(
 
 
 def lock_holder(fd: int) -> int | None:
-    """The PID holding a flock on the file open as `fd`, from /proc/locks (Linux);
+    """The PID holding a lock on the file open as `fd`, from /proc/locks (Linux);
     None where the kernel does not say."""
     st = os.fstat(fd)
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = lock_holders([(st.st_dev, st.st_ino)])
+    return holders[0] if holders else None
+
+
+def lock_holders(files: list[tuple[int, int]]) -> list[int]:
+    """The PIDs (other than this one) holding flock or POSIX locks on any of
+    `files`, given as (st_dev, st_ino): what /proc/locks lists (Linux only)."""
+    wanted = {f"{os.major(d):02x}:{os.minor(d):02x}:{i}" for d, i in files}
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as fh:
             lines = fh.read(1 << 20).splitlines()
     except OSError:
-        return None
+        return []
+    pids: list[int] = []
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1311 0 EOF"; "->" marks a waiter
         fields = line.split()
-        if "->" not in fields and "FLOCK" in fields and inode in fields:
-            pid = fields[fields.index(inode) - 1]
-            return int(pid) if pid.isdigit() else None
-    return None
+        found = [k for k, f in enumerate(fields) if f in wanted]
+        if "->" in fields or not found or not fields[found[0] - 1].isdigit():
+            continue
+        pid = int(fields[found[0] - 1])
+        if pid != os.getpid() and pid not in pids:
+            pids.append(pid)
+    return pids
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
