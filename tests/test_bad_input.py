@@ -1062,6 +1062,25 @@ def _png_with(kind: bytes, data: bytes) -> Callable[[Path], None]:
 
 _INFLATES_100MB = zlib.compress(bytes(100 << 20), 9)  # 100 kB
 
+SMALL_STUDY = (
+    "name: s\ntrain: {epochs: 2, train_limit: 300, val_size: 100, test_limit: 100}\n"
+    "architectures:\n  - {label: net, spec: {layers: [Flatten, {Dense: {units: 10, "
+    "activation: softmax}}]}}\n"
+)
+
+
+def _finished_study(space: Workspace) -> None:
+    """./ST: SMALL_STUDY (./study.yaml) run to the end, 2 epochs per trial."""
+    from cnnlab.studies.runner import run_study
+    from cnnlab.studies.study import load_study
+
+    run_study(load_study(space.cwd / "study.yaml"), space.cwd / "ST")
+
+
+def _one_class(folder: Path) -> None:
+    write_idx(folder / "train-labels-idx1-ubyte", np.full(300, 3, dtype=np.uint8))
+
+
 MATRIX += [
     # ------------------------------------------- one writer per run folder
     case("run-overwrite-while-training", "Run folders",
@@ -1162,6 +1181,21 @@ MATRIX += [
          setup=_image("text.png", _png_with(b"zTXt", b"Comment\0\0" + _INFLATES_100MB)),
          example="a PNG whose zTXt text inflates to 100 MB",
          phrases=["text.png: cannot decode the image", "Pillow inflates at most"]),
+    # ------------------------------------------------------ silent surprises
+    case("study-rerun-fewer-epochs", "Study files", args=[*STUDY, "--epochs", "1"],
+         files=study(SMALL_STUDY), setup=_finished_study,
+         example="a finished 2-epoch study re-run with `--epochs 1`",
+         phrases=["ST/s/runs/net-s0: this trial already trained 2 epochs, more than "
+                  "the 1 asked for now", "Run with --epochs 2 (or more)"]),
+    case("arch-batchnorm-momentum", "Architecture files", args=TRAIN,
+         files=net(CONV, layer("BatchNormalization", momentum=1.5), FLAT, OUT10),
+         example="`BatchNormalization: {momentum: 1.5}`",
+         phrases=["momentum must be a number in [0, 1). Received: momentum=1.5. "
+                  "Example: momentum: 0.99."]),
+    case("data-one-class", "Data", args=DATA, setup=broken_idx(_one_class),
+         example="training labels that are all 3",
+         phrases=["idx/train-labels-idx1-ubyte: every training label is 3: one class",
+                  "at least 2"]),
     # ----------------------------------------------------------- store faults
     case("store-foreign-trials-table", "Output folder and disk",
          args=["runs", "--out", "ST"], setup=_foreign_store,

@@ -792,7 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     try:
-        with signals_as_interrupts():
+        # As the console script (argv None) the process ends after this: a signal
+        # after the command finished is then ignored, not a death by signal.
+        with signals_as_interrupts(restore=argv is not None):
             return _run(args)
     finally:
         sys.stdout, sys.stderr = streams

@@ -402,6 +402,13 @@ def _build_dataset(source: _Source) -> Dataset:
         )
     _check_labels(y_train, paths[1], source.class_names)
     _check_labels(y_test, paths[3], source.class_names)
+    present = np.unique(y_train)
+    if len(present) == 1:  # the advice would be a 1-unit softmax, which outputs 1.0
+        raise DataError(
+            f"{paths[1]}: every training label is {int(present[0])}: one class, and "
+            "a classifier needs at least 2 to learn anything; check that the label "
+            "files are the right ones"
+        )
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     names = source.class_names or tuple(str(i) for i in range(num_classes))
     return Dataset(

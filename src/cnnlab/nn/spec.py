@@ -91,12 +91,12 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
     )
 
 
-def _rate(value: Any, what: str) -> float:
+def _rate(value: Any, what: str, example: float) -> float:
     if is_number(value) and 0.0 <= value < 1.0:
         return float(value)
     raise SpecError(
         f"{what} must be a number in [0, 1). Received: {what}={show_value(value)}. "
-        "Example: rate: 0.25."
+        f"Example: {what}: {example}."
     )
 
 
@@ -169,7 +169,7 @@ class BatchNormalization:
     epsilon: float = 1e-3
 
     def __post_init__(self) -> None:
-        _set(self, "momentum", _rate(self.momentum, "momentum"))
+        _set(self, "momentum", _rate(self.momentum, "momentum", 0.99))
         _set(self, "epsilon", _positive_float(self.epsilon, "epsilon"))
 
 
@@ -180,7 +180,7 @@ class Dropout:
     rate: float
 
     def __post_init__(self) -> None:
-        _set(self, "rate", _rate(self.rate, "rate"))
+        _set(self, "rate", _rate(self.rate, "rate", 0.25))
 
 
 @dataclass(frozen=True)

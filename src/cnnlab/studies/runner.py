@@ -23,7 +23,7 @@ from cnnlab.studies.executors.pool import PoolExecutor
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, study_folder
-from cnnlab.studies.trial import TrialOutcome, check_study
+from cnnlab.studies.trial import TrialOutcome, check_not_shortened, check_study
 from cnnlab.training.progress import StudyProgress
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
@@ -112,6 +112,8 @@ def run_study(
     check_study_out(out)
     study_dir = study_folder(out, study.name)
     trials = study.trials()
+    for trial in trials:  # before the store changes
+        check_not_shortened(trial, trial.run_dir(study_dir))
     device = pick_device(study.archs[0].config.device)
     with (
         folder_lock(study_dir, f"study '{study.name}'"),

@@ -33,12 +33,15 @@ def signal_name(interrupt: KeyboardInterrupt) -> str:
 
 
 @contextmanager
-def signals_as_interrupts() -> Iterator[None]:
+def signals_as_interrupts(restore: bool = True) -> Iterator[None]:
     """Within: SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once.
 
     A second signal while the first one's clean-up runs is ignored, so a repeated
     Ctrl-C cannot cut short the writing of run.json or the store's marks (SIGKILL
     still ends the process; nothing is left that the next run does not repair).
+    On leaving, the previous handlers come back, or (restore=False: the process
+    is about to exit) both signals are ignored, so a late one cannot turn a
+    finished command into a death by signal.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -59,4 +62,4 @@ def signals_as_interrupts() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if restore else signal.SIG_IGN)
