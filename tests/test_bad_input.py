@@ -47,6 +47,7 @@ from helpers import (
     conv,
     draw_digit,
     error_line,
+    gzip_bomb,
     layer,
     run_cli,
     snapshot,
@@ -1011,16 +1012,6 @@ def _link(name: str, target: str) -> Setup:
         (space.cwd / name).symlink_to(target)
 
     return setup
-
-
-def gzip_bomb(header: bytes, inflated: int) -> bytes:
-    """A .gz of `header` then `inflated` zero bytes, built in milliseconds: after a
-    full flush deflate restarts, so each 16 MB block compresses to the same bytes.
-    (No gzip trailer: a reader that stops at the header's promise never needs it.)"""
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
-    start = packer.compress(header) + packer.flush(zlib.Z_FULL_FLUSH)
-    block = packer.compress(bytes(1 << 24)) + packer.flush(zlib.Z_FULL_FLUSH)
-    return start + block * max(1, inflated >> 24)
 
 
 def idx_header(*shape: int) -> bytes:

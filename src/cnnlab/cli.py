@@ -35,7 +35,7 @@ from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.training.status import Status
 from cnnlab.util.interrupts import exit_code, signal_name, signals_as_interrupts
-from cnnlab.util.terminal import PipeSafe
+from cnnlab.util.terminal import PipeSafe, shown
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (SIGTERM: 143)
@@ -493,9 +493,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
             f"{info.total:,}",
             format_flops(info.flops),
         )
-    Console().print(table)
+    console = Console()
+    print_table(console, table)
     if recipes:
-        Console().print(_recipes_table(recipes))
+        print_table(console, _recipes_table(recipes))
     return 0
 
 
@@ -534,7 +535,7 @@ def _recipe_text(base: TrainConfig, config: TrainConfig) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    print(api.summary(args.arch, args.classes))
+    print(shown(api.summary(args.arch, args.classes)))  # names, descriptions: a file's
     return 0
 
 
@@ -639,7 +640,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     for p in api.predict(args.run, args.images):
-        print(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)")
+        print(shown(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)"))
     return 0
 
 
@@ -684,14 +685,13 @@ def _print_report(report: Any) -> None:
     console = Console()
     if not console.is_terminal:  # a log file or pipe: no 80-column squeeze
         console = Console(width=160)
-    console.print(rich_table(report))
+    print_table(console, rich_table(report))
     for comparison in report.comparisons:
-        console.print(comparison.verdict, highlight=False)
+        console.print(escape(shown(comparison.verdict)), highlight=False)
     console.print()
     for d in report.diagnoses:
-        console.print(
-            f"[bold]{escape(d.label)}: {escape(d.verdict)}.[/bold] {escape(d.text)}"
-        )
+        label, verdict, text = (escape(shown(t)) for t in (d.label, d.verdict, d.text))
+        console.print(f"[bold]{label}: {verdict}.[/bold] {text}")
     console.print(f"\nReport: {report.markdown_path} and {report.html_path}")
 
 
@@ -742,10 +742,33 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
-        table.add_row(r["study"], r["label"], str(r["seed"]), r["status"],
-                      str(r["epochs"]), acc, r["run_path"])  # fmt: skip
-    Console().print(table)
+        cells = (r["study"], r["label"], str(r["seed"]), r["status"],
+                 str(r["epochs"]), acc, r["run_path"])  # fmt: skip
+        table.add_row(*(escape(shown(str(c))) for c in cells))  # a store's values
+    print_table(Console(), table)
     return 0
+
+
+def print_table(console: Any, table: Any) -> None:
+    """A rich table, or, on a console too narrow for its headers (COLUMNS=20),
+    each row as 'header: value' lines, which stay readable at any width."""
+    columns = table.columns
+    needed = sum(len(str(c.header)) + 3 for c in columns) + 1
+    if console.width >= needed:
+        console.print(table)
+        return
+    from rich.text import Text
+
+    def text(value: Any) -> Text:  # table strings are markup, as the table shows them
+        return Text.from_markup(value) if isinstance(value, str) else Text(str(value))
+
+    if table.title:
+        console.print(text(table.title), highlight=False)
+    for row in zip(*(c.cells for c in columns), strict=True):
+        console.print()
+        for column, cell in zip(columns, row, strict=True):
+            line = Text.assemble(text(column.header), ": ", text(cell))
+            console.print(line, highlight=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -807,7 +830,7 @@ def _run(args: argparse.Namespace) -> int:
     except CnnlabError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {shown(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         if args.debug:

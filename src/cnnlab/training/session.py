@@ -248,12 +248,12 @@ def run_training(
         if hooks.on_epoch is not None:
             hooks.on_epoch(s)
 
-    record.save_meta(status=Status.RUNNING)
-    if state is not None and state.epoch >= config.epochs:
-        # Killed after its last checkpoint, before the curves were drawn: no epoch
-        # will run to draw them, so do it here.
-        draw_curves(record, state.history)
     try:
+        record.save_meta(status=Status.RUNNING)
+        if state is not None and state.epoch >= config.epochs:
+            # Killed after its last checkpoint, before the curves were drawn: no
+            # epoch will run to draw them, so do it here.
+            draw_curves(record, state.history)
         history = fit(model, split, config, state, checkpoint, hooks.reporter)
         test, clean = finish_run(record, model, split, hooks)
     except BaseException as err:
@@ -289,7 +289,12 @@ def train_run(
     check_new_run(out, overwrite)  # before the lock creates the folder
     with run_lock(out, create=True):
         record = create_run(out, arch, config, env, overwrite=overwrite)
-        model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+        try:
+            model = build_model(arch, dataset.num_classes, seed=config.seed)
+            model = model.to(device)
+        except BaseException as err:  # Ctrl-C here: run.json must not say running
+            mark_run(record, err)
+            raise
         return run_training(record, model, split, config, None, hooks or Hooks())
 
 

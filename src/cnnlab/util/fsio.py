@@ -126,7 +126,13 @@ def read_bounded(
     """The bytes of the regular file `path`, refused past `limit` bytes (see
     `open_regular`); a file that grows while read is cut off at the limit too."""
     with open_regular(path, limit, what, error) as fh:
-        data = fh.read(limit + 1)
+        # read(n) allocates n bytes up front: ask for the size stat gave, then for
+        # what a growing file added, never for the whole limit at once.
+        data = fh.read(os.fstat(fh.fileno()).st_size + 1)
+        while len(data) <= limit and (
+            more := fh.read(min(limit + 1 - len(data), 1 << 24))
+        ):
+            data += more
     if len(data) > limit:
         raise error(too_large(path, len(data), limit, what, at_least=True))
     return data
