@@ -205,7 +205,7 @@ def build_parser() -> Parser:
         "data. Architectures are YAML files in Keras's layer vocabulary, or the "
         "notebook's nine built-in presets.",
         epilog="Example: cnnlab train conv5-medium --epochs 2. "
-        "Bad input exits with code 2, Ctrl-C with 130.",
+        "Bad input exits with code 2, Ctrl-C with 130, SIGTERM with 143.",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks on errors"
