@@ -88,3 +88,35 @@ def test_a_path_outside_its_folder_is_refused(tmp_path: Path) -> None:
     for escape in ("../x", "link/x"):
         with pytest.raises(RunError, match="outside the output folder"):
             check_inside(tmp_path / "out" / escape, tmp_path / "out")
+
+
+def test_a_busy_store_is_waited_for_and_its_holder_named(tmp_path: Path) -> None:
+    import os
+    import sqlite3
+
+    from cnnlab.studies.store import Store
+
+    Store(tmp_path / "ST" / "cnnlab.sqlite").close()
+    study = {"name": "s", "train": {"epochs": 1, "train_limit": 300, "val_size": 100,
+             "test_limit": 100}, "architectures": [{"label": "net", "spec": {
+             "layers": ["Flatten", {"Dense": {"units": 10}}]}}]}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(json.dumps(study))
+    holder = sqlite3.connect(tmp_path / "ST" / "cnnlab.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # this process holds the write lock
+    assert run_cli("runs", "--out", "ST", cwd=tmp_path).code == 0  # readers: no wait
+    proc = subprocess.Popen(
+        cli_command("study", "s.yaml", "--out", "ST", "--workers", "1"),
+        cwd=tmp_path, env=os.environ | CLI_ENV, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith(f"waiting for ST/cnnlab.sqlite: process {os.getpid()} is"
+                               " writing to it (waiting up to 60 s)..."), line  # fmt: skip
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+        rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 0, rest
+    assert "move" not in rest

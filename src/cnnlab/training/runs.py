@@ -385,6 +385,17 @@ def check_new_run(path: Path, overwrite: bool = False) -> None:
     check_overwrite(path)
 
 
+def make_run_folder(path: Path) -> None:
+    """Create the run folder (and its parents) if missing, before it is locked."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(
+            f"{path}: cannot create the output folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+
+
 def create_run(
     path: Path,
     arch: Architecture,
@@ -394,17 +405,11 @@ def create_run(
 ) -> RunRecord:
     """Make a new run folder; refuse to clobber an existing one unless told to.
 
-    Call it holding `run_lock(path, create=True)`: an overwritten folder is emptied,
+    Call it holding `run_lock(path)`: an overwritten folder is emptied,
     not deleted, so the lock (on the folder itself) stays on it.
     """
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        entries = list(path.iterdir())
-    except OSError as err:
-        raise RunError(
-            f"{path}: cannot create the output folder ({err.strerror}). Choose a "
-            "writable --out."
-        ) from err
+    make_run_folder(path)
+    entries = list(path.iterdir())
     if entries:  # checked again under the lock: another writer may have been first
         check_new_run(path, overwrite)
         for entry in entries:

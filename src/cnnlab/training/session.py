@@ -42,6 +42,7 @@ from cnnlab.training.runs import (
     RunRecord,
     check_new_run,
     create_run,
+    make_run_folder,
     open_run,
     run_lock,
 )
@@ -286,8 +287,9 @@ def train_run(
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)  # before the folder exists
     env = run_environment(device, dataset, split)
-    check_new_run(out, overwrite)  # before the lock creates the folder
-    with run_lock(out, create=True):
+    check_new_run(out, overwrite)  # before the folder is made
+    make_run_folder(out)
+    with run_lock(out):
         record = create_run(out, arch, config, env, overwrite=overwrite)
         try:
             model = build_model(arch, dataset.num_classes, seed=config.seed)
