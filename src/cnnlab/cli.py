@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import re
 import sys
 import time
@@ -34,7 +35,13 @@ from cnnlab.training.progress import RichReporter, StudyProgress
 from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.training.status import Status
-from cnnlab.util.interrupts import exit_code, signal_name, signals_as_interrupts
+from cnnlab.util.interrupts import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    exit_code,
+    signal_name,
+    signals_as_interrupts,
+)
 from cnnlab.util.terminal import PipeSafe, shown
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
@@ -818,9 +825,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As the console script (argv None) the process ends after this: a signal
         # after the command finished is then ignored, not a death by signal.
         with signals_as_interrupts(restore=argv is not None):
-            return _run(args)
+            code = _run(args)
     finally:
         sys.stdout, sys.stderr = streams
+    if argv is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
+        # A KeyboardInterrupt that passed through C code (an import, say) can leave
+        # CPython set to end the process by SIGINT after main returns, whatever the
+        # code: the clean-up is done, so exit now with the code the line promised.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
