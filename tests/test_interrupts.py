@@ -46,11 +46,11 @@ COMMANDS: dict[str, tuple[list[str], float]] = {
     "resume": (["train", "--resume", "HALF", "--epochs", "3"], 3.0),
     "study": (["study", "study.yaml", "--out", "ST", "--workers", "1"], 5.0),
     "study-pool": (["study", "study.yaml", "--out", "ST", "--workers", "2"], 6.0),
-    "evaluate": (["evaluate", "RUN"], 0.6),
-    "predict": (["predict", "RUN", "one.png"], 0.6),
+    "evaluate": (["evaluate", "RUN"], 0.4),
+    "predict": (["predict", "RUN", "one.png"], 0.15),
     "report": (["report", "s", "--out", "DONE"], 3.0),
-    "runs": (["runs", "--out", "DONE"], 0.3),
-    "summary": (["summary", "conv5-medium"], 0.3),
+    "runs": (["runs", "--out", "DONE"], 0.05),
+    "summary": (["summary", "conv5-medium"], 0.05),
 }
 
 
