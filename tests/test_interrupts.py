@@ -155,7 +155,10 @@ def check_records(work: Path) -> int:
         checked += 1
     for path in work.rglob("cnnlab.sqlite"):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows = db.execute("SELECT label, seed, status FROM trials").fetchall()
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        rows = []  # stopped while the store was created: no tables yet, no rows
+        if ("trials",) in tables.fetchall():
+            rows = db.execute("SELECT label, seed, status FROM trials").fetchall()
         db.close()
         assert not [r for r in rows if r[2] == "running"], rows
         checked += len(rows)
