@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from helpers import (
     conv,
     draw_digit,
     error_line,
+    gzip_bomb,
     layer,
     run_cli,
     snapshot,
@@ -78,6 +80,7 @@ class Workspace:
     cwd: Path
     request: pytest.FixtureRequest
     mounts: list[Path] = field(default_factory=list)
+    holders: list[subprocess.Popen] = field(default_factory=list)
 
     def run(self, where: str = "RUN") -> Path:
         """A fresh copy of the shared trained run, as ./RUN."""
@@ -115,6 +118,10 @@ class Workspace:
 def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workspace]:
     space = Workspace(tmp_path, request)
     yield space
+    for holder in space.holders:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
     for disk in reversed(space.mounts):
         subprocess.run(["umount", str(disk)], check=False)
 
@@ -984,6 +991,265 @@ MATRIX = [
                   "No epoch had finished", "smaller --lr"],
          masks=(r"step \d+ of",), in_training=True),
 ]  # fmt: skip
+
+# ---------------------------------------------------------------------------
+# One writer per folder, names that become paths, bounded reads, store faults
+# (each family's cases; the concurrency and interrupt tests are in
+# test_one_writer.py)
+
+PID_MASK = r"PID \d+"
+
+
+def _locked_run(space: Workspace) -> None:
+    """./RUN (a copy of the shared run) with its lock held by another process."""
+    run = space.run()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+         "from cnnlab.training.runs import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n"
+         "    print('locked', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    space.holders.append(holder)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+
+
+def _nested_store(run: Path) -> None:
+    (run / "cnnlab.sqlite").write_bytes(b"")
+
+
+def _edited_spec(run: Path) -> None:
+    spec = run / "spec.yaml"
+    spec.write_text(spec.read_text().replace("filters: 2", "filters: 3"))
+
+
+def _store_in(folder: str) -> Setup:
+    def setup(space: Workspace) -> None:
+        from cnnlab.studies.store import Store
+
+        Store(space.cwd / folder / "cnnlab.sqlite").close()
+
+    return setup
+
+
+def _store_naming(name: str) -> Setup:
+    """./ST/cnnlab.sqlite, edited by hand to hold a study called `name`."""
+
+    def setup(space: Workspace) -> None:
+        from cnnlab.studies.results import StudyInfo
+        from cnnlab.studies.store import Store
+
+        with Store(space.cwd / "ST" / "cnnlab.sqlite") as store:
+            store.save_study(StudyInfo(name, "", {}, {}), "t")
+
+    return setup
+
+
+def _foreign_store(space: Workspace) -> None:
+    import sqlite3
+
+    (space.cwd / "ST").mkdir()
+    db = sqlite3.connect(space.cwd / "ST" / "cnnlab.sqlite")
+    db.execute("CREATE TABLE trials (name TEXT, score REAL)")
+    db.commit()
+    db.close()
+
+
+def _fifo(name: str) -> Setup:
+    def setup(space: Workspace) -> None:
+        os.mkfifo(space.cwd / name)
+
+    return setup
+
+
+def _link(name: str, target: str) -> Setup:
+    def setup(space: Workspace) -> None:
+        (space.cwd / name).parent.mkdir(parents=True, exist_ok=True)
+        (space.cwd / name).symlink_to(target)
+
+    return setup
+
+
+def idx_header(*shape: int) -> bytes:
+    return struct.pack(f">BBBB{len(shape)}I", 0, 0, 8, len(shape), *shape)
+
+
+def _bomb_idx(inflated: int, *shape: int) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        (folder / "t10k-images-idx3-ubyte").unlink()
+        bomb = gzip_bomb(idx_header(*shape), inflated)
+        (folder / "t10k-images-idx3-ubyte.gz").write_bytes(bomb)
+
+    return change
+
+
+def _twin_idx(folder: Path) -> None:
+    plain = folder / "t10k-labels-idx1-ubyte"
+    other = np.frombuffer(plain.read_bytes()[8:], np.uint8)[::-1].copy()
+    buf = idx_header(len(other))[:-4] + struct.pack(">I", len(other)) + other.tobytes()
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(buf))
+
+
+def _fifo_idx(folder: Path) -> None:
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(folder / "t10k-labels-idx1-ubyte")
+
+
+def _png_with(kind: bytes, data: bytes) -> Callable[[Path], None]:
+    """A digit PNG with one extra chunk (a colour profile or text) after IHDR."""
+
+    def make(path: Path) -> None:
+        whole = draw_digit(path, "1").read_bytes()
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        extra = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+        path.write_bytes(whole[:33] + extra + whole[33:])
+
+    return make
+
+
+_INFLATES_100MB = zlib.compress(bytes(100 << 20), 9)  # 100 kB
+
+SMALL_STUDY = (
+    "name: s\ntrain: {epochs: 2, train_limit: 300, val_size: 100, test_limit: 100}\n"
+    "architectures:\n  - {label: net, spec: {layers: [Flatten, {Dense: {units: 10, "
+    "activation: softmax}}]}}\n"
+)
+
+
+def _finished_study(space: Workspace) -> None:
+    """./ST: SMALL_STUDY (./study.yaml) run to the end, 2 epochs per trial."""
+    from cnnlab.studies.runner import run_study
+    from cnnlab.studies.study import load_study
+
+    run_study(load_study(space.cwd / "study.yaml"), space.cwd / "ST")
+
+
+def _one_class(folder: Path) -> None:
+    write_idx(folder / "train-labels-idx1-ubyte", np.full(300, 3, dtype=np.uint8))
+
+
+MATRIX += [
+    # ------------------------------------------- one writer per run folder
+    case("run-overwrite-while-training", "Run folders",
+         args=["train", "conv5-tiny", "--out", "RUN", "--overwrite", *TINY_FLAGS],
+         setup=_locked_run, masks=(PID_MASK,),
+         example="`--overwrite RUN` while another process trains into RUN",
+         phrases=["RUN: a training run is already running in another process (PID ",
+                  "Wait for it to finish"]),
+    case("run-resume-while-training", "Run folders", args=["train", "--resume", "RUN"],
+         setup=_locked_run, masks=(PID_MASK,),
+         example="`--resume RUN` while another process trains into RUN",
+         phrases=["RUN: a training run is already running in another process (PID "]),
+    case("run-overwrite-nested-store", "Run folders",
+         args=["train", "conv5-tiny", "--out", "RUN", "--overwrite", *TINY_FLAGS],
+         setup=_run_edit(_nested_store),
+         example="`--overwrite RUN` where RUN also holds a study store",
+         phrases=["RUN: the run folder also holds cnnlab.sqlite, which --overwrite "
+                  "would delete; refusing", "Move them out"]),
+    case("run-resume-edited-spec", "Run folders", args=["train", "--resume", "RUN",
+         "--epochs", "2"], setup=_run_edit(_edited_spec),
+         example="`--resume` after spec.yaml was edited",
+         phrases=["RUN/spec.yaml: edited since the run started",
+                  "would mix two networks", "cnnlab train RUN/spec.yaml --out "]),
+    case("study-out-inside-run", "Study files",
+         args=["study", "quickstart", "--out", "RUN/studies"], setup=_with_run,
+         example="`study --out RUN/studies` (inside a run folder)",
+         phrases=["is inside the run folder", "Choose an --out outside it"]),
+    case("study-out-inside-other-study", "Study files",
+         args=["study", "quickstart", "--out", "ST/quickstart"], setup=_store_in("ST"),
+         example="`study --out ST/x` where ST holds another study store",
+         phrases=["is inside", "the output folder of other studies",
+                  "Use --out ST to add the study there"]),
+    # ------------------------------------------------- names become paths
+    case("arch-name-nul", "Architecture files", args=["train", "net.yaml"],
+         files={"net.yaml": 'name: "a\\0b"\nlayers: [Flatten, {Dense: {units: 10}}]\n'},
+         example="`name:` with a NUL byte (no --out: the name makes the folder)",
+         phrases=["net.yaml: 'name' must be one line of printable text of at most "
+                  "200 characters", "Got 'a\\x00b'"]),
+    case("arch-name-5000-chars", "Architecture files", args=["train", "net.yaml"],
+         files={"net.yaml": f"name: {'x' * 5000}\nlayers: [Flatten]\n"},
+         example="a 5,000-character `name:`",
+         phrases=["'name' must be one line of printable text of at most 200"]),
+    case("study-labels-look-alike", "Study files", args=STUDY,
+         files=study("name: s\narchitectures:\n  - {preset: conv5-tiny, label: "
+                     "tiny}\n  - {preset: conv5-tiny, label: \"\uff54\uff49\uff4e"
+                     "\uff59\"}\n"),
+         example="labels `tiny` and fullwidth `\uff54\uff49\uff4e\uff59`",
+         phrases=["labels 'tiny' and '\uff54\uff49\uff4e\uff59' are the same text "
+                  "once Unicode-normalised (NFKC)", "differ in letters or digits"]),
+    case("report-store-names-escape", "Study files",
+         args=["report", "../../evil", "--out", "ST"], setup=_store_naming("../../evil"),
+         example="a store edited to name a study `../../evil`",
+         phrases=["study name '../../evil' is not a simple name", "names a folder"]),
+    # --------------------------------------------------------- bounded reads
+    case("arch-fifo", "Architecture files", args=TRAIN, setup=_fifo("net.yaml"),
+         example="net.yaml is a FIFO (nobody writes to it)",
+         phrases=["net.yaml: is a FIFO, not a file",
+                  "Give the path of an architecture file (a regular file)"]),
+    case("arch-dev-zero", "Architecture files", args=TRAIN,
+         setup=_link("net.yaml", "/dev/zero"), example="net.yaml -> /dev/zero",
+         phrases=["net.yaml: is a character device, not a file"]),
+    case("arch-dev-urandom", "Architecture files", args=TRAIN,
+         setup=_link("net.yaml", "/dev/urandom"), example="net.yaml -> /dev/urandom",
+         phrases=["net.yaml: is a character device, not a file"]),
+    case("arch-too-large", "Architecture files", args=TRAIN,
+         files={"net.yaml": "# " + "x" * (2 << 20) + "\n"},
+         example="a 2 MB architecture file",
+         phrases=["net.yaml: is 2,097,155 bytes, over the limit of 1,048,576 bytes "
+                  "for an architecture file"]),
+    case("data-gzip-bomb", "Data", args=DATA,
+         setup=broken_idx(_bomb_idx(200 << 20, 100, 28, 28)),
+         example="a 200 kB .gz whose data inflates to 200 MB, header: 100 images",
+         phrases=["idx/t10k-images-idx3-ubyte.gz: inflates to more than the 78,416 "
+                  "bytes its IDX header promises; refusing to inflate the rest"]),
+    case("data-header-promises-too-much", "Data", args=DATA,
+         setup=broken_idx(_bomb_idx(1 << 24, 100_000, 1000, 1000)),
+         example="a .gz whose IDX header promises 100,000 images of 1000x1000",
+         phrases=["its IDX header promises 100,000,000,016 bytes",
+                  "over the limit of 2,147,483,648 bytes for an IDX file"]),
+    case("data-plain-and-gz-differ", "Data", args=DATA, setup=broken_idx(_twin_idx),
+         example="`X` and `X.gz` both present, with different labels",
+         phrases=["t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz both exist "
+                  "and hold different data", "would use t10k-labels-idx1-ubyte (the "
+                  "plain file)", "Delete the one you do not want"]),
+    case("data-fifo", "Data", args=DATA, setup=broken_idx(_fifo_idx),
+         example="an IDX file that is a FIFO",
+         phrases=["idx/t10k-labels-idx1-ubyte: is a FIFO, not a file"]),
+    case("image-fifo", "Images for predict", args=[*PREDICT, "x.png"],
+         setup=lambda space: (space.run(), os.mkfifo(space.cwd / "x.png")),
+         example="an image that is a FIFO",
+         phrases=["x.png: is a FIFO, not a file", "a PNG or JPEG image"]),
+    case("image-huge-icc-profile", "Images for predict", args=[*PREDICT, "icc.png"],
+         setup=_image("icc.png", _png_with(b"iCCP", b"icc\0\0" + _INFLATES_100MB)),
+         example="a PNG whose iCCP profile inflates to 100 MB",
+         phrases=["icc.png: cannot decode the image", "Pillow inflates at most",
+                  "without metadata"]),
+    case("image-huge-ztxt", "Images for predict", args=[*PREDICT, "text.png"],
+         setup=_image("text.png", _png_with(b"zTXt", b"Comment\0\0" + _INFLATES_100MB)),
+         example="a PNG whose zTXt text inflates to 100 MB",
+         phrases=["text.png: cannot decode the image", "Pillow inflates at most"]),
+    # ------------------------------------------------------ silent surprises
+    case("study-rerun-fewer-epochs", "Study files", args=[*STUDY, "--epochs", "1"],
+         files=study(SMALL_STUDY), setup=_finished_study,
+         example="a finished 2-epoch study re-run with `--epochs 1`",
+         phrases=["ST/s/runs/net-s0: this trial already trained 2 epochs, more than "
+                  "the 1 asked for now", "Run with --epochs 2 (or more)"]),
+    case("arch-batchnorm-momentum", "Architecture files", args=TRAIN,
+         files=net(CONV, layer("BatchNormalization", momentum=1.5), FLAT, OUT10),
+         example="`BatchNormalization: {momentum: 1.5}`",
+         phrases=["momentum must be a number in [0, 1). Received: momentum=1.5. "
+                  "Example: momentum: 0.99."]),
+    case("data-one-class", "Data", args=DATA, setup=broken_idx(_one_class),
+         example="training labels that are all 3",
+         phrases=["idx/train-labels-idx1-ubyte: every training label is 3: one class",
+                  "at least 2"]),
+    # ----------------------------------------------------------- store faults
+    case("store-foreign-trials-table", "Output folder and disk",
+         args=["runs", "--out", "ST"], setup=_foreign_store,
+         example="--out ST whose cnnlab.sqlite is another program's database",
+         phrases=["ST/cnnlab.sqlite: not a cnnlab store: its table 'trials' lacks",
+                  "Point --out at another folder"]),
+]  # fmt: skip
+
 
 # Cases with their own tests below (they check what a failure keeps).
 DEDICATED = {

@@ -41,6 +41,7 @@ RUN_FILES = (
     "checkpoint.pt",
     "weights.pt",
     "curves.png",
+    "predictions.npz",
 )
 
 # Parameter totals of the nine presets (`cnnlab presets`), in the notebook's order.

@@ -287,13 +287,14 @@ def test_folder_with_plain_files_and_sums(mini: Path) -> None:
 
 def test_folder_reload_sees_changed_files(mini: Path) -> None:
     first = load_dataset(str(mini))
-    target = write_idx(mini / "train-labels-idx1-ubyte.gz", np.full(200, 3, np.uint8))
+    labels = np.tile(np.array([3, 4], np.uint8), 100)  # two classes: one is refused
+    target = write_idx(mini / "train-labels-idx1-ubyte.gz", labels)
     # Same size and possibly the same coarse (~4 ms) timestamp: date the edit later.
     later = target.stat().st_mtime_ns + 10**9
     os.utime(target, ns=(later, later))
     second = load_dataset(str(mini))
     assert second is not first
-    assert set(second.y_train.tolist()) == {3}
+    assert set(second.y_train.tolist()) == {3, 4}
 
 
 def test_read_idx_other_types(tmp_path: Path) -> None:

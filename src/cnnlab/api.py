@@ -44,7 +44,7 @@ from cnnlab.search.tuner import import_optuna
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, override
+from cnnlab.studies.study import STORE_FILE, Study, override, study_folder
 from cnnlab.studies.study import load_study as _load_study_file
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history as _plot_history
@@ -379,7 +379,7 @@ def _open_store(out: str | Path) -> Store:
 def open_report(study: str, out: str | Path = "studies") -> StudyReport:
     """Rebuild a study's report from its store, without training."""
     with _open_store(out) as store:
-        return build_report(store, study, Path(out) / study / "report")
+        return build_report(store, study, study_folder(Path(out), study) / "report")
 
 
 def list_trials(

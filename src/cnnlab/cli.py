@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from rich.markup import escape
 
 from cnnlab import api
 from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
@@ -32,9 +35,17 @@ from cnnlab.training.progress import RichReporter, StudyProgress
 from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.training.status import Status
+from cnnlab.util.interrupts import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    exit_code,
+    signal_name,
+    signals_as_interrupts,
+)
+from cnnlab.util.terminal import PipeSafe, print_table, shown
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (SIGTERM: 143)
 
 
 class Parser(argparse.ArgumentParser):
@@ -201,7 +212,7 @@ def build_parser() -> Parser:
         "data. Architectures are YAML files in Keras's layer vocabulary, or the "
         "notebook's nine built-in presets.",
         epilog="Example: cnnlab train conv5-medium --epochs 2. "
-        "Bad input exits with code 2, Ctrl-C with 130.",
+        "Bad input exits with code 2, Ctrl-C with 130, SIGTERM with 143.",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks on errors"
@@ -600,9 +611,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
             f"{info.total:,}",
             format_flops(info.flops),
         )
-    Console().print(table)
+    console = Console()
+    print_table(console, table)
     if recipes:
-        Console().print(_recipes_table(recipes))
+        print_table(console, _recipes_table(recipes))
     return 0
 
 
@@ -641,7 +653,7 @@ def _recipe_text(base: TrainConfig, config: TrainConfig) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    print(api.summary(args.arch, args.classes))
+    print(shown(api.summary(args.arch, args.classes)))  # names, descriptions: a file's
     return 0
 
 
@@ -723,13 +735,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with RichReporter(header=f"Run folder: {out}") as reporter:
             result = run(reporter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(
-            f"interrupted: the last finished epoch is saved in {out}. "
-            f"Resume with: cnnlab train --resume {out}",
+            f"interrupted ({signal_name(err)}): the last finished epoch is saved in "
+            f"{out}. Resume with: cnnlab train --resume {out}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_code(err)
     print(f"Test loss: {result.test_loss:.4f}")
     print(f"Test accuracy: {result.test_acc:.4f} ({100 * result.test_acc:.2f}%)")
     print(f"Run folder: {result.path}")
@@ -746,7 +758,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     for p in api.predict(args.run, args.images):
-        print(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)")
+        print(shown(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)"))
     return 0
 
 
@@ -818,13 +830,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         with StudyProgress() as progress:
             report = api.run_study(study, args.out, progress=progress, **options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(
-            f"interrupted: finished trials and the last epoch are saved in {args.out}. "
-            f"Run the same command again to resume.",
+            f"interrupted ({signal_name(err)}): finished trials and the last epoch "
+            f"are saved in {args.out}. Run the same command again to resume.",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_code(err)
     minutes = (time.perf_counter() - started) / 60
     _print_report(report)
     print(f"Wall time: {minutes:.1f} min")
@@ -842,9 +854,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
-        table.add_row(r["study"], r["label"], str(r["seed"]), r["status"],
-                      str(r["epochs"]), acc, r["run_path"])  # fmt: skip
-    Console().print(table)
+        cells = (r["study"], r["label"], str(r["seed"]), r["status"],
+                 str(r["epochs"]), acc, r["run_path"])  # fmt: skip
+        table.add_row(*(escape(shown(str(c))) for c in cells))  # a store's values
+    print_table(Console(), table)
     return 0
 
 
@@ -869,6 +882,19 @@ COMMANDS = {
 }
 
 
+# What an interrupt leaves, per command (train and study say it themselves).
+_AFTER_INTERRUPT = {
+    "evaluate": "evaluate writes nothing; the run folder is unchanged",
+    "predict": "predict writes nothing; the run folder is unchanged",
+    "report": "each report file is written whole or not at all. Rebuild the "
+    "report by running the same command again",
+    "export": "the export is written whole or not at all. Run the same command again",
+    "import": "nothing half-written is kept. Run the same command again",
+    "export-study": "trials already sent stay sent. Run the same command again "
+    "to send the rest",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -877,13 +903,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.commands[args.command].error(  # type: ignore[attr-defined]
             f"unrecognized arguments: {' '.join(extra)}"
         )
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
+    try:
+        # As the console script (argv None) the process ends after this: a signal
+        # after the command finished is then ignored, not a death by signal.
+        with signals_as_interrupts(restore=argv is not None):
+            code = _run(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+    if argv is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
+        # A KeyboardInterrupt that passed through C code (an import, say) can leave
+        # CPython set to end the process by SIGINT after main returns, whatever the
+        # code: the clean-up is done, so exit now with the code the line promised.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with bad input and interrupts each ending in one line."""
     try:
         return COMMANDS[args.command](args)
     except CnnlabError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {shown(str(err))}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        after = _AFTER_INTERRUPT.get(args.command, "nothing was written")
+        print(f"interrupted ({signal_name(err)}): {after}.", file=sys.stderr)
+        return exit_code(err)
 
 
 if __name__ == "__main__":

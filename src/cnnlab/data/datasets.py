@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import importlib.resources
 import math
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import DataError
+from cnnlab.util.fsio import read_bounded
 from cnnlab.util.text import is_int, show_value
 
 IMAGE_SHAPE = (28, 28)
@@ -54,6 +54,9 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# An IDX file's limit, raw or inflated: EMNIST's largest (byclass training images)
+# is 547 MB; a bigger header is a corrupt or hostile file.
+MAX_IDX_BYTES = 1 << 31
 _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 
 
@@ -105,17 +108,23 @@ def read_idx(path: Path) -> np.ndarray:
     return _decode_idx(_decompress(_read_bytes(path), path), path)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Return a file's raw bytes, turning OS errors into a DataError."""
+def _read_bytes(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """Return a regular file's raw bytes (at most `limit`), turning OS errors into
+    a DataError."""
     try:
-        return path.read_bytes()
+        return read_bounded(path, limit, "an IDX file", DataError)
     except OSError as err:
         reason = err.strerror or str(err)
         raise DataError(f"{path}: cannot read the file ({reason})") from err
 
 
 def _decompress(raw: bytes, path: Path) -> bytes:
-    """Gunzip raw when path ends in .gz; plain files pass through unchanged."""
+    """Gunzip raw when path ends in .gz; plain files pass through unchanged.
+
+    Inflated against the size the IDX header promises: the header comes first,
+    then at most that many bytes (and one more, to notice a longer stream), so a
+    small .gz that would inflate to gigabytes is refused after a few megabytes.
+    """
     if path.suffix != ".gz":
         return raw
     if not raw.startswith(_GZIP_MAGIC):
@@ -123,17 +132,55 @@ def _decompress(raw: bytes, path: Path) -> bytes:
             f"{path}: not a gzip file (it does not start with 1f 8b); "
             "replace it with the original .gz or store it decompressed without .gz"
         )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
     try:
-        return gzip.decompress(raw)
-    except EOFError as err:
-        raise DataError(
-            f"{path}: the gzip stream is truncated; the file is incomplete - "
-            "download or copy it again"
-        ) from err
-    except (gzip.BadGzipFile, zlib.error) as err:
+        head = inflater.decompress(raw, 4)
+        if len(head) == 4 and head[:2] == b"\x00\x00" and head[3] > 0:
+            head += inflater.decompress(inflater.unconsumed_tail, 4 * head[3])
+        promised = _promised_size(head, path)
+        limit = MAX_IDX_BYTES if promised is None else promised
+        body = inflater.decompress(inflater.unconsumed_tail, limit - len(head) + 1)
+    except zlib.error as err:
         raise DataError(
             f"{path}: corrupt gzip data ({err}); restore the original file"
         ) from err
+    data = head + body
+    if promised is None and len(data) > limit:
+        raise DataError(
+            f"{path}: inflates to more than {limit:,} bytes, the limit for an IDX "
+            "file; refusing to inflate the rest. Restore the original file"
+        )
+    if promised is not None and len(data) > promised:
+        raise DataError(
+            f"{path}: inflates to more than the {promised:,} bytes its IDX header "
+            "promises; refusing to inflate the rest. Restore the original file"
+        )
+    if not inflater.eof and promised is not None:  # input ended before the stream
+        raise DataError(
+            f"{path}: the gzip stream is truncated; the file is incomplete - "
+            "download or copy it again"
+        )
+    return data
+
+
+def _promised_size(head: bytes, path: Path) -> int | None:
+    """The whole size an IDX header says its file has, checked against the limit;
+    None for a header that is not an IDX one (`_decode_idx` then says why)."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[3] == 0:
+        return None
+    dtype = _IDX_DTYPES.get(head[2])
+    if dtype is None or len(head) < 4 + 4 * head[3]:
+        return None
+    ndim = head[3]
+    shape = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    promised = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+    if promised > MAX_IDX_BYTES:
+        raise DataError(
+            f"{path}: its IDX header promises {promised:,} bytes of data (shape "
+            f"{tuple(shape)}), over the limit of {MAX_IDX_BYTES:,} bytes for an IDX "
+            "file; restore the original file"
+        )
+    return promised
 
 
 def _decode_idx(data: bytes, path: Path) -> np.ndarray:
@@ -248,9 +295,23 @@ def _resolve_source(name: str) -> _Source:
 def _pick_file(folder: Path, stem: str, sums: dict[str, str]) -> Path | None:
     """Choose stem or stem.gz in folder, preferring one SHA256SUMS can verify."""
     candidates = [folder / stem, folder / f"{stem}.gz"]
-    present = [path for path in candidates if path.is_file()]
+    # Anything but a folder: a FIFO or device is then refused by name when read.
+    present = [path for path in candidates if path.exists() and not path.is_dir()]
     listed = [path for path in present if path.name in sums]
+    if len(present) == 2 and len(listed) != 1:
+        _check_twins(*present)
     return (listed or present or [None])[0]
+
+
+def _check_twins(plain: Path, packed: Path) -> None:
+    """X and X.gz both present, neither singled out by SHA256SUMS: cnnlab uses X,
+    which is only right if the two hold the same data."""
+    if _decompress(_read_bytes(packed), packed) != _read_bytes(plain):
+        raise DataError(
+            f"{plain} and {packed.name} both exist and hold different data; cnnlab "
+            f"would use {plain.name} (the plain file). Delete the one you do not "
+            "want, or list the right one in SHA256SUMS"
+        )
 
 
 def _locate_files(source: _Source, sums: dict[str, str]) -> list[Path]:
@@ -341,6 +402,13 @@ def _build_dataset(source: _Source) -> Dataset:
         )
     _check_labels(y_train, paths[1], source.class_names)
     _check_labels(y_test, paths[3], source.class_names)
+    present = np.unique(y_train)
+    if len(present) == 1:  # the advice would be a 1-unit softmax, which outputs 1.0
+        raise DataError(
+            f"{paths[1]}: every training label is {int(present[0])}: one class, and "
+            "a classifier needs at least 2 to learn anything; check that the label "
+            "files are the right ones"
+        )
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     names = source.class_names or tuple(str(i) for i in range(num_classes))
     return Dataset(

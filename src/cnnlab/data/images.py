@@ -6,6 +6,7 @@ Pillow is imported by the functions that read and resize images, not with the mo
 
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.util.fsio import not_a_file, read_bounded
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 # 40 MP is an 8000x5000 photo, well above any phone camera's digit snapshot; the
 # float32 working copies of such an image already need about 500 MB.
 MAX_PIXELS = 40_000_000
+MAX_IMAGE_BYTES = 64 << 20  # a 40 MP PNG of a digit compresses far below this
 
 # MNIST fits each digit into a 20x20 box inside the 28x28 field.
 _BOX_FRACTION = 20 / 28
@@ -71,6 +74,8 @@ def _check_file(path: Path) -> None:
         raise CnnlabError(
             f"{path}: is a folder, not an image file; give the path of a PNG or JPEG"
         )
+    if not stat.S_ISREG(info.st_mode):
+        raise CnnlabError(not_a_file(path, info.st_mode, "a PNG or JPEG image"))
     if info.st_size == 0:
         raise CnnlabError(
             f"{path}: the file is empty (0 bytes); re-export the image and try again"
@@ -93,19 +98,26 @@ def _read_grey(path: Path, max_pixels: int) -> np.ndarray:
                 f"{path}: cannot decode the image ({_one_line(err)}); "
                 "re-save it as PNG or JPEG"
             ) from err
+        except (ValueError, SyntaxError) as err:  # Pillow's chunk limits, bad fields
+            raise _metadata_error(path, err) from err
         return _to_grey(upright, path)
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
-    """Open the file lazily (header only), mapping Pillow's errors to CnnlabError."""
+    """Open the file lazily (header only), mapping Pillow's errors to CnnlabError.
+
+    The bytes are read first, from a regular file only and at most
+    MAX_IMAGE_BYTES of them: a FIFO or /dev/urandom named as an image is refused.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
+        data = read_bounded(path, MAX_IMAGE_BYTES, "a PNG or JPEG image")
         # Pillow warns above 89 MP; our own limit below is stricter and says how to
         # fix it, so the warning would only duplicate (or, under -W error, mask) it.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(path)
+            return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
         raise CnnlabError(
             f"{path}: the image is too large to decode safely ({_one_line(err)}); "
@@ -120,6 +132,20 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
             f"{path}: cannot open the image ({_one_line(err)}); "
             "check the file or re-save it as PNG or JPEG"
         ) from err
+    except (ValueError, SyntaxError) as err:  # Pillow's chunk limits, bad fields
+        raise _metadata_error(path, err) from err
+
+
+def _metadata_error(path: Path, err: Exception) -> CnnlabError:
+    """Pillow refuses a PNG text or colour-profile chunk (iCCP, zTXt, iTXt) that
+    inflates past its limit (PngImagePlugin.MAX_TEXT_CHUNK), and bad header fields."""
+    from PIL import PngImagePlugin
+
+    return CnnlabError(
+        f"{path}: cannot decode the image ({_one_line(err)}; Pillow inflates at most "
+        f"{PngImagePlugin.MAX_TEXT_CHUNK:,} bytes of a metadata chunk); re-save it "
+        "as PNG or JPEG without metadata"
+    )
 
 
 def _check_pixels(path: Path, dims: tuple[int, int], max_pixels: int) -> None:

@@ -36,7 +36,8 @@ from cnnlab.nn.shapes import ModelInfo, infer
 from cnnlab.nn.summary import format_summary
 from cnnlab.training import runs
 from cnnlab.training.status import Status
-from cnnlab.util.fsio import atomic_write_text
+from cnnlab.util.fsio import atomic_write_text, check_inside
+from cnnlab.util.text import slug
 
 LOG_KINDS = ("mlflow", "tensorboard")
 DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"  # MLflow's own default: `mlflow ui` finds it
@@ -307,7 +308,9 @@ class TensorBoardLogger:
         self.where = str(log_dir)
 
     def folder(self, facts: RunFacts) -> Path:
-        return self.log_dir / facts.group / facts.path.name
+        """Names from a store are untrusted: both parts go by the slug rule."""
+        path = self.log_dir / (slug(facts.group) or SINGLE_RUNS)
+        return check_inside(path / (slug(facts.path.name) or "run"), self.log_dir)
 
     def log_run(
         self, run_dir: Path, *, study: str | None, label: str | None, seed: int | None

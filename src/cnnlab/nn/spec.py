@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import SpecError
+from cnnlab.util.fsio import read_bounded
 from cnnlab.util.text import did_you_mean, is_int, is_number, show_value
 
 ACTIVATIONS = (
@@ -32,6 +33,8 @@ PADDINGS = ("valid", "same")
 DEFAULT_INPUT_SHAPE = (28, 28, 1)  # (H, W, C), Keras's channels_last order
 # Largest size (filters, units, kernel, input side) a file may give: far beyond any
 # network that fits in memory, and small enough that no shape product overflows.
+MAX_NAME = 200  # characters; run folder names are cut to 100 (util.text.MAX_SLUG)
+SPEC_LIMIT = 1 << 20  # bytes: architecture files are a few kB; YAML bombs are not
 MAX_SIZE = 2**31 - 1
 
 
@@ -88,12 +91,12 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
     )
 
 
-def _rate(value: Any, what: str) -> float:
+def _rate(value: Any, what: str, example: float) -> float:
     if is_number(value) and 0.0 <= value < 1.0:
         return float(value)
     raise SpecError(
         f"{what} must be a number in [0, 1). Received: {what}={show_value(value)}. "
-        "Example: rate: 0.25."
+        f"Example: {what}: {example}."
     )
 
 
@@ -166,7 +169,7 @@ class BatchNormalization:
     epsilon: float = 1e-3
 
     def __post_init__(self) -> None:
-        _set(self, "momentum", _rate(self.momentum, "momentum"))
+        _set(self, "momentum", _rate(self.momentum, "momentum", 0.99))
         _set(self, "epsilon", _positive_float(self.epsilon, "epsilon"))
 
 
@@ -177,7 +180,7 @@ class Dropout:
     rate: float
 
     def __post_init__(self) -> None:
-        _set(self, "rate", _rate(self.rate, "rate"))
+        _set(self, "rate", _rate(self.rate, "rate", 0.25))
 
 
 @dataclass(frozen=True)
@@ -423,6 +426,11 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
         raise SpecError(
             f"{source}: 'name' must be a non-empty string. Got {show_value(name)}."
         )
+    if not name.isprintable() or len(name) > MAX_NAME:
+        raise SpecError(
+            f"{source}: 'name' must be one line of printable text of at most "
+            f"{MAX_NAME} characters (it names run folders). Got {show_value(name)}."
+        )
     description = doc.get("description", "") or ""
     if not isinstance(description, str):
         raise SpecError(f"{source}: 'description' must be a string.")
@@ -473,7 +481,8 @@ def file_recipe(path: str | Path) -> dict[str, Any]:
 def _read_text(path: Path) -> str:
     """The file's text, or a SpecError saying why it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_bounded(path, SPEC_LIMIT, "an architecture file", SpecError)
+        return data.decode("utf-8")
     except FileNotFoundError as err:
         raise SpecError(
             f"{path}: no such file. Give a preset name (see `cnnlab presets`) or the "

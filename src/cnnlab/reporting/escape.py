@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from cnnlab.util.terminal import shown
+
 # What can act in Markdown inline text or a table cell, escaped with a backslash
 # (CommonMark allows it before any ASCII punctuation): code, emphasis, links and
 # images ([ ]), raw HTML (< before a tag name), entities (&), table cells (|),
@@ -19,8 +21,6 @@ _MD_SPECIAL = re.compile(
 )
 # At the start of a line: a heading, quote, list item, rule or numbered item.
 _MD_LINE_START = re.compile(r"^(\s*)([-+=#>]|\d+(?=[.)]))")
-# Control characters other than tab: shown as \xNN, never sent.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -53,11 +53,6 @@ def csv_cell(text: str) -> str:
     if text.startswith(_FORMULA_START) and not _is_number(text):
         return "'" + text
     return text
-
-
-def shown(text: str) -> str:
-    """`text` with control characters (ESC, BEL, NUL, ...) written as \\xNN."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _is_number(text: str) -> bool:

@@ -45,7 +45,7 @@ from cnnlab.reporting.crossdata import (
 )
 from cnnlab.reporting.diagnosis import Diagnosis, diagnose_all, shared_notes
 from cnnlab.reporting.epochs import EpochView, epoch_views
-from cnnlab.reporting.escape import csv_cell, md_fence, md_text, shown
+from cnnlab.reporting.escape import csv_cell, md_fence, md_text
 from cnnlab.reporting.figures import error_figures, study_figures
 from cnnlab.reporting.mistakes import (
     ConfusedPair,
@@ -57,6 +57,7 @@ from cnnlab.reporting.mistakes import (
 from cnnlab.studies.results import StudyInfo, TrialResult
 from cnnlab.studies.store import Store
 from cnnlab.util.fsio import atomic_write_text, folder_lock, remove_temp_files
+from cnnlab.util.terminal import print_table, shown
 from cnnlab.util.units import format_flops
 
 
@@ -184,7 +185,7 @@ def print_summary(report: StudyReport, console: Console) -> None:
     diagnoses."""
     if report.warning:
         console.print(Text(report.warning, style="bold yellow"))
-    console.print(rich_table(report))
+    print_table(console, rich_table(report))
     for line in _protocol_lines(report):
         console.print(Text(line))
     for comparison in report.comparisons:
@@ -192,9 +193,11 @@ def print_summary(report: StudyReport, console: Console) -> None:
     for check in report.test_checks:
         console.print(Text(shown(check.text)))
     if report.epochs:
-        console.print(_rich(*_epoch_table(report), "Best epoch (by validation loss)"))
+        table = _rich(*_epoch_table(report), "Best epoch (by validation loss)")
+        print_table(console, table)
     if report.confused:
-        console.print(_rich(*_confused_table(report), "Most-confused classes (test)"))
+        table = _rich(*_confused_table(report), "Most-confused classes (test)")
+        print_table(console, table)
     if report.missing:
         console.print(Text(_missing_text(report)))
     console.print()
@@ -204,7 +207,7 @@ def print_summary(report: StudyReport, console: Console) -> None:
     for note in report.notes:
         console.print(Text(note, style="italic"))
     if report.cross is not None:
-        console.print(_rich(*_cross_table(report.cross), "Across data sets"))
+        print_table(console, _rich(*_cross_table(report.cross), "Across data sets"))
         for a, b, result in report.cross.agreement:
             console.print(Text(agreement_text(a, b, result)))
 

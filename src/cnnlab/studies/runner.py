@@ -22,10 +22,10 @@ from cnnlab.studies.executors.local import LocalExecutor
 from cnnlab.studies.executors.pool import PoolExecutor
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial
-from cnnlab.studies.trial import TrialOutcome, check_study
+from cnnlab.studies.study import STORE_FILE, Study, Trial, study_folder
+from cnnlab.studies.trial import TrialOutcome, check_not_shortened, check_study
 from cnnlab.training.progress import StudyProgress
-from cnnlab.training.runs import now
+from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
 from cnnlab.util.machine import environment, pick_device
 
@@ -70,6 +70,32 @@ def make_executor(
     return LocalExecutor(split) if split.workers == 1 else PoolExecutor(split)
 
 
+def check_study_out(out: Path) -> None:
+    """A study's --out must not lie inside a run folder, nor inside the folders of
+    another study output (a folder holding a store): their writers would clash and
+    an --overwrite or re-run there would delete or mix in the other's files."""
+    real = Path(out).resolve()  # links undone: a link into a run folder counts
+    for folder in (real, *real.parents):
+        if is_run_folder(folder):
+            raise CnnlabError(
+                f"{out}: is inside the run folder {_shown(folder)}; a study there "
+                "would be deleted by `cnnlab train --overwrite`. Choose an --out "
+                "outside it."
+            )
+        if folder != real and (folder / STORE_FILE).is_file():
+            raise CnnlabError(
+                f"{out}: is inside {_shown(folder)}, the output folder of other "
+                f"studies (it holds {STORE_FILE}). Use --out {_shown(folder)} to add "
+                "the study there, or choose an --out outside it."
+            )
+
+
+def _shown(folder: Path) -> Path:
+    """`folder` relative to the current folder when inside it, as a user wrote it."""
+    cwd = Path.cwd().resolve()
+    return folder.relative_to(cwd) if folder.is_relative_to(cwd) else folder
+
+
 def run_study(
     study: Study,
     out: str | Path,
@@ -85,8 +111,11 @@ def run_study(
     out = Path(out)
     executor = executor or make_executor(study)
     check_study(study)
-    study_dir = out / study.name
+    check_study_out(out)
+    study_dir = study_folder(out, study.name)
     trials = study.trials() if trials is None else list(trials)
+    for trial in trials:  # before the store changes
+        check_not_shortened(trial, trial.run_dir(study_dir))
     device = pick_device(study.archs[0].config.device)
     with (
         folder_lock(study_dir, f"study '{study.name}'"),

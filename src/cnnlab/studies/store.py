@@ -13,7 +13,10 @@ folder, released by the kernel when its process dies, however it dies) and
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import RunError
+from cnnlab.util.fsio import lock_holders
 
 try:
     import fcntl
@@ -32,6 +36,7 @@ from cnnlab.training.status import Status
 
 SCHEMA_VERSION = 2  # 2: trials.test_reads, the predictions table
 BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
+BUSY_POLL_S = 2  # ... saying so once it has waited this long
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     name TEXT PRIMARY KEY,
@@ -79,6 +84,11 @@ CREATE TABLE IF NOT EXISTS predictions (
 _UPGRADES = {  # from schema version N to N + 1
     1: ["ALTER TABLE trials ADD COLUMN test_reads INTEGER"],
 }
+_REQUIRED_COLUMNS = {  # what cnnlab reads, checked in a store it did not create
+    "studies": ("name", "config", "environment", "created", "updated"),
+    "trials": ("id", "study", "label", "seed", "status", "run_path", "config"),
+    "epochs": ("trial_id", "epoch"),
+}
 _ARRAY_TYPES = {"labels": np.uint8, "predicted": np.uint8, "true_prob": np.float16}
 _EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
@@ -91,18 +101,17 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: no implicit transactions; `transaction` does all.
+            # The short timeout is one wait of `_waiting`'s loop, not the whole wait.
             self.db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
+                self.path, timeout=BUSY_POLL_S, isolation_level=None
             )
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._waiting(self._check_tables)  # before any write: it may not be ours
+            self._waiting(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as err:
-            raise RunError(
-                f"{self.path}: not a usable cnnlab store ({err}). Point --out at "
-                "another folder, or move the file away."
-            ) from err
+            raise self._fault(err, "open") from err
         except OSError as err:
             raise RunError(
                 f"{self.path}: cannot create the store ({err.strerror}). Choose a "
@@ -116,6 +125,8 @@ class Store:
                 f"{self.path}: store schema {version} is newer than this cnnlab "
                 f"understands ({SCHEMA_VERSION}). Upgrade cnnlab."
             )
+        if version == SCHEMA_VERSION:  # up to date: no write, so a reader never waits
+            return
         with self.transaction():
             has_trials = self.db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'"
@@ -129,16 +140,100 @@ class Store:
                     self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    def _check_tables(self) -> None:
+        """Tables of cnnlab's names must have cnnlab's columns: a database of
+        another program may well have a table called `trials`."""
+        for table, columns in _REQUIRED_COLUMNS.items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in have]
+            if have and missing:
+                raise RunError(
+                    f"{self.path}: not a cnnlab store: its table '{table}' lacks the "
+                    f"columns {', '.join(missing)} (another program's database?). "
+                    "Point --out at another folder."
+                )
+
+    def _waiting(self, statement: Any) -> Any:
+        """Run `statement`, waiting (and saying so) while another process holds the
+        store's write lock; after BUSY_TIMEOUT_S a RunError says who holds it."""
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                return statement()
+            except sqlite3.OperationalError as err:
+                waited = time.monotonic() - start
+                if not _is_busy(err) or waited >= BUSY_TIMEOUT_S:
+                    raise
+                if not told:
+                    told = True
+                    print(
+                        f"waiting for {self.path}: {self._holders()} is writing to "
+                        f"it (waiting up to {BUSY_TIMEOUT_S} s)...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                time.sleep(0.1)  # some busy errors return at once, without waiting
+
+    def _holders(self) -> str:
+        """'process 4242' (or 'another process'): who holds locks on the store."""
+        files = []
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                st = os.stat(f"{self.path}{suffix}")
+            except OSError:
+                continue
+            files.append((st.st_dev, st.st_ino))
+        pids = lock_holders(files)
+        if not pids:
+            return "another process"
+        return ("process " if len(pids) == 1 else "processes ") + ", ".join(
+            map(str, pids)
+        )
+
+    def _fault(self, err: sqlite3.DatabaseError, doing: str) -> RunError:
+        """A RunError for an SQLite failure: busy, disk full, or not a store."""
+        text = " ".join(str(err).split())
+        if _is_busy(err):
+            return RunError(
+                f"{self.path}: still busy after {BUSY_TIMEOUT_S} s: {self._holders()} "
+                f"holds its write lock. The store is not damaged; wait for that "
+                "process to finish (or stop it), then run the command again."
+            )
+        if _is_fault(err):
+            return RunError(
+                f"{self.path}: cannot {doing} the store ({text}). Free some disk "
+                "space, then run the same command again: the store keeps its last "
+                "complete state, and a study re-run records what this one could not."
+            )
+        if doing == "open":
+            return RunError(
+                f"{self.path}: not a usable cnnlab store ({text}). Point --out at "
+                "another folder, or move the file away."
+            )
+        return RunError(f"{self.path}: cannot {doing} the store ({text}).")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: take the write lock first, roll back on error."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT: take the write lock first, roll back on error.
+
+        An SQLite failure (disk full, busy past the timeout) becomes a RunError."""
+        try:
+            self._waiting(lambda: self.db.execute("BEGIN IMMEDIATE"))
+        except sqlite3.DatabaseError as err:
+            raise self._fault(err, "write to") from err
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("COMMIT")
+        except BaseException as err:
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass  # SQLite rolled back already (e.g. disk full)
+            if isinstance(err, sqlite3.OperationalError) and _is_fault(err):
+                raise self._fault(err, "write to") from err
+            raise  # anything else is a bug: keep its traceback
 
     def close(self) -> None:
         self.db.close()
@@ -333,6 +428,17 @@ class Store:
             )
             for r in self.trial_rows(study)
         ]
+
+
+def _is_busy(err: sqlite3.DatabaseError) -> bool:
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
+
+
+def _is_fault(err: sqlite3.DatabaseError) -> bool:
+    """A failure of the machine, not of cnnlab's SQL: busy, disk full, I/O."""
+    text = str(err).lower()
+    return _is_busy(err) or "full" in text or "disk i/o" in text
 
 
 def _replace_epochs(

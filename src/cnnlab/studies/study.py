@@ -60,7 +60,15 @@ from cnnlab.nn.spec import (
 )
 from cnnlab.training.config import MAX_SEED, TrainConfig
 from cnnlab.training.loop import TrainState
-from cnnlab.util.text import did_you_mean, is_int, show_value, slug
+from cnnlab.util.fsio import check_inside
+from cnnlab.util.text import (
+    MAX_SLUG,
+    did_you_mean,
+    is_int,
+    normalised,
+    show_value,
+    slug,
+)
 
 STORE_FILE = "cnnlab.sqlite"
 FINAL_SEEDS = [0, 1, 2, 3, 4]
@@ -76,7 +84,6 @@ _TOP_KEYS = (
 )
 _DATA_NAMES = ("mnist", "fashion-mnist")  # data sets named, not paths
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_SLUG = 100  # run folder names stay far below the 255-byte limit of filesystems
 _ARCH_KEYS = ("preset", "file", "spec", "label", "train")
 _STUDY_TRAIN_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "data")
@@ -113,7 +120,8 @@ class Trial:
         return self.config.seed
 
     def run_dir(self, study_dir: Path) -> Path:
-        return study_dir / "runs" / f"{run_folder_name(self.label)}-s{self.seed}"
+        path = study_dir / "runs" / f"{run_folder_name(self.label)}-s{self.seed}"
+        return check_inside(path, study_dir)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,23 @@ class Study:
 def run_folder_name(label: str) -> str:
     """The run folder name of an architecture label (its slug; 'net' if empty)."""
     return slug(label) or "net"
+
+
+def check_study_name(name: object, where: str = "") -> str:
+    """A study name names a folder, so it must be its own slug; also for names read
+    back from a store or given to `cnnlab report`, which are untrusted too."""
+    if not isinstance(name, str) or not slug(name) or slug(name, None) != name:
+        raise CnnlabError(
+            f"{where}study name {show_value(name)} is not a simple name (letters, "
+            f"digits, '-', '_', '.', at most {MAX_SLUG}): it names a folder. Give "
+            "the study's own name (see `cnnlab runs`)."
+        )
+    return name
+
+
+def study_folder(out: Path, name: str) -> Path:
+    """`out/<name>`, for a name checked by `check_study_name`, kept under `out`."""
+    return check_inside(Path(out) / check_study_name(name), Path(out))
 
 
 def _fail(source: str, where: str, message: str) -> SpecError:
@@ -344,9 +369,12 @@ def parse_study(
                     "'architectures' keys.")  # fmt: skip
     _check_keys(doc, _TOP_KEYS, source, "")
     name = doc.get("name", Path(source).stem)
-    if not isinstance(name, str) or not slug(name) or slug(name) != name:
+    if not isinstance(name, str) or not slug(name) or slug(name, None) != name:
         message = "must be a simple name (letters, digits, '-', '_', '.'): it names "
         raise _fail(source, "name", f"{message}a folder. Got {show_value(name)}.")
+    if len(name) > MAX_SLUG:
+        raise _fail(source, "name", f"is {len(name)} characters long; a study name "
+                    f"names a folder, so at most {MAX_SLUG}.")  # fmt: skip
     description = doc.get("description") or ""
     if not isinstance(description, str):
         raise _fail(source, "description", "must be a string (quote it).")
@@ -432,13 +460,21 @@ def _check_labels(labels: list[str], source: str) -> None:
     if dupes:
         raise _fail(source, "architectures", f"labels must be unique; repeated: "
                     f"{', '.join(dupes)}. Give each a distinct 'label'.")  # fmt: skip
+    seen: dict[str, str] = {}
+    for label in labels:
+        other = seen.setdefault(normalised(label), label)
+        if other != label:
+            raise _fail(source, "architectures", f"labels {other!r} and {label!r} "
+                        "are the same text once Unicode-normalised (NFKC): they look "
+                        "alike on screen, so cnnlab treats them as one name. Give "
+                        "them labels that differ in letters or digits.")  # fmt: skip
     folders: dict[str, str] = {}
     for label in labels:
-        folder = run_folder_name(label)
-        if len(folder) > MAX_SLUG:
+        if len(slug(label, None)) > MAX_SLUG:
             raise _fail(source, "architectures", f"label {show_value(label)} is too "
                         f"long for a folder name (at most {MAX_SLUG} letters, digits "
                         "and '-._'). Give it a shorter 'label'.")  # fmt: skip
+        folder = run_folder_name(label)
         other = folders.setdefault(folder.lower(), label)  # case-blind disks
         if other != label:
             raise _fail(source, "architectures", f"labels {other!r} and {label!r} "

@@ -85,6 +85,22 @@ def existing_run(trial: Trial, run_dir: Path) -> RunRecord | None:
     return record
 
 
+def check_not_shortened(trial: Trial, run_dir: Path) -> None:
+    """A trial trained for more epochs than the study now asks (a re-run with a
+    smaller --epochs) would be skipped and reported at its own length: say so."""
+    if not (run_dir / RUN_FILE).is_file():
+        return
+    done = open_run(run_dir).meta.get("epochs_done") or 0
+    if isinstance(done, int) and done > trial.config.epochs:
+        raise CnnlabError(
+            f"{run_dir}: this trial already trained {done} epochs, more than the "
+            f"{trial.config.epochs} asked for now, so it would be skipped and "
+            f"reported with its {done} epochs. Run with --epochs {done} (or more) "
+            "to use it, or use another --out folder to train "
+            f"{trial.config.epochs} epochs."
+        )
+
+
 def remove_half_created(run_dir: Path) -> None:
     """Delete a run folder killed while being created (no run.json or no
     checkpoint yet): nothing in it is worth keeping, and a fresh start needs it gone.

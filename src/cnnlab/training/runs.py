@@ -16,6 +16,7 @@ Checkpoints hold only tensors and plain containers and load with
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import pickle
@@ -29,11 +30,24 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, RunError
-from cnnlab.nn.spec import Architecture, dump_architecture, load_architecture
+from cnnlab.nn.spec import (
+    SPEC_LIMIT,
+    Architecture,
+    dump_architecture,
+    load_architecture,
+)
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import HISTORY_KEYS, History, TrainState
 from cnnlab.training.status import Status
-from cnnlab.util.fsio import atomic_write, atomic_write_text
+from cnnlab.util.fsio import (
+    TEMP_NAME,
+    atomic_write,
+    atomic_write_text,
+    check_inside,
+    folder_lock,
+    read_bounded,
+)
+from cnnlab.util.text import slug
 
 FORMAT = 1  # bump when a run folder's layout changes incompatibly
 RUN_FILE = "run.json"
@@ -44,6 +58,11 @@ WEIGHTS_FILE = "weights.pt"
 CURVES_FILE = "curves.png"
 PREDICTIONS_FILE = "predictions.npz"  # per-image answers on the test/validation set
 PREDICTION_SPLITS = ("test", "val")
+RUN_JSON_LIMIT = 16 << 20  # run.json: config, environment, a few scores
+# What a run folder may hold and --overwrite may delete: cnnlab's files, its
+# exports (model.onnx, model.keras, ...) and what a killed atomic write left.
+RUN_FILES = (RUN_FILE, SPEC_FILE, HISTORY_FILE, CHECKPOINT_FILE, WEIGHTS_FILE,
+             CURVES_FILE, PREDICTIONS_FILE)  # fmt: skip
 
 
 def now() -> str:
@@ -61,6 +80,64 @@ def _history_csv(history: History) -> str:
 
 def _is_run_folder(path: Path) -> bool:
     return (path / RUN_FILE).is_file() and (path / SPEC_FILE).is_file()
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder a training run wrote (it holds run.json and spec.yaml)."""
+    try:
+        return _is_run_folder(path)
+    except OSError:
+        return False
+
+
+def run_lock(path: Path, create: bool = False) -> Any:
+    """The one writer of a run folder: held by train, resume, evaluate's repairs and
+    study trials for as long as they write; a second writer is refused by PID."""
+    return folder_lock(path, "a training run", create=create)
+
+
+def spec_hash(text: str) -> str:
+    """The fingerprint run.json keeps of spec.yaml, to notice an edit on --resume."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """What a run folder holds besides cnnlab's own files (a nested study, notes)."""
+    return sorted(
+        entry.name
+        for entry in path.iterdir()
+        if not (
+            entry.is_file()
+            and not entry.is_symlink()
+            and (
+                entry.name in RUN_FILES
+                or entry.name.startswith("model.")
+                or TEMP_NAME.match(entry.name)
+            )
+        )
+    )
+
+
+def check_overwrite(path: Path) -> None:
+    """--overwrite deletes only a cnnlab run folder holding nothing but its files."""
+    if not path.is_dir() or path.is_symlink():
+        raise RunError(
+            f"{path}: exists and is not a folder; refusing to delete it with "
+            "--overwrite. Choose another --out."
+        )
+    entries = list(path.iterdir())
+    if entries and not _is_run_folder(path):
+        raise RunError(
+            f"{path}: exists and is not a cnnlab run folder; refusing to delete "
+            "it with --overwrite. Choose another --out."
+        )
+    foreign = _foreign_entries(path) if entries else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RunError(
+            f"{path}: the run folder also holds {shown}, which --overwrite would "
+            "delete; refusing. Move them out of the folder, or choose another --out."
+        )
 
 
 @dataclass
@@ -95,6 +172,21 @@ class RunRecord:
 
     def architecture(self) -> Architecture:
         return load_architecture(self.path / SPEC_FILE)
+
+    def check_spec_unchanged(self) -> None:
+        """spec.yaml must be the one the run started with (run.json keeps its hash;
+        runs made before it was kept are not checked)."""
+        kept = self.meta.get("spec_hash")
+        path = self.path / SPEC_FILE
+        text = read_bounded(path, SPEC_LIMIT, "an architecture file", RunError)
+        if kept is None or spec_hash(text.decode("utf-8", "replace")) == kept:
+            return
+        raise RunError(
+            f"{path}: edited since the run started (its hash differs from the one in "
+            f"{RUN_FILE}); resuming would mix two networks in one history. Restore "
+            f"the file, or train the edited architecture anew: cnnlab train {path} "
+            "--out NEW_FOLDER."
+        )
 
     def save_meta(self, **changes: Any) -> None:
         self.meta.update(changes, updated=now())
@@ -134,11 +226,14 @@ class RunRecord:
         atomic_write_text(self.path / HISTORY_FILE, _history_csv(state.history))
         self.save_meta(epochs_done=state.epoch)
 
-    def load_checkpoint(self, model: torch.nn.Module) -> TrainState | None:
+    def load_checkpoint(
+        self, model: torch.nn.Module, repair: bool = True
+    ) -> TrainState | None:
         """Restore `model` from the last checkpoint; None if no epoch finished yet.
 
         The checkpoint is the source of truth: a kill between writing it and writing
-        history.csv / run.json left those one epoch behind, so they are rewritten.
+        history.csv / run.json left those one epoch behind, so they are rewritten
+        (with `repair`, by the folder's writer; readers leave them to it).
         """
         path = self.path / CHECKPOINT_FILE
         if not path.is_file():
@@ -154,7 +249,7 @@ class RunRecord:
             torch_rng=payload["torch_rng"],
             cuda_rng=payload.get("cuda_rng"),  # absent from older checkpoints
         )
-        if self.meta.get("epochs_done") != state.epoch:
+        if repair and self.meta.get("epochs_done") != state.epoch:
             self._save_progress(state)
         return state
 
@@ -178,7 +273,7 @@ class RunRecord:
         weights = self.path / WEIGHTS_FILE
         if weights.is_file():
             _load_weights(model, _load_tensors(weights), weights)
-        elif self.load_checkpoint(model) is None:
+        elif self.load_checkpoint(model, repair=False) is None:
             raise RunError(
                 f"{self.path}: no weights yet (no epoch has finished). Train or resume "
                 f"it first: cnnlab train --resume {self.path}."
@@ -278,6 +373,29 @@ def _load_weights(model: torch.nn.Module, state: Any, path: Path) -> None:
         ) from err
 
 
+def check_new_run(path: Path, overwrite: bool = False) -> None:
+    """Refuse an --out that exists, unless --overwrite may replace it."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise RunError(
+            f"{path}: the output folder exists. Resume it with --resume {path}, "
+            "replace it with --overwrite, or choose another --out."
+        )
+    check_overwrite(path)
+
+
+def make_run_folder(path: Path) -> None:
+    """Create the run folder (and its parents) if missing, before it is locked."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(
+            f"{path}: cannot create the output folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+
+
 def create_run(
     path: Path,
     arch: Architecture,
@@ -285,29 +403,18 @@ def create_run(
     env: dict[str, Any],
     overwrite: bool = False,
 ) -> RunRecord:
-    """Make a new run folder; refuse to clobber an existing one unless told to."""
-    if path.exists():
-        if not overwrite:
-            raise RunError(
-                f"{path}: the output folder exists. Resume it with --resume {path}, "
-                "replace it with --overwrite, or choose another --out."
-            )
-        if path.is_dir() and any(path.iterdir()) and not _is_run_folder(path):
-            raise RunError(
-                f"{path}: exists and is not a cnnlab run folder; refusing to delete "
-                "it with --overwrite. Choose another --out."
-            )
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    try:
-        path.mkdir(parents=True)
-    except OSError as err:
-        raise RunError(
-            f"{path}: cannot create the output folder ({err.strerror}). Choose a "
-            "writable --out."
-        ) from err
+    """Make a new run folder; refuse to clobber an existing one unless told to.
+
+    Call it holding `run_lock(path)`: an overwritten folder is emptied,
+    not deleted, so the lock (on the folder itself) stays on it.
+    """
+    make_run_folder(path)
+    entries = list(path.iterdir())
+    if entries:  # checked again under the lock: another writer may have been first
+        check_new_run(path, overwrite)
+        for entry in entries:
+            entry.unlink()
+    spec_text = dump_architecture(arch)
     meta = {
         "format": FORMAT,
         "name": arch.name,
@@ -317,10 +424,11 @@ def create_run(
         "environment": env,
         "epochs_done": 0,
         "test": None,
+        "spec_hash": spec_hash(spec_text),
     }
     record = RunRecord(path, meta)
     try:
-        atomic_write_text(path / SPEC_FILE, dump_architecture(arch))
+        atomic_write_text(path / SPEC_FILE, spec_text)
         record.save_meta()
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # no half-made run folder
@@ -341,7 +449,10 @@ def open_run(path: str | Path) -> RunRecord:
             "Give the folder a training run wrote."
         )
     try:
-        meta = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+        text = read_bounded(
+            path / RUN_FILE, RUN_JSON_LIMIT, "a run.json file", RunError
+        )
+        meta = json.loads(text.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunError(
             f"{path / RUN_FILE}: unreadable ({err}). Retrain the run."
@@ -357,11 +468,16 @@ def open_run(path: str | Path) -> RunRecord:
 
 
 def default_run_path(name: str, root: Path = Path("runs")) -> Path:
-    """runs/<name>-<UTC time>: a fresh folder that never collides with an old one."""
+    """runs/<name>-<UTC time>: a fresh folder that never collides with an old one.
+
+    The architecture's name is the user's: it goes in by the slug rule only, so a
+    name such as '../../x' or one with a NUL byte stays a folder name under `root`.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = slug(name) or "run"
     path = root / f"{name}-{stamp}"
     suffix = 1
     while path.exists():
         suffix += 1
         path = root / f"{name}-{stamp}-{suffix}"
-    return path
+    return check_inside(path, root)

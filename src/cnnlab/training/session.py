@@ -41,8 +41,11 @@ from cnnlab.training.runs import (
     SPEC_FILE,
     WEIGHTS_FILE,
     RunRecord,
+    check_new_run,
     create_run,
+    make_run_folder,
     open_run,
+    run_lock,
 )
 from cnnlab.training.status import Status, status_for
 from cnnlab.util.machine import (
@@ -248,13 +251,13 @@ def run_training(
         if hooks.on_epoch is not None:
             hooks.on_epoch(s)
 
-    record.save_meta(status=Status.RUNNING)
-    if state is not None and state.epoch >= config.epochs:
-        # Killed after its last checkpoint, before the curves were drawn: no epoch
-        # will run to draw them, so do it here.
-        draw_curves(record, state.history)
     status = Status.COMPLETED
     try:
+        record.save_meta(status=Status.RUNNING)
+        if state is not None and state.epoch >= config.epochs:
+            # Killed after its last checkpoint, before the curves were drawn: no
+            # epoch will run to draw them, so do it here.
+            draw_curves(record, state.history)
         try:
             history = fit(model, split, config, state, checkpoint, hooks.reporter)
             test, clean = finish_run(record, model, split, hooks)
@@ -293,9 +296,17 @@ def train_run(
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)  # before the folder exists
     env = run_environment(device, dataset, split)
-    record = create_run(out, arch, config, env, overwrite=overwrite)
-    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    return run_training(record, model, split, config, None, hooks or Hooks())
+    check_new_run(out, overwrite)  # before the folder is made
+    make_run_folder(out)
+    with run_lock(out):
+        record = create_run(out, arch, config, env, overwrite=overwrite)
+        try:
+            model = build_model(arch, dataset.num_classes, seed=config.seed)
+            model = model.to(device)
+        except BaseException as err:  # Ctrl-C here: run.json must not say running
+            mark_run(record, err)
+            raise
+        return run_training(record, model, split, config, None, hooks or Hooks())
 
 
 def resume_run(
@@ -303,8 +314,15 @@ def resume_run(
 ) -> RunResult:
     """Continue a run from its last checkpoint, applying `changes` (only the
     settings in `RESUMABLE`: more epochs, another device or thread count)."""
-    record = open_run(run)
-    config = record.config.resume_with(changes or {})
+    with run_lock(open_run(run).path):
+        record = open_run(run)  # read again: the last writer may just have finished
+        return _resume_locked(record, changes or {}, hooks or Hooks())
+
+
+def _resume_locked(
+    record: RunRecord, changes: dict[str, Any], hooks: Hooks
+) -> RunResult:
+    config = record.config.resume_with(changes)
     if record.is_complete(config.epochs):
         raise RunError(
             f"{record.path}: already completed {record.meta['epochs_done']} epochs. "
@@ -318,10 +336,11 @@ def resume_run(
             "its weights. Train the architecture anew: cnnlab train "
             f"{record.path / SPEC_FILE}."
         )
+    record.check_spec_unchanged()
     arch = record.architecture()
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
     state = record.load_checkpoint(model)
     record.save_meta(config=config.to_dict())
-    return run_training(record, model, split, config, state, hooks or Hooks())
+    return run_training(record, model, split, config, state, hooks)

@@ -11,17 +11,30 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from cnnlab.errors import RunError
+from cnnlab.errors import CnnlabError, RunError
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+
+
+def check_inside(path: Path, root: Path) -> Path:
+    """`path`, checked to stay under `root` once `..` and symlinks are resolved:
+    every path cnnlab builds from a name passes here before it is written."""
+    real, base = path.resolve(), root.resolve()
+    if real != base and not real.is_relative_to(base):
+        raise RunError(
+            f"{path}: resolves to {real}, outside the output folder {root}; "
+            "refusing to write there. Check the names and symbolic links involved."
+        )
+    return path
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -66,21 +79,97 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(
+    path: Path, limit: int, what: str, error: type[CnnlabError] = CnnlabError
+) -> IO[bytes]:
+    """Open `path` for reading only if it is a regular file of at most `limit` bytes;
+    `what` names the file with its article ("an architecture file") in messages.
+
+    Every file cnnlab reads comes through here: a FIFO or /dev/urandom would block
+    or never end, /dev/zero would fill memory. O_NONBLOCK makes opening a FIFO
+    return at once, so it is refused instead of waiting for a writer. A missing
+    file or a folder raises the usual OSError for the caller's own message.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise error(not_a_file(path, info.st_mode, what))
+        if info.st_size > limit:
+            raise error(too_large(path, info.st_size, limit, what))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def not_a_file(path: Path, mode: int, what: str) -> str:
+    """The message for a path that is a FIFO, device or socket, not a file."""
+    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    return f"{path}: is {kind}, not a file. Give the path of {what} (a regular file)."
+
+
+def read_bounded(
+    path: Path, limit: int, what: str, error: type[CnnlabError] = CnnlabError
+) -> bytes:
+    """The bytes of the regular file `path`, refused past `limit` bytes (see
+    `open_regular`); a file that grows while read is cut off at the limit too."""
+    with open_regular(path, limit, what, error) as fh:
+        # read(n) allocates n bytes up front: ask for the size stat gave, then for
+        # what a growing file added, never for the whole limit at once.
+        data = fh.read(os.fstat(fh.fileno()).st_size + 1)
+        while len(data) <= limit and (
+            more := fh.read(min(limit + 1 - len(data), 1 << 24))
+        ):
+            data += more
+    if len(data) > limit:
+        raise error(too_large(path, len(data), limit, what, at_least=True))
+    return data
+
+
+def too_large(
+    path: Path, size: int, limit: int, what: str, at_least: bool = False
+) -> str:
+    """The message for a file over its size limit: both sizes, in bytes."""
+    more = "at least " if at_least else ""
+    return (
+        f"{path}: is {more}{size:,} bytes, over the limit of {limit:,} bytes for "
+        f"{what}. Check that it is the right file."
+    )
+
+
 # What a killed `atomic_write` leaves: `.NAME.tmp-PID`, a hidden name in the
 # target's own folder. (`.NAME.HEX.tmp` is the name older versions used for plots.)
-_TEMP_NAME = re.compile(r"^\..+\.tmp(-\d+)?$")
+TEMP_NAME = re.compile(r"^\..+\.tmp(-\d+)?$")
 
 
 @contextmanager
-def folder_lock(folder: Path, what: str, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (created if missing) while writing in it.
+def folder_lock(
+    folder: Path, what: str, wait: bool = False, create: bool = True
+) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if missing, when `create`) while
+    writing in it.
 
     flock on the folder itself: no lock file to leave behind, and the kernel drops
     the lock when the holder dies, even by SIGKILL, so a stale lock cannot exist.
-    With wait=False a held lock is an error naming `what` holds it.
+    With wait=False a held lock is an error naming `what` holds it and its PID.
+    The lock belongs to the folder's inode: a writer empties a locked folder, it
+    never deletes and recreates it.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
     except OSError as err:
         raise RunError(
@@ -95,15 +184,47 @@ def folder_lock(folder: Path, what: str, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                pid = lock_holder(fd)
+                who = "another process" + ("" if pid is None else f" (PID {pid})")
                 raise RunError(
-                    f"{folder}: {what} is already running in another process. Wait "
-                    "for it to finish (or stop it), then run the command again."
+                    f"{folder}: {what} is already running in {who}. Wait for it to "
+                    "finish (or stop it), then run the command again."
                 ) from err
             # Any other errno: this filesystem cannot lock (some network mounts);
             # go on unlocked, as on Windows.
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def lock_holder(fd: int) -> int | None:
+    """The PID holding a lock on the file open as `fd`, from /proc/locks (Linux);
+    None where the kernel does not say."""
+    st = os.fstat(fd)
+    holders = lock_holders([(st.st_dev, st.st_ino)])
+    return holders[0] if holders else None
+
+
+def lock_holders(files: list[tuple[int, int]]) -> list[int]:
+    """The PIDs (other than this one) holding flock or POSIX locks on any of
+    `files`, given as (st_dev, st_ino): what /proc/locks lists (Linux only)."""
+    wanted = {f"{os.major(d):02x}:{os.minor(d):02x}:{i}" for d, i in files}
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read(1 << 20).splitlines()
+    except OSError:
+        return []
+    pids: list[int] = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1311 0 EOF"; "->" marks a waiter
+        fields = line.split()
+        found = [k for k, f in enumerate(fields) if f in wanted]
+        if "->" in fields or not found or not fields[found[0] - 1].isdigit():
+            continue
+        pid = int(fields[found[0] - 1])
+        if pid != os.getpid() and pid not in pids:
+            pids.append(pid)
+    return pids
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
@@ -115,7 +236,7 @@ def remove_temp_files(folder: Path) -> list[Path]:
     removed = []
     if folder.is_dir():
         for path in folder.iterdir():
-            if _TEMP_NAME.match(path.name) and path.is_file():
+            if TEMP_NAME.match(path.name) and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 import reprlib
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +36,7 @@ _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
 _REPR.maxfrozenset = _REPR.maxdeque = _REPR.maxarray = 4
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_SLUG = 100  # folder names stay far below the 255-byte limit of filesystems
 
 
 def is_int(value: Any) -> bool:
@@ -64,11 +66,24 @@ def did_you_mean(word: object, choices: Iterable[str], cutoff: float = 0.6) -> s
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def slug(text: str) -> str:
-    """A file-name-safe form of a label: 'conv3 <x>/y' -> 'conv3-x-y'.
+def normalised(text: str) -> str:
+    """`text` in Unicode NFKC form: 'ﬁ' is 'fi', fullwidth 'ｃｏｎｖ' is 'conv'.
 
-    Each run of characters other than ASCII letters, digits and '._-' becomes one
-    '-', and no '-' or '.' is left at either end (no hidden files, no flags, no
-    '..'); case is kept. The result is "" when nothing safe is left.
+    Two user strings that normalise equal look the same on screen, so cnnlab
+    treats them as the same name.
     """
-    return _UNSAFE.sub("-", text).strip("-.")
+    return unicodedata.normalize("NFKC", text)
+
+
+def slug(text: str, limit: int | None = MAX_SLUG) -> str:
+    """The one rule by which a user string becomes a file or folder name:
+    'conv3 <x>/y' -> 'conv3-x-y'.
+
+    The text is NFKC-normalised, then each run of characters other than ASCII
+    letters, digits and '._-' becomes one '-' (so no separator, control character
+    or NUL survives), no '-' or '.' is left at either end (no hidden files, no
+    flags, no '..'), and the result is cut to `limit` characters (None: uncut);
+    case is kept. The result is "" when nothing safe is left.
+    """
+    name = _UNSAFE.sub("-", normalised(text)).strip("-.")
+    return name if limit is None else name[:limit].strip("-.")

@@ -94,6 +94,7 @@ def _init_worker(parent: int, threads: int, stop: Any) -> None:
     _die_with_parent(parent)
     _stop_event = stop
     signal.signal(signal.SIGINT, _on_sigint)  # it started with SIGINT ignored
+    signal.signal(signal.SIGTERM, _on_sigint)  # a SIGTERM to the whole group too
     torch.set_num_threads(threads)  # a trial's own `threads` setting overrides it
 
 

@@ -1,0 +1,72 @@
+"""Terminal output: control characters from files and stores are shown, not sent;
+tables stay readable at COLUMNS=20; a closed stdout pipe does not stop training."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from cnnlab.util.terminal import shown
+from helpers import CLI_ENV, TINY_FLAGS, TINY_NET_YAML, cli_command, run_cli
+
+HOSTILE = "evil\x1b]0;pwned\x07\x1b[2J\r\x9b"
+
+
+def test_shown_makes_control_characters_visible() -> None:
+    assert shown(HOSTILE) == "evil\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b"
+    assert shown("tabs\tand\nnewlines stay, ünïcode too") == (
+        "tabs\tand\nnewlines stay, ünïcode too"
+    )
+
+
+def test_summary_never_sends_a_file_s_control_characters(tmp_path: Path) -> None:
+    (tmp_path / "net.yaml").write_text(
+        f"name: {json.dumps(HOSTILE)}\nlayers: [Flatten]\n"
+    )
+    named = run_cli("summary", "net.yaml", cwd=tmp_path)  # refused, the name shown
+    missing = run_cli("summary", f"{HOSTILE}.yaml", cwd=tmp_path)  # in the path
+    for result in (named, missing):
+        assert result.code == 2, result.err
+        assert "\x1b" not in result.err and "\x07" not in result.err
+        assert "\\x1b]0;pwned\\x07" in result.err
+
+
+def test_runs_shows_a_store_label_escaped_and_readable_at_20_columns(
+    tmp_path: Path,
+) -> None:
+    study = {"name": "s", "train": {"epochs": 1, "train_limit": 300,
+             "val_size": 100, "test_limit": 100},
+             "architectures": [{"label": "net", "spec": {"layers": [
+                 "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]}}]}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(json.dumps(study))
+    run_cli("study", "s.yaml", "--out", "ST", cwd=tmp_path, check=True)
+    db = sqlite3.connect(tmp_path / "ST" / "cnnlab.sqlite")
+    db.execute("UPDATE trials SET label=?", (HOSTILE,))  # a store edited by hand
+    db.commit()
+    db.close()
+    result = run_cli("runs", "--out", "ST", cwd=tmp_path, env={"COLUMNS": "20"})
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out and "\x07" not in result.out
+    lines = result.out.splitlines()
+    assert "study: s" in lines and "status: completed" in lines
+    assert "architecture: evil\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b" in result.out.replace(
+        "\n", ""
+    )
+
+
+def test_a_closed_stdout_pipe_does_not_stop_training(tmp_path: Path) -> None:
+    """`cnnlab train ... 2>&1 | head -1`: the run goes on to the end."""
+    (tmp_path / "net.yaml").write_text(TINY_NET_YAML)
+    args = ["train", "net.yaml", "--out", "R", *TINY_FLAGS, "--epochs", "3"]
+    proc = subprocess.Popen(cli_command(*args), cwd=tmp_path, text=True,
+                            env=os.environ | CLI_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("Run folder: R")
+    proc.stdout.close()  # as `head -1` exits
+    assert proc.wait(timeout=300) == 0
+    meta = json.loads((tmp_path / "R" / "run.json").read_text())
+    assert meta["status"] == "completed" and meta["epochs_done"] == 3
