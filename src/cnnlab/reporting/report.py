@@ -411,9 +411,10 @@ def analyse(info: StudyInfo, trials: list[TrialResult], folder: Path) -> StudyRe
         wrong = hard_images(group) if len({t.label for t in group}) > 1 else []
         if wrong:
             hard[data] = len(wrong)
-    diagnoses = [
+    diagnoses = [  # each net measured against the best of its own data set
         _with_confusion(d, confused.get(d.label), names.get(d.label, []))
-        for d in (diagnose_all(trials) if trials else [])
+        for group in by_data(trials).values()
+        for d in diagnose_all(group)
     ]
     return StudyReport(
         info=info,
