@@ -358,9 +358,11 @@ def _protocol_lines(report: StudyReport) -> list[str]:
         "and choose nothing.",
         "test_acc": "The best net is chosen on test accuracy.",
     }.get(p.metric, f"The best net is chosen on {p.metric}.")
+    tests = sum(c.label != c.best_label for c in report.comparisons)
+    within = " (within each data set)" if report.cross is not None else ""
     lines = [chosen, "Comparisons with the best: Welch's t-test over seeds, "
-             f"Holm-corrected over the {max(0, len(report.comparisons) - 1)} "
-             "comparisons; on the test images, McNemar's exact test."]  # fmt: skip
+             f"Holm-corrected over the {tests} comparisons{within}; on the test "
+             "images, McNemar's exact test."]  # fmt: skip
     if p.reads_text:
         lines.append(p.reads_text)
     return lines
