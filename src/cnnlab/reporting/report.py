@@ -359,10 +359,12 @@ def _protocol_lines(report: StudyReport) -> list[str]:
         "test_acc": "The best net is chosen on test accuracy.",
     }.get(p.metric, f"The best net is chosen on {p.metric}.")
     tests = sum(c.label != c.best_label for c in report.comparisons)
-    within = " (within each data set)" if report.cross is not None else ""
+    family = f"over the {tests} comparisons"
+    if report.cross is not None:
+        family = f"within each data set ({tests} comparisons in all)"
     lines = [chosen, "Comparisons with the best: Welch's t-test over seeds, "
-             f"Holm-corrected over the {tests} comparisons{within}; on the test "
-             "images, McNemar's exact test."]  # fmt: skip
+             f"Holm-corrected {family}; on the test images, McNemar's exact "
+             "test."]  # fmt: skip
     if p.reads_text:
         lines.append(p.reads_text)
     return lines
