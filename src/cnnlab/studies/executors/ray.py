@@ -534,8 +534,9 @@ def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
         return
     tune.report(
         dict(history[-1])
-        | {"history": history, "test": meta["test"], "train_clean": meta["train_clean"]}
-    )
+        | {"history": history, "test": meta["test"], "train_clean": meta["train_clean"],
+           "test_reads": meta.get("test_reads")}
+    )  # fmt: skip
 
 
 def _score_job(job: dict[str, Any]) -> dict[str, Any]:
