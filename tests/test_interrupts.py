@@ -241,3 +241,44 @@ def test_interrupts_at_random_moments_then_rerun_gives_the_same_records(
     print(figures.report())
     assert figures.differences == []
     assert sum(figures.clean.values()) >= 2 * len(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "where", ["after the command returned", "while printing an error"]
+)
+def test_a_signal_outside_the_commands_own_handling_is_one_line(
+    where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SIGTERM sent at the instant `_run` returns (or while it prints an
+    error line): the gap between the command's own handling and the handlers'
+    restore. Either the command's result stands or one `interrupted` line is
+    printed; never a traceback."""
+    import os
+    import sys
+
+    from cnnlab import cli
+
+    target = "_run" if where.startswith("after") else "shown"
+    event = "return" if where.startswith("after") else "call"
+    sent = []
+
+    def tracer(frame, what, arg):  # type: ignore[no-untyped-def]
+        if what == event and frame.f_code.co_name == target and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+    argv = ["summary", "conv5-medium"] if event == "return" else ["summary", "nope"]
+    sys.setprofile(tracer)
+    try:
+        code = cli.main(argv)
+    finally:
+        sys.setprofile(None)
+    err = capsys.readouterr().err
+    assert sent
+    if event == "call":
+        assert code == 143, err  # the error line was cut short by the signal
+    # the command may have ended before the handler ran: its own result stands
+    if code != 0:
+        assert code == 143, err
+        assert err.splitlines()[-1].startswith("interrupted (SIGTERM)"), err

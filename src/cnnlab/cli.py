@@ -905,13 +905,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
+    code: int | None = None
     try:
         # As the console script (argv None) the process ends after this: a signal
         # after the command finished is then ignored, not a death by signal.
         with signals_as_interrupts(restore=argv is not None):
             code = _run(args)
+    except KeyboardInterrupt as err:
+        # The signal came outside `_run`'s own handling: while it printed an error,
+        # or after the command returned but before the handlers were put back.
+        if code is None:
+            if args.debug:
+                raise
+            code = _interrupted(args, err)
     finally:
         sys.stdout, sys.stderr = streams
+    assert code is not None  # set by `_run` or by the interrupt it missed
     if argv is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
         # A KeyboardInterrupt that passed through C code (an import, say) can leave
         # CPython set to end the process by SIGINT after main returns, whatever the
@@ -934,9 +943,14 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as err:
         if args.debug:
             raise
-        after = _AFTER_INTERRUPT.get(args.command, "nothing was written")
-        print(f"interrupted ({signal_name(err)}): {after}.", file=sys.stderr)
-        return exit_code(err)
+        return _interrupted(args, err)
+
+
+def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> int:
+    """Say what an interrupt left and how to go on; the exit code it ends with."""
+    after = _AFTER_INTERRUPT.get(args.command, "nothing was written")
+    print(f"interrupted ({signal_name(err)}): {after}.", file=sys.stderr)
+    return exit_code(err)
 
 
 if __name__ == "__main__":
