@@ -39,7 +39,9 @@ def mnist(train_size: int) -> tuple[np.ndarray, ...]:
 # ----------------------------------------------------------------- cnnlab
 
 
-def run_cnnlab(preset: str, mode: str, epochs: int, steps: int, size: int) -> dict:
+def run_cnnlab(
+    preset: str, mode: str, epochs: int, steps: int, size: int, eval_images: int = 0
+) -> dict:
     import torch
 
     import cnnlab
@@ -68,7 +70,16 @@ def run_cnnlab(preset: str, mode: str, epochs: int, steps: int, size: int) -> di
         loss.backward()
         optimizer.step()
 
-    return _time_steps(step, steps)
+    timed = _time_steps(step, steps)
+    if eval_images:
+        from cnnlab.training.loop import evaluate
+
+        xs, ys = ds.x_test[:eval_images], ds.y_test[:eval_images]
+        evaluate(model, xs[:BATCH], ys[:BATCH])  # warm-up
+        started = time.perf_counter()
+        evaluate(model, xs, ys)
+        timed["eval_seconds"] = time.perf_counter() - started
+    return timed
 
 
 def _time_steps(step: Any, steps: int, warmup: int = 2) -> dict:
@@ -104,7 +115,9 @@ def idiomatic(model: Any) -> Any:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def run_torch(preset: str, mode: str, epochs: int, steps: int, size: int) -> dict:
+def run_torch(
+    preset: str, mode: str, epochs: int, steps: int, size: int, eval_images: int = 0
+) -> dict:
     """Idiomatic PyTorch: TensorDataset + DataLoader(shuffle), NCHW, eval each epoch."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -178,7 +191,13 @@ def keras_model(keras: Any, preset: str) -> Any:
 
 
 def run_keras(
-    legacy: bool, preset: str, mode: str, epochs: int, steps: int, size: int
+    legacy: bool,
+    preset: str,
+    mode: str,
+    epochs: int,
+    steps: int,
+    size: int,
+    eval_images: int = 0,
 ) -> dict:
     if legacy:
         import tf_keras as keras
@@ -205,10 +224,17 @@ def run_keras(
         model.fit(x_train[:n], y_train[:n], batch_size=BATCH, epochs=1, verbose=0,
                   shuffle=False, callbacks=[cb])  # fmt: skip
         seconds = times[-1] - times[1]  # steps after the 2 warm-up batches
-        return {
+        timed = {
             "samples_per_s": steps * BATCH / seconds,
             "step_seconds": seconds / steps,
         }
+        if eval_images:  # as fit's per-epoch validation runs: evaluate, batch 128
+            xs, ys = x_test[:eval_images], y_test[:eval_images]
+            model.evaluate(xs[:BATCH], ys[:BATCH], batch_size=BATCH, verbose=0)
+            started = time.perf_counter()
+            model.evaluate(xs, ys, batch_size=BATCH, verbose=0)
+            timed["eval_seconds"] = time.perf_counter() - started
+        return timed
     ends: list[float] = []
     cb = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, logs: ends.append(time.perf_counter())
@@ -239,11 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--train-size", type=int, default=60_000)
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=0,
+        help="steps mode: also time the evaluation of this many test images",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result: dict[str, Any] = STACKS[args.stack](
-        args.preset, args.mode, args.epochs, args.steps, args.train_size
-    )
+        args.preset, args.mode, args.epochs, args.steps, args.train_size,
+        args.eval_images,
+    )  # fmt: skip
     if "epoch_seconds" in result:
         result["samples_per_s"] = result["samples"] / result["epoch_seconds"]
     result.update(stack=args.stack, preset=args.preset, mode=args.mode)

@@ -40,8 +40,12 @@ def test_winograd_conv_matches_conv2d_values_and_gradients(
     grad = torch.randn(expected.shape, generator=gen)
     out.backward(grad)
     expected.backward(grad)
-    for mine, theirs in zip(ours, ref, strict=True):
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[0].grad, ref[0].grad, rtol=1e-4, atol=1e-4)
+    # the kernel gradient (Winograd's F(4x4, 3x3) by default) to its own scale
+    scale = ref[1].grad.abs().max()
+    torch.testing.assert_close(
+        ours[1].grad / scale, ref[1].grad / scale, rtol=0, atol=2e-5
+    )
     if bias:
         torch.testing.assert_close(b_ours.grad, b_ref.grad, rtol=1e-4, atol=1e-4)
 
@@ -96,3 +100,51 @@ def test_a_net_with_a_wide_layer_trains_as_with_pytorchs_convolution() -> None:
     for key, grad in grads[1].items():
         scale = grad.abs().max().item()
         assert (grads[0][key] - grad).abs().max().item() <= 1e-4 * scale, key
+
+
+@pytest.mark.parametrize(
+    ("batch", "channels", "outs", "size", "pad"),
+    [(3, 5, 7, 6, 1), (4, 8, 6, 9, 0), (2, 3, 4, 13, 1), (17, 64, 64, 7, 1)],
+)
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_winograd_kernel_gradient_equals_the_direct_one(
+    batch: int,
+    channels: int,
+    outs: int,
+    size: int,
+    pad: int,
+    layout: torch.memory_format,
+) -> None:
+    """Odd sizes (partial tiles), both paddings, both layouts, a batch that is not
+    a multiple of the chunk."""
+    from cnnlab.nn import winograd
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, channels, size, size, generator=gen)
+    w = torch.randn(outs, channels, 3, 3, generator=gen)
+    out = size + 2 * pad - 2
+    grad = torch.randn(batch, outs, out, out, generator=gen)
+    x, grad = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
+    expected = torch.ops.aten.convolution_backward(
+        grad, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+        [False, True, False],
+    )[1]  # fmt: skip
+    ours = winograd.weight_grad(x, grad, pad)
+    assert ours.shape == w.shape
+    scale = expected.abs().max()
+    torch.testing.assert_close(ours / scale, expected / scale, rtol=0, atol=2e-5)
+
+
+def test_the_kernel_gradient_path_is_chosen_by_the_environment() -> None:
+    """CNNLAB_KERNEL_GRAD, read in a fresh process as cnnlab reads it."""
+    import subprocess
+    import sys
+
+    code = "from cnnlab.nn import fastconv; print(fastconv.winograd_kernel_grad())"
+    shown = {}
+    for choice in ("winograd", "direct"):
+        env = {**__import__("os").environ, "CNNLAB_KERNEL_GRAD": choice}
+        done = subprocess.run([sys.executable, "-c", code], env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        shown[choice] = done.stdout.strip()
+    assert shown == {"winograd": "True", "direct": "False"}

@@ -1,26 +1,31 @@
-"""Winograd 3x3 convolutions through NNPACK, for wide layers on the CPU.
+"""Winograd 3x3 convolutions for wide layers on the CPU: all three passes.
 
 PyTorch's CPU build ships NNPACK, whose 3x3 convolution uses Winograd's minimal
 filtering: far fewer multiplications than the direct convolution oneDNN runs.
 PyTorch only calls it for inference without a gradient (and then prefers oneDNN),
 so this module wraps it as an autograd function: the forward pass and the input
 gradient (itself a 3x3 convolution, of the output gradient with the flipped,
-transposed kernel) run in NNPACK; the kernel gradient stays with oneDNN.
+transposed kernel) run in NNPACK; the kernel gradient, which NNPACK does not
+offer for training, runs as Winograd's F(4x4, 3x3) in tensor ops (nn.winograd)
+where `winograd_kernel_grad()` says so, else in oneDNN.
 
 It pays only on wide layers, and loses on narrow ones (measured:
 docs/benchmarks.md). Hence `applies`: 3x3, stride 1, both channel counts >= 64.
 Outputs agree with oneDNN's to float rounding (relative error ~4e-7 on the
-512->256 layer).
+512->256 layer; the F(4x4, 3x3) kernel gradient ~6e-6).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.autograd import Function
+
+from cnnlab.nn import winograd
 
 MIN_CHANNELS = 64  # below this on either side, oneDNN's direct convolution wins
 MIN_BATCH = 16  # PyTorch's own threshold for NNPACK; smaller batches gain little
@@ -54,6 +59,18 @@ def applies(
         and padding[0] in (0, 1)
         and min(in_channels, out_channels) >= MIN_CHANNELS
     )
+
+
+@functools.cache
+def winograd_kernel_grad() -> bool:
+    """Whether the kernel gradient, too, takes Winograd's form (nn.winograd).
+
+    CNNLAB_KERNEL_GRAD=winograd or =direct decides (read once per process).
+    """
+    choice = os.environ.get("CNNLAB_KERNEL_GRAD", "").strip().lower()
+    if choice in ("winograd", "direct"):
+        return choice == "winograd"
+    return True
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -108,7 +125,11 @@ class _WinogradConv(Function):
             grad_x = _nnpack(grad, flipped, None, 2 - pad)
             grad_x = grad_x.contiguous(memory_format=ctx.layout)
         grad_w = grad_b = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[1] and winograd_kernel_grad():
+            grad_w = winograd.weight_grad(x, grad, pad)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_b = grad.sum((0, 2, 3))
+        elif ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad = grad.contiguous(memory_format=ctx.layout)
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad,

@@ -1,0 +1,148 @@
+"""The notebook's own study (nine nets, 12 epochs, batch 128, Adam, validation on the
+10,000 test images each epoch): its wall time in cnnlab and in Keras, side by side.
+
+    python3 -m pip install -e ".[bench]"          # TensorFlow, Keras 3, tf_keras
+    python3 benchmarks/seed_study.py --repeats 2 --out seed-study.md
+
+Training the whole study takes hours, so each net's epoch is measured and scaled to
+12 epochs. Nets under SMALL training FLOPs per sample train two whole epochs of the
+60,000 images with the per-epoch evaluation, and the second is timed as it is
+(boundary stalls included). The others time --steps steady-state training steps
+after two warm-up steps, and the evaluation of EVAL_IMAGES test images; their epoch
+is 469 steps plus 10,000 / EVAL_IMAGES evaluations. Every measurement is a fresh
+process (benchmarks/stacks.py), the stacks interleaved per net and repeat. It
+prints each net's epoch seconds per stack (median over repeats, min beside it),
+cnnlab's time as a fraction of each peer's, and the study's estimated wall time in
+each stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from machine import machine_lines  # noqa: E402
+
+STACKS = ("cnnlab", "keras3-tf", "tf-keras2")
+NEEDS = {"keras3-tf": "keras", "tf-keras2": "tf_keras"}
+EPOCHS = 12
+STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
+TEST_IMAGES = 10_000
+EVAL_IMAGES = 2_000
+SMALL = 50e6  # training FLOPs per sample below which whole epochs are timed
+
+
+def training_flops(preset: str) -> float:
+    """Training FLOPs per sample: 3 x forward (cnnlab.nn.shapes' count)."""
+    import cnnlab
+    from cnnlab.nn.shapes import infer
+
+    return 3.0 * infer(cnnlab.load(preset)).flops
+
+
+def measure_json(stack: str, preset: str, mode: str, **options: int) -> dict:
+    """One fresh-process timing by benchmarks/stacks.py; a failure stops the run."""
+    cmd = [sys.executable, str(HERE / "stacks.py"), "--stack", stack,
+           "--preset", preset, "--mode", mode]  # fmt: skip
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        sys.exit(f"{stack} on {preset} failed:\n{done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def seed_presets() -> list[str]:
+    from cnnlab.studies.study import load_study
+
+    return [a.arch.name for a in load_study("seed").archs]
+
+
+def epoch_seconds(stack: str, preset: str, steps: int) -> tuple[float, str]:
+    """One measurement of one net's epoch under the notebook protocol."""
+    if training_flops(preset) < SMALL:
+        result = measure_json(stack, preset, "epochs", epochs=2)
+        return result["epoch_seconds"], "2 epochs, 2nd timed"
+    result = measure_json(stack, preset, "steps", steps=steps, eval_images=EVAL_IMAGES)
+    seconds = STEPS_PER_EPOCH * result["step_seconds"]
+    seconds += result["eval_seconds"] * TEST_IMAGES / EVAL_IMAGES
+    return seconds, f"{steps} steps + eval"
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="timed steps, large nets")
+    p.add_argument("--presets", help="comma-separated subset (default: all nine)")
+    p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = p.parse_args(argv)
+    stacks = [s for s in STACKS if importlib.util.find_spec(NEEDS.get(s, "cnnlab"))]
+    missing = sorted(set(STACKS) - set(stacks))
+    presets = seed_presets()
+    number = {preset: k for k, preset in enumerate(presets, 1)}  # the notebook's
+    if args.presets:
+        presets = [n for n in presets if n in args.presets.split(",")]
+    times: dict[tuple[str, str], list[float]] = {}
+    method: dict[str, str] = {}
+    for repeat in range(args.repeats):
+        for preset in presets:
+            for stack in stacks:
+                seconds, how = epoch_seconds(stack, preset, args.steps)
+                times.setdefault((preset, stack), []).append(seconds)
+                method[preset] = how
+                net = f"net {number[preset]} {preset:18}"
+                print(f"repeat {repeat + 1}/{args.repeats}  {net} {stack:10} "
+                      f"{seconds:8.1f} s/epoch ({how})", flush=True)  # fmt: skip
+    lines = [*machine_lines(), "", table(presets, number, stacks, times, method)]
+    if missing:
+        lines.append(f"\nNot installed, so not measured: {', '.join(missing)}.")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def table(
+    presets: list[str],
+    number: dict[str, int],
+    stacks: list[str],
+    times: dict[tuple[str, str], list[float]],
+    method: dict[str, str],
+) -> str:
+    peers = [s for s in stacks if s != "cnnlab"]
+    head = ["net", "preset", "train MFLOP/sample", "measured"]
+    head += [f"{s} s/epoch (min)" for s in stacks]
+    head += [f"cnnlab / {s}" for s in peers]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    totals = dict.fromkeys(stacks, 0.0)
+    for preset in presets:
+        med = {s: statistics.median(times[preset, s]) for s in stacks}
+        flops = f"{training_flops(preset) / 1e6:,.1f}"
+        cells = [str(number[preset]), preset, flops, method[preset]]
+        cells += [f"{med[s]:,.1f} ({min(times[preset, s]):,.1f})" for s in stacks]
+        cells += [f"{med['cnnlab'] / med[s]:.2f}" for s in peers]
+        rows.append("| " + " | ".join(cells) + " |")
+        for s in stacks:
+            totals[s] += EPOCHS * med[s]
+    cells = ["all", f"study, {EPOCHS} epochs", "", ""]
+    cells += [hours(totals[s]) for s in stacks]
+    cells += [f"{totals['cnnlab'] / totals[s]:.2f}" for s in peers]
+    rows.append("| " + " | ".join(f"**{c}**" if c else "" for c in cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
