@@ -41,7 +41,7 @@ def test_winograd_conv_matches_conv2d_values_and_gradients(
     out.backward(grad)
     expected.backward(grad)
     torch.testing.assert_close(ours[0].grad, ref[0].grad, rtol=1e-4, atol=1e-4)
-    # the kernel gradient (Winograd's F(4x4, 3x3) by default) to its own scale
+    # the kernel gradient (oneDNN or Winograd's F(4x4, 3x3)) to its own scale
     scale = ref[1].grad.abs().max()
     torch.testing.assert_close(
         ours[1].grad / scale, ref[1].grad / scale, rtol=0, atol=2e-5

@@ -70,7 +70,7 @@ def winograd_kernel_grad() -> bool:
     choice = os.environ.get("CNNLAB_KERNEL_GRAD", "").strip().lower()
     if choice in ("winograd", "direct"):
         return choice == "winograd"
-    return True
+    return False  # oneDNN until the per-pass timings (benchmarks/conv_passes.py) say
 
 
 def usable(x: torch.Tensor) -> bool:
