@@ -178,8 +178,12 @@ def test_sigkill_mid_search_then_rerun_resumes(tmp_path: Path) -> None:
             time.sleep(0.3)
             if not db.exists():
                 continue
-            with sqlite3.connect(db) as con:
-                states = [s for (s,) in con.execute("SELECT state FROM trials")]
+            try:  # Optuna creates the file a moment before its tables
+                with sqlite3.connect(db) as con:
+                    rows = con.execute("SELECT state FROM trials").fetchall()
+            except sqlite3.OperationalError:
+                continue
+            states = [s for (s,) in rows]
             if states.count("COMPLETE") >= 1 and "RUNNING" in states:
                 epochs = list((tmp_path / "out/s/runs").glob("*/checkpoint.pt"))
                 if len(epochs) >= 2:  # the running one has a checkpoint
