@@ -2,16 +2,18 @@
 
     python3 -m pip install -e ".[bench]"          # TensorFlow, Keras 3, tf_keras
     python3 benchmarks/bench.py                   # presets 2, 4, 9 and 1
-    python3 benchmarks/bench.py --presets 2,4 --repeats 2 --train-size 20000 --quick
+    python3 benchmarks/bench.py --presets 4,9 --repeats 2 --train-size 20000
 
 Each measurement runs in a fresh process (benchmarks/stacks.py), stacks interleaved
 within every repeat so drifting machine load hits all of them alike. Presets 2, 4 and 9
 train whole epochs with the per-epoch evaluation (the last of --epochs is timed,
 boundary stalls included); preset 1 (compute-bound, ~1 minute per epoch step batch)
 times --steps steady-state steps. It prints samples/s (min and median over repeats),
-cnnlab's ratio to each peer (median / median), and achieved GFLOP/s as a fraction of
-the fp32 GEMM peak measured in the same run. Stacks that are not installed are
-reported as missing, not skipped silently.
+cnnlab's ratio to each peer (median / median), achieved GFLOP/s as a fraction of
+the fp32 GEMM peak measured in the same run, and the test accuracy each timed run
+reached. A stack that did not learn (below --min-acc in any timed run) is not a
+peer: the run names it and exits 1. Stacks that are not installed are reported as
+missing, not skipped silently.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def table(
 ) -> str:
     lines = [
         "| preset | stack | samples/s min | samples/s median | epoch s (median) "
-        "| cnnlab / stack | GFLOP/s | % of peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cnnlab / stack | GFLOP/s | % of peak | test acc (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for preset in presets:
         flops = training_flops(preset)
@@ -93,16 +95,18 @@ def table(
             rates = _rates(results, stack, preset)
             if not rates:
                 why = next((r["error"] for r in runs if "error" in r), "not run")
-                lines.append(f"| {preset} | {stack} | - | - | - | - | - | {why} |")
+                lines.append(f"| {preset} | {stack} | - | - | - | - | - | {why} | - |")
                 continue
             med = medians[stack]
             epochs = [r["epoch_seconds"] for r in runs if "epoch_seconds" in r]
             epoch = f"{statistics.median(epochs):.1f}" if epochs else "-"
             ratio = medians.get("cnnlab", float("nan")) / med
             gflops = med * flops / 1e9
+            accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
+            acc = f"{100 * min(accs):.1f}%" if accs else "- (steps only)"
             lines.append(
                 f"| {preset} | {stack} | {min(rates):,.0f} | {med:,.0f} | {epoch} | "
-                f"{ratio:.2f}x | {gflops:.1f} | {100 * gflops / peak:.0f}% |"
+                f"{ratio:.2f}x | {gflops:.1f} | {100 * gflops / peak:.0f}% | {acc} |"
             )
     return "\n".join(lines)
 
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed steps for preset 1")
     p.add_argument("--train-size", type=int, default=60_000)
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    p.add_argument(
+        "--min-acc",
+        type=float,
+        default=0.5,
+        help="test accuracy below which a timed run did not learn (default 0.5)",
+    )
     args = p.parse_args(argv)
     presets, stacks = args.presets.split(","), args.stacks.split(",")
     threads = os.cpu_count() or 1
@@ -153,10 +163,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} steps after 2 warm-up steps.\n"
     )
     print("\n" + header + "\n" + text)
+    failed = not_learned(results, args.min_acc)
+    for line in failed:
+        print(line, file=sys.stderr)
     if args.out:
         raw = "\n".join(json.dumps(r) for r in results)
+        text += "".join(f"\n\n{line}" for line in failed)
         args.out.write_text(f"{header}\n{text}\n\nRaw results:\n\n```\n{raw}\n```\n")
-    return 0
+    return 1 if failed else 0
+
+
+def not_learned(results: list[dict], floor: float) -> list[str]:
+    """A FAIL line for every timed run whose test accuracy is below `floor`."""
+    return [
+        f"FAIL: {r['stack']} on preset {r['preset']} reached "
+        f"{100 * r['test_acc']:.1f}% test accuracy (below {100 * floor:.0f}%): "
+        "it did not learn, so its speed is no comparison"
+        for r in results
+        if r.get("test_acc") is not None and r["test_acc"] < floor
+    ]
 
 
 if __name__ == "__main__":

@@ -40,7 +40,13 @@ def mnist(train_size: int) -> tuple[np.ndarray, ...]:
 
 
 def run_cnnlab(
-    preset: str, mode: str, epochs: int, steps: int, size: int, eval_images: int = 0
+    preset: str,
+    mode: str,
+    epochs: int,
+    steps: int,
+    size: int,
+    eval_images: int = 0,
+    device: str = "cpu",
 ) -> dict:
     import torch
 
@@ -55,10 +61,15 @@ def run_cnnlab(
     if mode == "epochs":
         split = Split(ds.x_train[:size], ds.y_train[:size], ds.x_test, ds.y_test,
                       ds.x_test, ds.y_test, "test")  # fmt: skip
-        history = fit(model, split, TrainConfig(epochs=epochs, validation="test"))
-        return {"epoch_seconds": history.epochs[-1]["seconds"], "samples": size}
+        config = TrainConfig(epochs=epochs, validation="test", device=device)
+        history = fit(model, split, config)
+        last = history.epochs[-1]  # validation is the test set here
+        return {"epoch_seconds": last["seconds"], "samples": size,
+                "test_acc": last["val_acc"]}  # fmt: skip
+    model.to(device)
     optimizer = make_optimizer(TrainConfig(), model.parameters())
-    x, y = ds.x_train[: BATCH * (steps + 2)], ds.y_train[: BATCH * (steps + 2)]
+    x = ds.x_train[: BATCH * (steps + 2)].to(device)
+    y = ds.y_train[: BATCH * (steps + 2)].to(device)
 
     def step(i: int) -> None:
         xb, yb = (
@@ -70,24 +81,35 @@ def run_cnnlab(
         loss.backward()
         optimizer.step()
 
-    timed = _time_steps(step, steps)
+    timed = _time_steps(step, steps, device=device)
     if eval_images:
         from cnnlab.training.loop import evaluate
 
         xs, ys = ds.x_test[:eval_images], ds.y_test[:eval_images]
         evaluate(model, xs[:BATCH], ys[:BATCH])  # warm-up
+        _sync(device)
         started = time.perf_counter()
         evaluate(model, xs, ys)
         timed["eval_seconds"] = time.perf_counter() - started
     return timed
 
 
-def _time_steps(step: Any, steps: int, warmup: int = 2) -> dict:
+def _sync(device: str) -> None:
+    """Wait for the GPU's queued work, so the clock measures it (no-op on CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _time_steps(step: Any, steps: int, warmup: int = 2, device: str = "cpu") -> dict:
     for i in range(warmup):
         step(i)
+    _sync(device)
     started = time.perf_counter()
     for i in range(warmup, warmup + steps):
         step(i)
+    _sync(device)
     seconds = time.perf_counter() - started
     return {"samples_per_s": steps * BATCH / seconds, "step_seconds": seconds / steps}
 
@@ -116,7 +138,13 @@ def idiomatic(model: Any) -> Any:
 
 
 def run_torch(
-    preset: str, mode: str, epochs: int, steps: int, size: int, eval_images: int = 0
+    preset: str,
+    mode: str,
+    epochs: int,
+    steps: int,
+    size: int,
+    eval_images: int = 0,
+    device: str = "cpu",
 ) -> dict:
     """Idiomatic PyTorch: TensorDataset + DataLoader(shuffle), NCHW, eval each epoch."""
     import torch
@@ -133,12 +161,14 @@ def run_torch(
 
     torch.manual_seed(0)
     model = idiomatic(build_model(cnnlab.load(preset), 10, seed=0, reorder=False))
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
     train = DataLoader(dataset(x_train, y_train), batch_size=BATCH, shuffle=True)
     test = DataLoader(dataset(x_test, y_test), batch_size=BATCH)
 
     def train_step(xb: Any, yb: Any) -> None:
+        xb, yb = xb.to(device), yb.to(device)
         loss = loss_fn(model(xb), yb)
         optimizer.zero_grad()
         loss.backward()
@@ -151,7 +181,7 @@ def run_torch(
             model.train()
             train_step(*batches[i])
 
-        return _time_steps(step, steps)
+        return _time_steps(step, steps, device=device)
     for _ in range(epochs):
         started = time.perf_counter()
         model.train()
@@ -161,7 +191,7 @@ def run_torch(
         correct = 0
         with torch.no_grad():
             for xb, yb in test:
-                correct += (model(xb).argmax(1) == yb).sum().item()
+                correct += (model(xb.to(device)).argmax(1).cpu() == yb).sum().item()
         seconds = time.perf_counter() - started
     return {
         "epoch_seconds": seconds,
@@ -239,12 +269,13 @@ def run_keras(
     cb = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, logs: ends.append(time.perf_counter())
     )
+    started = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, verbose=0,
                         validation_data=(x_test, y_test), callbacks=[cb])  # fmt: skip
     done = time.perf_counter()
     # The last epoch measured from the end of the one before: any stall at the
     # boundary (Keras 3 showed 30 s on preset 9) counts, as a user waits for it.
-    seconds = done - ends[-2] if len(ends) > 1 else done - ends[0]
+    seconds = done - (ends[-2] if len(ends) > 1 else started)
     acc = history.history.get("val_accuracy", [None])[-1]
     return {"epoch_seconds": seconds, "samples": size, "test_acc": acc}
 
@@ -266,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--train-size", type=int, default=60_000)
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="cnnlab and torch-dataloader: cpu or cuda (Keras picks its own device)",
+    )
+    p.add_argument(
         "--eval-images",
         type=int,
         default=0,
@@ -273,9 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    extra = {"device": args.device} if args.device != "cpu" else {}
+    if extra and args.stack.startswith(("keras", "tf-")):
+        p.error(f"--device applies to cnnlab and torch-dataloader, not {args.stack}")
     result: dict[str, Any] = STACKS[args.stack](
         args.preset, args.mode, args.epochs, args.steps, args.train_size,
-        args.eval_images,
+        args.eval_images, **extra,
     )  # fmt: skip
     if "epoch_seconds" in result:
         result["samples_per_s"] = result["samples"] / result["epoch_seconds"]

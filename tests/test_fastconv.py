@@ -137,14 +137,17 @@ def test_winograd_kernel_gradient_equals_the_direct_one(
 
 def test_the_kernel_gradient_path_is_chosen_by_the_environment() -> None:
     """CNNLAB_KERNEL_GRAD, read in a fresh process as cnnlab reads it."""
+    import os
     import subprocess
     import sys
 
     code = "from cnnlab.nn import fastconv; print(fastconv.winograd_kernel_grad())"
     shown = {}
-    for choice in ("winograd", "direct"):
-        env = {**__import__("os").environ, "CNNLAB_KERNEL_GRAD": choice}
+    for choice in ("winograd", "direct", ""):  # "": unset, the default
+        env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KERNEL_GRAD"}
+        if choice:
+            env["CNNLAB_KERNEL_GRAD"] = choice
         done = subprocess.run([sys.executable, "-c", code], env=env,
                               capture_output=True, text=True, check=True)  # fmt: skip
         shown[choice] = done.stdout.strip()
-    assert shown == {"winograd": "True", "direct": "False"}
+    assert shown == {"winograd": "True", "direct": "False", "": "False"}

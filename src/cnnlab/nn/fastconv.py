@@ -68,9 +68,11 @@ def winograd_kernel_grad() -> bool:
     CNNLAB_KERNEL_GRAD=winograd or =direct decides (read once per process).
     """
     choice = os.environ.get("CNNLAB_KERNEL_GRAD", "").strip().lower()
-    if choice in ("winograd", "direct"):
-        return choice == "winograd"
-    return False  # oneDNN until the per-pass timings (benchmarks/conv_passes.py) say
+    # oneDNN by default. Winograd's kernel gradient is faster on an idle machine, but
+    # it is many short memory-bound ops, each a parallel region: when other work
+    # shares the cores it fell far behind oneDNN's one large kernel
+    # (benchmarks/conv_passes.py; figures in docs/benchmarks.md).
+    return choice == "winograd"
 
 
 def usable(x: torch.Tensor) -> bool:

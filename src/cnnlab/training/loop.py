@@ -22,10 +22,16 @@ from cnnlab.data.augment import MAX_SHIFT, epoch_generator, random_shift
 from cnnlab.data.datasets import Split
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import Network
+from cnnlab.nn.shapes import BYTES_PER_VALUE, ModelInfo
 from cnnlab.training.config import OPTIMIZER_DEFAULTS, TrainConfig
 from cnnlab.training.schedule import learning_rate
 
-EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls
+EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls...
+# ... unless a batch's largest layer output outgrows this: net 1 of the seed study
+# (26 x 26 x 512 values per image) evaluated ~1.5x faster in batches of 256 than of
+# 1000, while the small nets were as fast or faster at 1000 (docs/benchmarks.md).
+EVAL_ACTIVATION_BYTES = 384 * 2**20
+MIN_EVAL_BATCH = 128
 # Steps between progress updates and loss checks (each costs a host sync).
 PROGRESS_EVERY = 10
 HISTORY_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
@@ -152,11 +158,21 @@ class Scores:
 
 
 @torch.no_grad()
+def eval_batch(info: ModelInfo) -> int:
+    """Images per evaluation batch: EVAL_BATCH, fewer (not below MIN_EVAL_BATCH)
+    where the largest layer output of a batch would pass EVAL_ACTIVATION_BYTES."""
+    largest = max((math.prod(layer.output_shape) for layer in info.layers), default=1)
+    fits = EVAL_ACTIVATION_BYTES // (largest * BYTES_PER_VALUE)
+    return max(MIN_EVAL_BATCH, min(EVAL_BATCH, fits))
+
+
 def score(
-    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH
+    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
 ) -> Scores:
     """Loss, accuracy and per-image answers of `model` on uint8 images `x`, labels
-    `y`, in one pass."""
+    `y`, in one pass (batches of `eval_batch(model.info)` unless given)."""
+    if batch_size is None:
+        batch_size = eval_batch(model.info)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -179,7 +195,7 @@ def score(
 
 
 def evaluate(
-    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH
+    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on uint8 images `x`, labels `y`."""
     result = score(model, x, y, batch_size)
