@@ -157,7 +157,6 @@ class Scores:
     true_prob: torch.Tensor  # (N,) float32: the probability given to the true class
 
 
-@torch.no_grad()
 def eval_batch(info: ModelInfo) -> int:
     """Images per evaluation batch: EVAL_BATCH, fewer (not below MIN_EVAL_BATCH)
     where the largest layer output of a batch would pass EVAL_ACTIVATION_BYTES."""
@@ -166,6 +165,7 @@ def eval_batch(info: ModelInfo) -> int:
     return max(MIN_EVAL_BATCH, min(EVAL_BATCH, fits))
 
 
+@torch.no_grad()
 def score(
     model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
 ) -> Scores:
