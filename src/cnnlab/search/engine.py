@@ -78,7 +78,9 @@ class SearchResult:
 class _Quiet(StudyProgress):
     """A study display that shows epochs only: the search says which trial it is."""
 
-    def study_start(self, name: str, trials: int) -> None:
+    def study_start(
+        self, name: str, trials: int, costs: list[float] | None = None
+    ) -> None:
         pass
 
     def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
