@@ -335,7 +335,12 @@ class _Searcher:
         error: CnnlabError | None = None
         try:
             run_study(
-                study, self.out, self.executor(points), self.progress, trials=unique
+                study,
+                self.out,
+                self.executor(points),
+                self.progress,
+                trials=unique,
+                estimate=False,
             )
         except CnnlabError as err:  # a diverged candidate: the others are recorded
             error = err
