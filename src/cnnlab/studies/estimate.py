@@ -38,7 +38,6 @@ from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
 from cnnlab.training.runs import RUN_FILE, open_run
 from cnnlab.training.session import load_split
-from cnnlab.training.status import Status
 from cnnlab.util.machine import pick_device, usable_cpus
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
@@ -106,7 +105,7 @@ class StudyEstimate:
         how = f"{timed} net{'s' if timed > 1 else ''} timed here"
         if timed < len(self.nets):
             how += f", {len(self.nets) - timed} from FLOPs"
-        how += f" in {self.probe_seconds:.1f}s; {self.split.describe()}"
+        how += f" in {self.probe_seconds:.1f}s"
         head = f"Estimate: {len(left)} trial{'s' if len(left) > 1 else ''} to train"
         lines = [f"{head}, ~{format_duration(self.wall)} ({how})"]
         per: dict[str, float] = {}  # a net's seeds cost the same, unless resumed
@@ -147,7 +146,7 @@ class StudyEstimate:
         epochs = max(self.epochs_left)
         if epochs > 1:
             epoch = format_duration(self.total / epochs / self.split.workers)
-            helps.append(f"fewer --epochs (each is ~{epoch} of the study)")
+            helps.append(f"fewer --epochs (each epoch ~{epoch})")
         return ", ".join(helps) or "fewer or smaller nets"
 
 
@@ -156,7 +155,8 @@ def estimate_study(
 ) -> StudyEstimate | None:
     """Each trial's expected wall time on this machine, from FLOPs and a probe of
     real training steps (at most about PROBE_SECONDS); None when every trial is
-    already complete (no probe then). `pool`: the trials run in worker processes."""
+    already complete (no probe then) or no net could be timed. `pool`: the trials
+    run in worker processes."""
     trials = list(trials)
     epochs_left = [_epochs_left(t, t.run_dir(study_dir)) for t in trials]
     todo = [(t, e) for t, e in zip(trials, epochs_left, strict=True) if e is not None]
@@ -168,6 +168,8 @@ def estimate_study(
     started = time.perf_counter()
     timings = _time_nets(groups, split.threads)
     probe = time.perf_counter() - started
+    if not any(n.timed for n in timings.values()):
+        return None  # no net would step here: nothing honest to say
     costs = [
         0.0 if e is None else _trial_seconds(t, e, timings[_speed_key(t)])
         for t, e in zip(trials, epochs_left, strict=True)
@@ -190,14 +192,14 @@ def _epochs_left(trial: Trial, run_dir: Path) -> int | None:
     if not (run_dir / RUN_FILE).is_file():
         return trial.config.epochs
     try:
-        meta = open_run(run_dir).meta
+        record = open_run(run_dir)
     except Exception:  # a broken folder: the trial itself will say what is wrong
         return trial.config.epochs
-    done = meta.get("epochs_done") or 0
-    if meta.get("status") == Status.COMPLETED and done >= trial.config.epochs:
+    if record.is_complete(trial.config.epochs):  # as run_trial decides to skip
         return None
-    if trial.config.changed_from(meta.get("config") or {}):
+    if trial.config.changed_from(record.meta.get("config") or {}):
         return trial.config.epochs  # it will be refused; count it as a fresh one
+    done = record.meta.get("epochs_done") or 0
     return max(0, trial.config.epochs - done)
 
 
