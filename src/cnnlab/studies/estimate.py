@@ -37,7 +37,7 @@ from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
 from cnnlab.training.runs import RUN_FILE, open_run
-from cnnlab.training.session import load_split
+from cnnlab.training.session import check_fits, load_split
 from cnnlab.util.machine import pick_device, usable_cpus
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
@@ -101,11 +101,11 @@ class StudyEstimate:
     def lines(self) -> list[str]:
         """What the study prints before its first trial (a few lines)."""
         left = [c for c in self.costs if c > 0]
-        timed = sum(n.timed for n in self.nets)
-        how = f"{timed} net{'s' if timed > 1 else ''} timed here"
-        if timed < len(self.nets):
-            how += f", {len(self.nets) - timed} from FLOPs"
-        how += f" in {self.probe_seconds:.1f}s"
+        timed, nets = sum(n.timed for n in self.nets), len(self.nets)
+        probe = f"timed here in {self.probe_seconds:.1f}s"
+        how = f"{nets} net{'s' if nets > 1 else ''} {probe}"
+        if timed < nets:
+            how = f"{timed} of {nets} nets {probe}, the rest from their FLOPs"
         head = f"Estimate: {len(left)} trial{'s' if len(left) > 1 else ''} to train"
         lines = [f"{head}, ~{format_duration(self.wall)} ({how})"]
         per: dict[str, float] = {}  # a net's seeds cost the same, unless resumed
@@ -268,6 +268,9 @@ def _time_net(trial: Trial, threads: int) -> float:
     config = trial.config
     device = pick_device(config.device)
     dataset, split = load_split(config)
+    # A net the trial would refuse (too big for memory, wrong input) is refused
+    # here too, with an error, before its weights could exhaust the memory.
+    check_fits(trial.arch, dataset, split, config, device)
     before = torch.get_num_threads()
     forked = [torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):  # the trials' dropout is untouched
@@ -275,8 +278,8 @@ def _time_net(trial: Trial, threads: int) -> float:
         try:
             model = build_model(trial.arch, dataset.num_classes, seed=0).to(device)
             optimizer = make_optimizer(config, model.parameters())
-            x, y = split.x_train.to(device), split.y_train.to(device)
-            batch = min(config.batch_size, len(x))
+            batch = min(config.batch_size, len(split.x_train))
+            x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
             small = min(batch, SMALL_BATCH)
             step = _stepper(model, optimizer, x, y, config)
             if step(small) * batch / small > FULL_STEP_SECONDS:

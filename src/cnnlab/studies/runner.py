@@ -152,7 +152,10 @@ def _estimate(
     if not isinstance(executor, LocalExecutor | PoolExecutor):
         return None
     pool = isinstance(executor, PoolExecutor)
-    found = estimate_study(trials, study_dir, executor.split, pool)
+    try:
+        found = estimate_study(trials, study_dir, executor.split, pool)
+    except CnnlabError:
+        return None  # a trial that cannot run says why when it runs, as always
     if found is None:  # every trial is complete: nothing to wait for
         return None
     for line in found.lines():
