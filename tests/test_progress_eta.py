@@ -105,6 +105,9 @@ def test_fast_steps_are_not_reported_each_nor_every_ten() -> None:
 def test_the_study_eta_weighs_trials_by_their_expected_cost() -> None:
     costs = [0.5, 0.05, 0.05]  # seconds: one expensive trial, two cheap ones
     by_cost, by_count = StudyClock(3, costs), StudyClock(3, None)
+    assert by_cost.left() == pytest.approx(0.6)  # before the first trial starts
+    for clock in (by_cost, by_count):
+        clock.begin()
     assert by_cost.left() == pytest.approx(0.6, rel=0.2)  # the estimate at first
     assert by_count.left() is None  # nothing measured, nothing estimated
     time.sleep(0.5)
@@ -122,6 +125,7 @@ def test_the_study_eta_weighs_trials_by_their_expected_cost() -> None:
 
 def test_skipped_trials_weigh_nothing_in_the_study_eta() -> None:
     clock = StudyClock(2, None)
+    clock.begin()
     clock.finish(1, skipped=True)  # no work done, none measured
     assert clock.left() is None
 

@@ -56,7 +56,9 @@ class StudyClock:
     the same and only measured time says how long one takes. With costs, the ETA
     starts as the estimate and moves toward what the study measures as it goes: the
     estimate counts as PRIOR_SHARE of the study already run at the estimated speed.
-    `workers`: trials that run at once.
+    `workers`: trials that run at once. The clock runs from `begin` (the first
+    trial's start: worker processes take seconds to start, and waiting for them
+    says nothing of the trials' speed); before it, the ETA is the estimate.
     """
 
     PRIOR_SHARE = 0.1
@@ -66,7 +68,12 @@ class StudyClock:
         self.costs = list(costs or []) if self.seconds else [1.0] * trials
         self.done = [0.0] * trials  # fraction of each trial's training done
         self.workers = max(1, workers)
-        self.started = time.monotonic()
+        self.started: float | None = None
+
+    def begin(self) -> None:
+        """Start the clock, once: the first trial has started."""
+        if self.started is None:
+            self.started = time.monotonic()
 
     def update(self, k: int, fraction: float) -> None:
         """Trial `k` (1-based) is `fraction` done."""
@@ -82,10 +89,12 @@ class StudyClock:
         """Seconds until the study's last trial ends, or None before it can tell."""
         done = sum(c * f for c, f in zip(self.costs, self.done, strict=True))
         left = sum(c * (1 - f) for c, f in zip(self.costs, self.done, strict=True))
-        elapsed = time.monotonic() - self.started
+        if self.started is None:
+            return left / self.workers if self.seconds else None
+        elapsed = max(time.monotonic() - self.started, 1e-9)
         prior = self.PRIOR_SHARE * sum(self.costs) if self.seconds else 0.0
         # Work (in estimated seconds) done per second of wall time.
-        speed = (done + prior) / (elapsed + prior / self.workers) if done + prior else 0
+        speed = (done + prior) / (elapsed + prior / self.workers)
         return left / speed if speed > 0 else None
 
     def text(self) -> str:
@@ -175,6 +184,7 @@ class StudyProgress(RichReporter):
         """`costs`: each trial's expected seconds, in order, if estimated."""
         self.name = name
         self.clock = StudyClock(trials, costs)
+        self.clock.begin()  # trials start right away, in this process
         if not self.progress.live.is_started:
             self.progress.start()
         self.study_task = self.progress.add_task(
@@ -315,6 +325,7 @@ class NotebookStudyProgress(NotebookReporter):
     ) -> None:
         self.name = name
         self.clock = StudyClock(trials, costs)
+        self.clock.begin()
         self.message(f"Study {name}: {trials} trials")
 
     def trial_start(self, k: int, total: int, label: str, seed: int) -> None:

@@ -124,8 +124,9 @@ class WorkerResult:
 
 class _QueueReporter:
     """A worker's training progress, sent to the parent as plain tuples
-    (k, epoch, first epoch, epochs, step, steps): at the trial's first report, then
-    at most once per REPORT_SECONDS (a tiny net's epochs come many a second)."""
+    (k, epoch, first epoch, epochs, step, steps): at the trial's first report and
+    each epoch's last step, else at most once per REPORT_SECONDS (a tiny net's
+    epochs come many a second)."""
 
     def __init__(self, k: int, updates: Any) -> None:
         self.k, self.updates = k, updates
@@ -138,14 +139,16 @@ class _QueueReporter:
         self._send(0)
 
     def step(self, step: int, seen: int, loss: float, acc: float) -> None:
-        self._send(step)
+        self._send(step, last=step == self.steps)
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         pass
 
-    def _send(self, step: int) -> None:
+    def _send(self, step: int, last: bool = False) -> None:
+        """Send now if it is the first update, an epoch's last step (the line then
+        shows a full bar while the epoch is scored), or REPORT_SECONDS passed."""
         now = time.monotonic()
-        if now - self.sent >= REPORT_SECONDS:  # always, the first time
+        if last or now - self.sent >= REPORT_SECONDS:  # always, the first time
             self.sent = now
             update = (self.k, self.epoch, self.first, self.epochs, step, self.steps)
             self.updates.put(update)
@@ -222,24 +225,22 @@ class ParallelDisplay:
         self, k: int, epoch: int, first: int, epochs: int, step: int, steps: int
     ) -> None:
         """A worker's report: trial `k` is at `step` of `steps` in `epoch`."""
+        trial = self.trials[k - 1]
+        label = escape(shown(trial.label))  # rich reads descriptions as markup
+        head = f"  {label} seed {trial.seed} epoch {epoch}/{epochs}"
+        done = trial_fraction(epoch, first, epochs, step, steps)
         with self.lock:
             if k in self.ended:
                 return
+            self.clock.begin()
+            self.clock.update(k, done)
             if k not in self.running:
-                task = self.progress.add_task("", total=steps, eta="")
+                task = self.progress.add_task(head, total=steps, eta=eta_text(0, 0))
                 self.running[k] = (task, time.monotonic())
             task, started = self.running[k]
-            done = trial_fraction(epoch, first, epochs, step, steps)
-            self.clock.update(k, done)
-            trial = self.trials[k - 1]
-            label = escape(shown(trial.label))  # rich reads descriptions as markup
-            head = f"  {label} seed {trial.seed} epoch {epoch}/{epochs}"
+            eta = eta_text(time.monotonic() - started, done)
             self.progress.update(
-                task,
-                description=head,
-                total=steps,
-                completed=step,
-                eta=eta_text(time.monotonic() - started, done),
+                task, description=head, total=steps, completed=step, eta=eta
             )
             self.progress.update(self.task, eta=self.clock.text())
 
