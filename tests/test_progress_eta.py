@@ -150,12 +150,14 @@ def test_the_seed_study_estimate_names_what_dominates_and_what_helps(
     assert "fewer --epochs (each epoch ~" in advice
 
 
-def test_a_complete_study_is_not_probed(tmp_path: Path) -> None:
-    study = tmp_path / "s.yaml"
-    study.write_text(json.dumps(tiny_study("s", seeds=[0])))
-    run_cli("study", "s.yaml", "--out", "ST", cwd=tmp_path, check=True)
-    again = run_cli("study", "s.yaml", "--out", "ST", cwd=tmp_path, check=True)
-    assert "already complete: skipped" in again.err
+def test_a_complete_study_is_not_probed(tmp_path: Path, cli: Any) -> None:
+    study = tiny_study("s", seeds=[0])
+    study["architectures"] = study["architectures"][:1]  # the tiny net only
+    (tmp_path / "s.yaml").write_text(json.dumps(study))
+    first = cli("study", "s.yaml", "--out", "ST")
+    assert first.code == 0 and "Estimate: 1 trial to train, ~" in first.err
+    again = cli("study", "s.yaml", "--out", "ST")
+    assert again.code == 0 and "already complete: skipped" in again.err
     assert "Estimate" not in again.err
 
 
