@@ -271,11 +271,12 @@ def _listening(updates: Any, display: ParallelDisplay) -> Iterator[None]:
     def drain() -> None:
         while not done.is_set():
             try:
-                display.update(*updates.get(timeout=0.2))
+                update = updates.get(timeout=0.2)
             except queue.Empty:
                 continue
-            except (EOFError, OSError, ValueError):
-                return  # the queue is gone: nothing more to show
+            except Exception:  # closed, or torn by a worker killed mid-write
+                return  # nothing more to show; the study goes on without it
+            display.update(*update)
 
     thread = threading.Thread(target=drain, name="cnnlab-progress", daemon=True)
     thread.start()
