@@ -99,7 +99,11 @@ def test_fast_steps_are_not_reported_each_nor_every_ten() -> None:
     train_with(reporter, {"name": "net", **TINY_NET}, images=128 * 40)  # 40 steps
     steps = [s for _, s in reporter.reports]
     assert steps[0] == 1 and steps[-1] == 40
-    assert len(steps) <= 3  # the first, maybe one a second later, the last
+    # The first, one a second (on a busy machine 40 tiny steps can take seconds),
+    # the last: never one per step, nor one per ten.
+    elapsed = reporter.reports[-1][0] - reporter.begun
+    assert len(steps) <= 2 + elapsed / REPORT_SECONDS, (steps, elapsed)
+    assert steps != [1, 10, 20, 30, 40]
 
 
 def test_the_study_eta_weighs_trials_by_their_expected_cost() -> None:
@@ -136,8 +140,10 @@ def test_the_seed_study_estimate_names_what_dominates_and_what_helps(
     study = load_study("seed")
     started = time.perf_counter()
     found = estimate_study(study.trials(), tmp_path / "seed", CpuSplit(1, 2))
-    assert time.perf_counter() - started < 20  # a couple of seconds, plus data
-    assert found is not None and found.probe_seconds < 6
+    # The first net (the biggest), then PROBE_SECONDS for the others, the last one
+    # started within them; on a busy machine a few seconds more.
+    assert time.perf_counter() - started < 20
+    assert found is not None and found.probe_seconds < 10
     assert found.wall >= HOURS  # preset 1 alone trains for hours on a CPU
     head, per, advice = found.lines()
     assert head.startswith("Estimate: 9 trials to train, ~") and "h" in head
