@@ -58,19 +58,20 @@ def test_notebook_reporter_redraws_one_line_and_prints_epochs(
         return Handle()
 
     monkeypatch.setattr("IPython.display.display", display)
-    clock = iter([0.0, 0.1, 2.0, 2.1])  # start, too soon to redraw, redraw, last step
-    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=clock.__next__))
+    clock = iter([0.0, 1.0, 2.0, 2.5])  # epoch start, then each report
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=clock.__next__))
     reporter = NotebookReporter("Run folder: runs/x")
     reporter.epoch_start(1, 2, 3, 300)
-    for step in (1, 2, 3):
+    for step in (1, 2, 3):  # the loop decides when to report: each one is drawn
         reporter.step(step, 100 * step, 0.5, 0.8)
-    reporter.epoch_end({"epoch": 1, "seconds": 2.2, "loss": 0.5, "acc": 0.8})
-    assert [d["text/plain"].split(" [")[0] for d in shown] == ["Epoch 1/2"] * 3
+    reporter.epoch_end({"epoch": 1, "seconds": 2.6, "loss": 0.5, "acc": 0.8})
+    assert [d["text/plain"].split(" [")[0] for d in shown] == ["Epoch 1/2"] * 4
+    assert "1/3" in shown[1]["text/plain"] and "eta 0m02s" in shown[1]["text/plain"]
     assert "3/3" in shown[-1]["text/plain"] and "<progress" in shown[-1]["text/html"]
     printed = capsys.readouterr().out.splitlines()
     assert printed == [
         "Run folder: runs/x",
-        "Epoch 1/2 - 2.2s - loss: 0.5000 - acc: 0.8000",
+        "Epoch 1/2 - 2.6s - loss: 0.5000 - acc: 0.8000",
     ]
 
 

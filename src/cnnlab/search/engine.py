@@ -78,7 +78,9 @@ class SearchResult:
 class _Quiet(StudyProgress):
     """A study display that shows epochs only: the search says which trial it is."""
 
-    def study_start(self, name: str, trials: int) -> None:
+    def study_start(
+        self, name: str, trials: int, costs: list[float] | None = None
+    ) -> None:
         pass
 
     def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
@@ -333,7 +335,12 @@ class _Searcher:
         error: CnnlabError | None = None
         try:
             run_study(
-                study, self.out, self.executor(points), self.progress, trials=unique
+                study,
+                self.out,
+                self.executor(points),
+                self.progress,
+                trials=unique,
+                estimate=False,
             )
         except CnnlabError as err:  # a diverged candidate: the others are recorded
             error = err

@@ -3,7 +3,8 @@
     run_study(study, out, executor=...)
       check the study (before any file is written) -> lock the study folder ->
       open the store -> sweep temporary files killed writers left -> record the
-      study -> mark trials a dead process left RUNNING as INTERRUPTED ->
+      study -> mark trials a dead process left RUNNING as INTERRUPTED -> say how
+      the trials run and how long they should take (studies.estimate) ->
       executor.run(trials)  (local | pool | ray; each trial through studies.trial)
 
 A study re-run skips finished trials and resumes interrupted ones.
@@ -17,6 +18,7 @@ from typing import Literal
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.cpus import study_split
+from cnnlab.studies.estimate import estimate_study
 from cnnlab.studies.executors import Executor, StudyRun
 from cnnlab.studies.executors.local import LocalExecutor
 from cnnlab.studies.executors.pool import PoolExecutor
@@ -103,11 +105,14 @@ def run_study(
     progress: StudyProgress | None = None,
     on_finished: Callable[[TrialOutcome], None] | None = None,
     trials: Sequence[Trial] | None = None,
+    estimate: bool = True,
 ) -> list[TrialOutcome]:
     """Run every trial of `study` under `out` with `executor` (default: the local
     one `make_executor` picks), skipping finished trials; `on_finished` hears of
     each trial once it is finished and recorded in the store. `trials`: only these
-    (a search runs its candidates a batch at a time), default all of the study's."""
+    (a search runs its candidates a batch at a time), default all of the study's.
+    `estimate`: with a `progress` display, first say how long the trials should
+    take (a search's batches do not: it says how far it is itself)."""
     out = Path(out)
     executor = executor or make_executor(study)
     check_study(study)
@@ -128,7 +133,31 @@ def run_study(
             StudyInfo(study.name, study.description, study.to_dict(), env), now()
         )
         store.mark_interrupted(study.name, now())
+        costs = None
         if progress is not None:
             progress.message(executor.describe())
-        run = StudyRun(study, trials, out, store, progress, on_finished)
+            if estimate:
+                costs = _estimate(executor, trials, study_dir, progress)
+        run = StudyRun(study, trials, out, store, progress, on_finished, costs)
         return executor.run(run)
+
+
+def _estimate(
+    executor: Executor, trials: list[Trial], study_dir: Path, progress: StudyProgress
+) -> list[float] | None:
+    """Print the study's time estimate; each trial's expected seconds, or None.
+
+    Only for this machine's executors: Ray's trials may run on other machines.
+    """
+    if not isinstance(executor, LocalExecutor | PoolExecutor):
+        return None
+    pool = isinstance(executor, PoolExecutor)
+    try:
+        found = estimate_study(trials, study_dir, executor.split, pool)
+    except CnnlabError:
+        return None  # a trial that cannot run says why when it runs, as always
+    if found is None:  # every trial is complete: nothing to wait for
+        return None
+    for line in found.lines():
+        progress.message(line)
+    return found.costs

@@ -32,8 +32,12 @@ EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls.
 # 1000, while the small nets were as fast or faster at 1000 (docs/benchmarks.md).
 EVAL_ACTIVATION_BYTES = 384 * 2**20
 MIN_EVAL_BATCH = 128
-# Steps between progress updates and loss checks (each costs a host sync).
-PROGRESS_EVERY = 10
+# Seconds between two progress reports and loss checks (each costs a host sync).
+# By time, not by steps: a big net's step can take seconds on a small CPU,
+# cores), and a display that waits for 10 of them looks hung; a small net's
+# thousands of steps per second would pay a sync each. The first step of an epoch
+# is always reported, so even a slow net shows its speed after one step.
+REPORT_SECONDS = 1.0
 HISTORY_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
 
@@ -268,6 +272,7 @@ def train_epoch(
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     seen = checked = 0
+    reported = -math.inf  # time.monotonic() of the last report: none yet
     for step, start in enumerate(range(0, len(x), batch_size), start=1):
         idx = order[start : start + batch_size]
         plan.start_step(optimizer, step)
@@ -278,14 +283,15 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         # Accumulate on the device; reading a value forces a sync, so only the
-        # loss check and the progress display do that, every PROGRESS_EVERY steps.
+        # loss check and the progress report do that, every REPORT_SECONDS.
         losses[step - 1] = loss.detach()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == yb).sum()
         seen += len(idx)
-        if step % PROGRESS_EVERY == 0 or step == steps:
+        now = time.monotonic()  # ~50 ns: cheap enough for every step
+        if now - reported >= REPORT_SECONDS or step == steps:
             _check_losses(losses, checked, step)
-            checked = step
+            checked, reported = step, time.monotonic()  # after the sync it waited
             if report is not None:
                 report(step, seen, loss_sum.item() / seen, correct.item() / seen)
     return loss_sum.item() / seen, correct.item() / seen

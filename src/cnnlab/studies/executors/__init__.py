@@ -32,6 +32,9 @@ class StudyRun:
     # Called in this process with each trial once it is finished and recorded in
     # the store (trained, resumed, skipped or stopped early), e.g. to log it.
     on_finished: Callable[[TrialOutcome], None] | None = None
+    # Each trial's expected seconds, in order (`cnnlab.studies.estimate`), for a
+    # study ETA weighted by cost; None: not estimated (every trial weighs the same).
+    costs: list[float] | None = None
 
     def finished(self, outcome: TrialOutcome) -> None:
         """Tell `on_finished`, if set, that a trial is finished and recorded."""

@@ -27,7 +27,7 @@ class LocalExecutor:
         set_threads(self.split.threads)
         progress, total = run.progress, len(run.trials)
         if progress is not None:
-            progress.study_start(run.study.name, total)
+            progress.study_start(run.study.name, total, run.costs)
         outcomes = []
         for k, trial in enumerate(run.trials, start=1):
             if progress is not None:

@@ -5,6 +5,9 @@ The parent process keeps the study-folder lock and the display; each worker trai
 one trial at a time with the shared `run_trial`, writing the same run folder and
 the same SQLite store (WAL, one transaction per write: concurrent writers are
 safe), so a study run in parallel cannot be told from one run trial by trial.
+Each worker sends its trial's progress (epoch, step) to the parent through one
+queue, at most about once a second (`loop.REPORT_SECONDS`), and the parent shows a
+line per running trial under the study bar.
 
 Stopping: Ctrl-C reaches the workers with the parent (one process group), or the
 parent forwards it; a worker stops its trial at the last checkpoint, as the serial
@@ -19,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -32,6 +36,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,8 +51,10 @@ from cnnlab.studies.executors import StudyRun
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, Trial
 from cnnlab.studies.trial import TrialOutcome, run_trial
+from cnnlab.training.loop import REPORT_SECONDS
+from cnnlab.training.progress import StudyClock, eta_text, trial_fraction
 from cnnlab.training.status import Outcome
-from cnnlab.util.units import format_duration
+from cnnlab.util.terminal import shown
 
 _ORPHAN_POLL_S = 1.0  # a worker checks this often that its parent still lives
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -58,6 +65,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _stopping = False  # set by the first SIGINT a worker gets: start no other trial
 _in_trial = False  # a SIGINT between trials only sets _stopping
 _stop_event: Any = None  # the parent's: set when the study stops
+_updates: Any = None  # the parent's queue of progress updates
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -89,10 +97,13 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _init_worker(parent: int, threads: int, stop: Any) -> None:
-    global _stop_event
+def _init_worker(parent: int, threads: int, stop: Any, updates: Any) -> None:
+    global _stop_event, _updates
     _die_with_parent(parent)
-    _stop_event = stop
+    _stop_event, _updates = stop, updates
+    # Progress is worth losing, never worth waiting for: a worker that exits does
+    # not block until a parent that stopped reading has taken its last updates.
+    updates.cancel_join_thread()
     signal.signal(signal.SIGINT, _on_sigint)  # it started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_sigint)  # a SIGTERM to the whole group too
     torch.set_num_threads(threads)  # a trial's own `threads` setting overrides it
@@ -111,8 +122,40 @@ class WorkerResult:
     seconds: float = 0.0
 
 
-def _work(trial: Trial, study: Study, out: Path) -> WorkerResult:
-    """Run one trial in a worker process."""
+class _QueueReporter:
+    """A worker's training progress, sent to the parent as plain tuples
+    (k, epoch, first epoch, epochs, step, steps): at the trial's first report and
+    each epoch's last step, else at most once per REPORT_SECONDS (a tiny net's
+    epochs come many a second)."""
+
+    def __init__(self, k: int, updates: Any) -> None:
+        self.k, self.updates = k, updates
+        self.epoch = self.first = self.epochs = self.steps = 0
+        self.sent = -REPORT_SECONDS
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, samples: int) -> None:
+        self.first = self.first or epoch
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self._send(0)
+
+    def step(self, step: int, seen: int, loss: float, acc: float) -> None:
+        self._send(step, last=step == self.steps)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        pass
+
+    def _send(self, step: int, last: bool = False) -> None:
+        """Send now if it is the first update, an epoch's last step (the line then
+        shows a full bar while the epoch is scored), or REPORT_SECONDS passed."""
+        now = time.monotonic()
+        if last or now - self.sent >= REPORT_SECONDS:  # always, the first time
+            self.sent = now
+            update = (self.k, self.epoch, self.first, self.epochs, step, self.steps)
+            self.updates.put(update)
+
+
+def _work(trial: Trial, study: Study, out: Path, k: int) -> WorkerResult:
+    """Run one trial (the study's `k`-th) in a worker process."""
     global _in_trial
     started = time.perf_counter()
     _in_trial = True  # from here a SIGINT raises; checked after, so none is missed
@@ -120,7 +163,8 @@ def _work(trial: Trial, study: Study, out: Path) -> WorkerResult:
         if _stopping or _stop_event.is_set():
             return WorkerResult(stopped=True)
         with Store(out / STORE_FILE) as store:
-            outcome = run_trial(trial, study, store, out / study.name)
+            reporter = _QueueReporter(k, _updates)
+            outcome = run_trial(trial, study, store, out / study.name, reporter)
             rows = store.trial_rows(study.name, trial.label)
     except KeyboardInterrupt:
         return WorkerResult(stopped=True)
@@ -140,10 +184,19 @@ def _work(trial: Trial, study: Study, out: Path) -> WorkerResult:
 
 
 class ParallelDisplay:
-    """An overall bar (trials done of N, ETA) and one line per finished trial."""
+    """An overall bar (trials done of N, ETA weighted by each trial's expected
+    cost), under it a live line per running trial (epoch, steps, its own ETA), and
+    a printed line per finished trial. Updates come from the queue's thread."""
 
-    def __init__(self, console: Console, name: str, total: int) -> None:
-        self.console, self.total = console, total
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        trials: list[Trial],
+        costs: list[float] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.console, self.trials, self.total = console, trials, len(trials)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -153,10 +206,13 @@ class ParallelDisplay:
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task(f"Study {name}", total=total, eta="")
-        self.started = time.perf_counter()
-        self.trained = 0  # trials that trained (skipped ones say nothing of speed)
-        self.done = 0
+        self.clock = StudyClock(self.total, costs, workers)
+        self.task = self.progress.add_task(
+            f"Study {name}", total=self.total, eta=self.clock.text()
+        )
+        self.running: dict[int, tuple[Any, float]] = {}  # k -> (task, started)
+        self.ended: set[int] = set()  # late updates of these are dropped
+        self.lock = threading.Lock()
 
     def __enter__(self) -> ParallelDisplay:
         self.progress.start()
@@ -165,27 +221,70 @@ class ParallelDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def update(
+        self, k: int, epoch: int, first: int, epochs: int, step: int, steps: int
+    ) -> None:
+        """A worker's report: trial `k` is at `step` of `steps` in `epoch`."""
+        trial = self.trials[k - 1]
+        label = escape(shown(trial.label))  # rich reads descriptions as markup
+        head = f"  {label} seed {trial.seed} epoch {epoch}/{epochs}"
+        done = trial_fraction(epoch, first, epochs, step, steps)
+        with self.lock:
+            if k in self.ended:
+                return
+            self.clock.begin()
+            self.clock.update(k, done)
+            if k not in self.running:
+                task = self.progress.add_task(head, total=steps, eta=eta_text(0, 0))
+                self.running[k] = (task, time.monotonic())
+            task, started = self.running[k]
+            eta = eta_text(time.monotonic() - started, done)
+            self.progress.update(
+                task, description=head, total=steps, completed=step, eta=eta
+            )
+            self.progress.update(self.task, eta=self.clock.text())
+
     def finished(self, k: int, trial: Trial, result: WorkerResult) -> None:
-        self.done += 1
+        with self.lock:
+            self.ended.add(k)
+            task, _ = self.running.pop(k, (None, 0.0))
+            if task is not None:
+                self.progress.remove_task(task)
+            skipped = result.outcome is Outcome.SKIPPED
+            self.clock.finish(k, skipped)
         head = f"Trial {k}/{self.total}: {trial.label}, seed {trial.seed}"
-        if result.outcome is Outcome.SKIPPED:
+        if skipped:
             line = f"{head} - already complete: skipped"
         else:
-            self.trained += 1
             acc = result.test_acc
             score = "" if acc is None else f" - test acc {acc:.4f}"
             line = f"{head} - {result.outcome} in {result.seconds:.1f}s{score}"
         self.console.print(line, highlight=False, soft_wrap=True)
-        self.progress.update(self.task, advance=1, eta=self._eta())
+        self.progress.update(self.task, advance=1, eta=self.clock.text())
 
-    def _eta(self) -> str:
-        """Elapsed time per trained trial so far (the workers' overlap included)
-        times the trials left; rich's own estimate needs updates every 30 s."""
-        left = self.total - self.done
-        if not self.trained or not left:
-            return ""
-        per_trial = (time.perf_counter() - self.started) / self.trained
-        return f"eta ~{format_duration(per_trial * left)}"
+
+@contextmanager
+def _listening(updates: Any, display: ParallelDisplay) -> Iterator[None]:
+    """Hand the workers' progress updates to `display`, from a thread, meanwhile."""
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            try:
+                update = updates.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except Exception:  # closed, or torn by a worker killed mid-write
+                return  # nothing more to show; the study goes on without it
+            display.update(*update)
+
+    thread = threading.Thread(target=drain, name="cnnlab-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1.0)
 
 
 class PoolExecutor:
@@ -233,26 +332,30 @@ def _run_pool(
 ) -> list[TrialOutcome]:
     study, trials, out = run.study, run.trials, run.out
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    stop, updates = context.Event(), context.Queue()
     before = set(multiprocessing.active_children())
     pool = cf.ProcessPoolExecutor(
         split.workers,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(os.getpid(), split.threads, stop),
+        initargs=(os.getpid(), split.threads, stop, updates),
     )
     display = ParallelDisplay(
-        console or Console(stderr=True, quiet=True), study.name, len(trials)
+        console or Console(stderr=True, quiet=True),
+        study.name,
+        trials,
+        run.costs,
+        split.workers,
     )
     with _sigint_ignored():  # inherited: a Ctrl-C while a worker imports is no crash
         futures = {
-            pool.submit(_work, trial, study, out): k
+            pool.submit(_work, trial, study, out, k): k
             for k, trial in enumerate(trials, start=1)
         }
     workers = set(multiprocessing.active_children()) - before
     results: dict[int, WorkerResult] = {}
     try:
-        with display:
+        with display, _listening(updates, display):
             for future in cf.as_completed(futures):
                 k = futures[future]
                 results[k] = future.result()

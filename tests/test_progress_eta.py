@@ -1,0 +1,248 @@
+"""Waiting that informs: progress redrawn by time (the first report after the first
+step, then about once a second, still without a host sync per step), a study's
+time estimate before its first trial, a study ETA weighted by each trial's expected
+cost, and a live line per running trial when trials run in worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+
+from cnnlab.data.datasets import load_dataset, split_dataset
+from cnnlab.nn.model import build_model
+from cnnlab.nn.spec import parse_architecture
+from cnnlab.studies.cpus import CpuSplit
+from cnnlab.studies.estimate import HOURS, estimate_study
+from cnnlab.studies.study import load_study
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.loop import REPORT_SECONDS, fit
+from cnnlab.training.progress import RichReporter, StudyClock
+from helpers import CLI_ENV, TINY_NET, cli_command, run_cli
+
+# A net whose CPU step takes a good fraction of a second at batch 128: two 48-filter
+# 3x3 convolutions at full resolution (~100 MFLOP per sample to train).
+SLOW_NET = {
+    "name": "slow",
+    "layers": [
+        {"Conv2D": {"filters": 48, "kernel_size": 3, "padding": "same"}},
+        {"Conv2D": {"filters": 48, "kernel_size": 3, "padding": "same"}},
+        "Flatten",
+        {"Dense": {"units": 10, "activation": "softmax"}},
+    ],
+}
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78])")
+
+
+class Recorder(RichReporter):
+    """The terminal reporter, drawing into a string, with the time of each report."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        console = Console(file=self.stream, force_terminal=True, width=160)
+        super().__init__(console)
+        self.reports: list[tuple[float, int]] = []  # (time.monotonic(), step)
+        self.begun = 0.0
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, samples: int) -> None:
+        super().epoch_start(epoch, epochs, steps, samples)
+        self.begun = time.monotonic()
+
+    def step(self, step: int, seen: int, loss: float, acc: float) -> None:
+        super().step(step, seen, loss, acc)
+        self.reports.append((time.monotonic(), step))
+
+
+def train_with(reporter: Recorder, arch_doc: dict[str, Any], images: int) -> None:
+    arch = parse_architecture(arch_doc)
+    split = split_dataset(load_dataset("mnist"), "none", train_limit=images)
+    config = TrainConfig(epochs=1, batch_size=128, validation="none")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with reporter:
+            fit(build_model(arch, 10, seed=0), split, config, reporter=reporter)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_slow_step_is_reported_when_it_ends_then_about_once_a_second() -> None:
+    reporter = Recorder()
+    train_with(reporter, SLOW_NET, images=128 * 12)  # 12 steps of ~0.2-1 s
+    times = [t for t, _ in reporter.reports]
+    steps = [s for _, s in reporter.reports]
+    assert steps[0] == 1  # after the first step, not after ten
+    assert steps[-1] == 12 and steps == sorted(steps)
+    # Between two reports at least REPORT_SECONDS passed (the last, at the end of
+    # the epoch, may come sooner): fewer reports than steps, each one a sync.
+    gaps = [b - a for a, b in zip(times, times[1:-1], strict=False)]
+    assert all(gap >= REPORT_SECONDS - 0.05 for gap in gaps), gaps
+    assert len(steps) < 12
+    drawn = ANSI.sub("", reporter.stream.getvalue())
+    assert "Epoch 1/1" in drawn and "1/12" in drawn and "samples/s" in drawn
+    assert re.search(r"eta \d+m\d\ds", drawn)  # an ETA from the first step on
+
+
+def test_fast_steps_are_not_reported_each_nor_every_ten() -> None:
+    reporter = Recorder()
+    train_with(reporter, {"name": "net", **TINY_NET}, images=128 * 40)  # 40 steps
+    steps = [s for _, s in reporter.reports]
+    assert steps[0] == 1 and steps[-1] == 40
+    # The first, one a second (on a busy machine 40 tiny steps can take seconds),
+    # the last: never one per step, nor one per ten.
+    elapsed = reporter.reports[-1][0] - reporter.begun
+    assert len(steps) <= 2 + elapsed / REPORT_SECONDS, (steps, elapsed)
+    assert steps != [1, 10, 20, 30, 40]
+
+
+def test_the_study_eta_weighs_trials_by_their_expected_cost() -> None:
+    costs = [0.5, 0.05, 0.05]  # seconds: one expensive trial, two cheap ones
+    by_cost, by_count = StudyClock(3, costs), StudyClock(3, None)
+    assert by_cost.left() == pytest.approx(0.6)  # before the first trial starts
+    for clock in (by_cost, by_count):
+        clock.begin()
+    assert by_cost.left() == pytest.approx(0.6, rel=0.2)  # the estimate at first
+    assert by_count.left() is None  # nothing measured, nothing estimated
+    time.sleep(0.5)
+    for clock in (by_cost, by_count):
+        clock.finish(1)  # the expensive one took as long as estimated
+    # By count, two trials of the three are left: twice what one took (~1 s). By
+    # cost, a sixth of the work is left: a tenth of a second.
+    assert by_count.left() == pytest.approx(1.0, rel=0.5)
+    assert by_cost.left() < 0.25 * by_count.left()
+    time.sleep(0.2)
+    by_cost.update(2, 0.5)  # half of a cheap trial done meanwhile
+    assert by_cost.left() < 0.25 * by_count.left()
+    assert by_cost.text().startswith("eta ~0m0")
+
+
+def test_skipped_trials_weigh_nothing_in_the_study_eta() -> None:
+    clock = StudyClock(2, None)
+    clock.begin()
+    clock.finish(1, skipped=True)  # no work done, none measured
+    assert clock.left() is None
+
+
+def test_the_seed_study_estimate_names_what_dominates_and_what_helps(
+    tmp_path: Path,
+) -> None:
+    study = load_study("seed")
+    started = time.perf_counter()
+    found = estimate_study(study.trials(), tmp_path / "seed", CpuSplit(1, 2))
+    # The first net (the biggest), then PROBE_SECONDS for the others, the last one
+    # started within them; on a busy machine a few seconds more.
+    assert time.perf_counter() - started < 20
+    assert found is not None and found.probe_seconds < 10
+    assert found.wall >= HOURS  # preset 1 alone trains for hours on a CPU
+    head, per, advice = found.lines()
+    assert head.startswith("Estimate: 9 trials to train, ~") and "h" in head
+    assert "timed here" in head
+    assert per.startswith("  per trial: conv3-512 ~") and "conv5-tiny ~" in per
+    assert re.match(r"  conv3-512 is \d+% of it", advice), advice
+    share = int(re.match(r"  conv3-512 is (\d+)%", advice).group(1))
+    assert share >= 50
+    assert "to shorten it: a GPU" in advice and "--workers 2 --threads 1" in advice
+    assert "fewer --epochs (each epoch ~" in advice
+
+
+def test_a_complete_study_is_not_probed(tmp_path: Path, cli: Any) -> None:
+    study = tiny_study("s", seeds=[0])
+    study["architectures"] = study["architectures"][:1]  # the tiny net only
+    (tmp_path / "s.yaml").write_text(json.dumps(study))
+    first = cli("study", "s.yaml", "--out", "ST")
+    assert first.code == 0 and "Estimate: 1 trial to train, ~" in first.err
+    again = cli("study", "s.yaml", "--out", "ST")
+    assert again.code == 0 and "already complete: skipped" in again.err
+    assert "Estimate" not in again.err
+
+
+def tiny_study(name: str, seeds: list[int], **train: Any) -> dict[str, Any]:
+    """A study of the tiny net and the slow net on a few MNIST images."""
+    settings = {"epochs": 1, "train_limit": 1000, "val_size": 200, "test_limit": 200}
+    return {
+        "name": name,
+        "seeds": seeds,
+        "train": settings | train,
+        "architectures": [
+            {"label": "tiny", "spec": TINY_NET},
+            {"label": "slow", "spec": {"layers": SLOW_NET["layers"]}},
+        ],
+    }
+
+
+def test_the_estimate_is_within_a_sane_factor_of_the_wall_time(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "s.yaml").write_text(json.dumps(tiny_study("s", seeds=[0, 1])))
+    started = time.perf_counter()
+    result = run_cli("study", "s.yaml", "--out", "ST", cwd=tmp_path, check=True)
+    wall = time.perf_counter() - started
+    lines = result.err.splitlines()
+    (head,) = [line for line in lines if line.startswith("Estimate: ")]
+    assert head.startswith("Estimate: 4 trials to train, ~")
+    (per,) = [line for line in lines if line.startswith("  per trial: ")]
+    assert "tiny ~0m0" in per and "slow ~" in per
+    minutes, seconds = re.search(r"~(\d+)m(\d\d)s", head).groups()
+    estimate = 60 * int(minutes) + int(seconds)
+    # The wall time adds the process start, the report and its figures.
+    assert wall / 8 <= estimate <= 3 * wall, (estimate, wall, result.err)
+    assert lines.index(head) < next(
+        i for i, line in enumerate(lines) if line.startswith("Trial 1/4")
+    )
+
+
+def run_in_terminal(args: list[str], cwd: Path, timeout: float = 120) -> str:
+    """`cnnlab ARGS` in a pseudo-terminal, as a user sees it: everything it wrote,
+    terminal control sequences removed."""
+    parent, child = pty.openpty()
+    env = os.environ | CLI_ENV | {"TERM": "xterm-256color"}
+    proc = subprocess.Popen(cli_command(*args), cwd=cwd, env=env, stdin=child,
+                            stdout=child, stderr=child, close_fds=True)  # fmt: skip
+    os.close(child)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([parent], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(parent, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(parent)
+    return ANSI.sub("", b"".join(chunks).decode(errors="replace")).replace("\r", "\n")
+
+
+def test_parallel_workers_show_a_live_line_per_running_trial(tmp_path: Path) -> None:
+    study = tiny_study("w", seeds=[0, 1], epochs=2)
+    study["architectures"] = study["architectures"][1:]  # the slow net: lines last
+    (tmp_path / "w.yaml").write_text(json.dumps(study))
+    args = ["study", "w.yaml", "--out", "ST", "--workers", "2", "--threads", "1"]
+    shown = run_in_terminal(args, tmp_path)
+    assert "2 workers x 1 thread each" in shown
+    assert "Estimate: 2 trials to train, ~" in shown
+    for seed in (0, 1):  # both trials drawn live, each on its own line
+        line = rf"slow seed {seed} epoch [12]/2 .* \d+/\d+ .*eta "
+        assert re.search(line, shown), shown
+    assert re.search(r"Study w .* 0/2 .*eta ~\d+m\d\ds", shown)  # the cost ETA
+    assert "Trial 1/2: slow, seed 0 - trained in" in shown
