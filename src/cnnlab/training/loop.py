@@ -34,7 +34,7 @@ EVAL_ACTIVATION_BYTES = 384 * 2**20
 MIN_EVAL_BATCH = 128
 # Seconds between two progress reports and loss checks (each costs a host sync).
 # By time, not by steps: a big net's step can take seconds on a small CPU,
-# cores), and a display that waits for 10 of them looks hung; a small net's
+# and a display that waits for 10 of them looks hung; a small net's
 # thousands of steps per second would pay a sync each. The first step of an epoch
 # is always reported, so even a slow net shows its speed after one step.
 REPORT_SECONDS = 1.0
