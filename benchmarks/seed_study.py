@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench import training_flops  # noqa: E402
 from machine import machine_lines  # noqa: E402
 
 STACKS = ("cnnlab", "keras3-tf", "tf-keras2")
@@ -38,14 +39,6 @@ STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
 TEST_IMAGES = 10_000
 EVAL_IMAGES = 2_000
 SMALL = 50e6  # training FLOPs per sample below which whole epochs are timed
-
-
-def training_flops(preset: str) -> float:
-    """Training FLOPs per sample: 3 x forward (cnnlab.nn.shapes' count)."""
-    import cnnlab
-    from cnnlab.nn.shapes import infer
-
-    return 3.0 * infer(cnnlab.load(preset)).flops
 
 
 def measure_json(stack: str, preset: str, mode: str, **options: int) -> dict:
