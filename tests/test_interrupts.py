@@ -282,3 +282,28 @@ def test_a_signal_outside_the_commands_own_handling_is_one_line(
     if code != 0:
         assert code == 143, err
         assert err.splitlines()[-1].startswith("interrupted (SIGTERM)"), err
+
+
+def test_an_interrupt_python_wrapped_in_another_error_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SIGTERM that lands while a class is created (as an import runs) reaches
+    cnnlab as "RuntimeError: Error calling __set_name__": still an interrupt."""
+    import os
+
+    from cnnlab import cli
+
+    class Sends:
+        def __set_name__(self, owner: type, name: str) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def command(args: object) -> int:
+        type("Imported", (), {"attr": Sends()})
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", command)
+    code = cli.main(["summary", "conv5-medium"])
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert err.splitlines() == [err.splitlines()[-1]]
+    assert err.startswith("interrupted (SIGTERM)"), err

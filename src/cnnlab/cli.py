@@ -944,6 +944,26 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         return _interrupted(args, err)
+    except Exception as err:
+        # Python wraps an interrupt raised in some places in another error (a
+        # signal during a class's creation, as an import runs, becomes
+        # "RuntimeError: Error calling __set_name__"): it is still the interrupt.
+        cause = interrupt_in(err)
+        if cause is None or args.debug:
+            raise
+        return _interrupted(args, cause)
+
+
+def interrupt_in(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or SIGTERM's) that `err` was raised from, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> int:
