@@ -277,7 +277,8 @@ def test_time_budget_stops_sampling_then_the_finalists_run(tmp_path: Path) -> No
     space = {"units": {"int": [4, 64]}}
     search = {"trials": 50, "finalists": 1, "space": space, "architecture": DENSE}
     path = write_search(tmp_path, search)
-    report = cnnlab.run_search(path, tmp_path / "out", time_budget=10, progress=None)
+    # A tiny trial takes a fraction of a second: 50 of them can fit in 10 s.
+    report = cnnlab.run_search(path, tmp_path / "out", time_budget=2, progress=None)
     trained = [t for t in optuna_trials(tmp_path / "out") if t.state.name == "COMPLETE"]
     assert 1 <= len(trained) < 50
     assert report.final is not None and len(report.final.trials) == 1
