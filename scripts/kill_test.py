@@ -346,8 +346,22 @@ def compare(
             problems.append(f"{where}: {key} final weights differ")
         figures.records += len(TRIAL_METRICS) + len(epochs_a) + len(wa)
     if resumed.table != reference.table:
-        problems.append(f"{where}: comparison table differs from the reference")
+        problems.append(
+            f"{where}: comparison table differs from the reference: "
+            + table_difference(reference.table, resumed.table)
+        )
     figures.records += len(reference.table)
+
+
+def table_difference(reference: list[list[str]], resumed: list[list[str]]) -> str:
+    """The first cells that differ, as 'row/column: reference -> resumed'."""
+    if len(reference) != len(resumed):
+        return f"{len(reference)} rows -> {len(resumed)} rows"
+    headers = reference[0]
+    cells = [f"{ra[0]}/{headers[j]}: {a!r} -> {b!r}"
+             for ra, rb in zip(reference, resumed) for j, (a, b) in enumerate(zip(ra, rb))
+             if a != b]  # fmt: skip
+    return "; ".join(cells[:4]) or "row lengths differ"
 
 
 # -------------------------------------------------------------------- driving

@@ -94,3 +94,35 @@ def test_train_from_python_leaves_threads_and_random_state_alone(
     assert result.meta["status"] == Status.COMPLETED
     assert torch.get_num_threads() == 2
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_store_rows_follow_the_study_order_and_unstarted_trials_are_pending(
+    tmp_path: Path,
+) -> None:
+    """Every trial is planned in the store, in the study's order, before any starts:
+    tables keep that order however worker processes race to start their trials,
+    and a study stopped after one trial lists the others as pending."""
+    from cnnlab.studies.runner import run_study
+
+    archs = [{"label": "b", "spec": TINY_NET}, {"label": "a", "spec": TINY_NET}]
+    study = cnnlab.load_study(write_study(tmp_path / "s.yaml", archs, [1, 0]))
+
+    def stop(outcome: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, tmp_path / "out", on_finished=stop)
+    plan = [(t.label, t.seed) for t in study.trials()]
+    assert plan == [("b", 1), ("a", 1), ("b", 0), ("a", 0)]  # seed by seed
+    rows = cnnlab.list_trials(tmp_path / "out")
+    assert [(r["label"], r["seed"]) for r in rows] == plan
+    assert [r["status"] for r in rows] == ["completed"] + ["pending"] * 3
+    assert rows[3]["params"] == rows[0]["params"] and rows[3]["epochs"] == 0
+    listed = run_cli(
+        "runs", "--out", tmp_path / "out", "--status", "pending", check=True
+    )
+    assert listed.out.count("pending") >= 3
+    cnnlab.run_study(study, tmp_path / "out", progress=None)  # the rest, same order
+    rows = cnnlab.list_trials(tmp_path / "out")
+    assert [(r["label"], r["seed"]) for r in rows] == plan
+    assert {r["status"] for r in rows} == {"completed"}

@@ -3,7 +3,8 @@
     run_study(study, out, executor=...)
       check the study (before any file is written) -> lock the study folder ->
       open the store -> sweep temporary files killed writers left -> record the
-      study -> mark trials a dead process left RUNNING as INTERRUPTED -> say how
+      study -> mark trials a dead process left RUNNING as INTERRUPTED -> plan the
+      trials not yet in the store as PENDING rows, in the study's order -> say how
       the trials run and how long they should take (studies.estimate) ->
       executor.run(trials)  (local | pool | ray; each trial through studies.trial)
 
@@ -25,7 +26,12 @@ from cnnlab.studies.executors.pool import PoolExecutor
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, Trial, study_folder
-from cnnlab.studies.trial import TrialOutcome, check_not_shortened, check_study
+from cnnlab.studies.trial import (
+    TrialOutcome,
+    check_not_shortened,
+    check_study,
+    plan_trials,
+)
 from cnnlab.training.progress import StudyProgress
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
@@ -133,6 +139,7 @@ def run_study(
             StudyInfo(study.name, study.description, study.to_dict(), env), now()
         )
         store.mark_interrupted(study.name, now())
+        plan_trials(store, study, trials, study_dir)
         costs = None
         if progress is not None:
             progress.message(executor.describe())

@@ -261,10 +261,7 @@ class Store:
         self, study: str, label: str, seed: int, fields: dict[str, Any]
     ) -> int:
         """Insert or update one trial's row; returns its id."""
-        fields = dict(fields)
-        for key in ("spec", "config"):
-            if key in fields and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
+        fields = _encoded(fields)
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
         updates = ", ".join(f"{k}=excluded.{k}" for k in fields)
@@ -279,6 +276,22 @@ class Store:
                 (study, label, seed),
             ).fetchone()
         return int(row["id"])
+
+    def plan_trials(
+        self, study: str, planned: Sequence[tuple[str, int, dict[str, Any]]]
+    ) -> None:
+        """Rows for the (label, seed, fields) trials the store does not hold yet, in
+        the given order, in one transaction; rows already there stay as they are.
+        Rows then keep the study's order however its workers race to start them."""
+        with self.transaction() as db:
+            for label, seed, given in planned:
+                fields = _encoded(given)
+                db.execute(
+                    f"INSERT INTO trials (study, label, seed, {', '.join(fields)}) "
+                    f"VALUES (?, ?, ?, {', '.join('?' for _ in fields)}) "
+                    "ON CONFLICT(study, label, seed) DO NOTHING",
+                    (study, label, seed, *fields.values()),
+                )
 
     def update_trial(self, trial_id: int, **fields: Any) -> None:
         """Change some columns of an existing trial row."""
@@ -428,6 +441,14 @@ class Store:
             )
             for r in self.trial_rows(study)
         ]
+
+
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """A trial row's values as stored: the spec and config as JSON text."""
+    return {
+        k: json.dumps(v) if k in ("spec", "config") and not isinstance(v, str) else v
+        for k, v in fields.items()
+    }
 
 
 def _is_busy(err: sqlite3.DatabaseError) -> bool:

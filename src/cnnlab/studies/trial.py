@@ -11,6 +11,7 @@ checkpoint lacks; a trial's final epochs and scores are one transaction.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,10 @@ def check_study(study: Study) -> None:
                 infer(a.arch, classes)
 
 
-def trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
-    """The store row of a trial about to run (status RUNNING)."""
+def trial_fields(
+    trial: Trial, run_dir: Path, status: Status = Status.RUNNING
+) -> dict[str, Any]:
+    """The store row of a trial about to run (RUNNING) or planned (PENDING)."""
     info = infer(trial.arch)
     return {
         "arch_name": trial.arch.name,
@@ -64,7 +67,7 @@ def trial_fields(trial: Trial, run_dir: Path) -> dict[str, Any]:
         "spec": trial.arch.to_dict(),
         "config": trial.config.to_dict(),
         "run_path": str(run_dir),
-        "status": Status.RUNNING,
+        "status": status,
         "stopped_epoch": None,
         "updated": now(),
     }
@@ -110,6 +113,20 @@ def remove_half_created(run_dir: Path) -> None:
     started = (run_dir / RUN_FILE).is_file() and (run_dir / CHECKPOINT_FILE).exists()
     if run_dir.exists() and not started:
         shutil.rmtree(run_dir)
+
+
+def plan_trials(
+    store: Store, study: Study, trials: Sequence[Trial], study_dir: Path
+) -> None:
+    """PENDING store rows for the trials not yet there, in the study's order: the
+    order of every table of results, whichever worker starts its trial first."""
+    store.plan_trials(
+        study.name,
+        [
+            (t.label, t.seed, trial_fields(t, t.run_dir(study_dir), Status.PENDING))
+            for t in trials
+        ],
+    )
 
 
 def start_trial(store: Store, study: Study, trial: Trial, study_dir: Path) -> int:
