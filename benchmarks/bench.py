@@ -49,11 +49,11 @@ def gemm_peak(threads: int) -> float:
 
 
 def training_flops(preset: str) -> float:
-    """Training FLOPs per sample: 3 x forward (cnnlab.nn.shapes' count)."""
+    """Training FLOPs per sample (cnnlab.nn.shapes' count)."""
     import cnnlab
     from cnnlab.nn.shapes import infer
 
-    return 3.0 * infer(cnnlab.load(preset)).flops
+    return float(infer(cnnlab.load(preset)).train_flops)
 
 
 def measure(stack: str, preset: str, mode: str, args: argparse.Namespace) -> dict:

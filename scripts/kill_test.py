@@ -358,9 +358,12 @@ def table_difference(reference: list[list[str]], resumed: list[list[str]]) -> st
     if len(reference) != len(resumed):
         return f"{len(reference)} rows -> {len(resumed)} rows"
     headers = reference[0]
-    cells = [f"{ra[0]}/{headers[j]}: {a!r} -> {b!r}"
-             for ra, rb in zip(reference, resumed) for j, (a, b) in enumerate(zip(ra, rb))
-             if a != b]  # fmt: skip
+    cells = [
+        f"{ra[0]}/{headers[j]}: {a!r} -> {b!r}"
+        for ra, rb in zip(reference, resumed, strict=True)
+        for j, (a, b) in enumerate(zip(ra, rb, strict=False))
+        if a != b
+    ]
     return "; ".join(cells[:4]) or "row lengths differ"
 
 

@@ -13,7 +13,16 @@ import torch
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.studies.cpus import CpuSplit, default_split, plan_split
+from cnnlab.studies.cpus import (
+    PACK_FLOPS,
+    PACK_WORK,
+    CpuSplit,
+    Packing,
+    default_split,
+    packing_for,
+    plan_split,
+    study_split,
+)
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, override
@@ -75,6 +84,52 @@ def test_default_split_never_oversubscribes() -> None:
             split = default_split(cpus, trials)
             assert 1 <= split.workers <= trials and split.threads >= 1
             assert split.cpus <= cpus
+
+
+def test_small_nets_are_packed_one_thread_per_worker_and_say_why() -> None:
+    small = packing_for([1_000_000], PACK_WORK)
+    assert small.pack and default_split(2, 9, packing=small) == CpuSplit(2, 1)
+    assert default_split(2, 9, packing=small).describe() == (
+        "2 workers x 1 thread each (2 CPUs): small nets train faster as 1-thread "
+        "trials side by side"
+    )
+    assert default_split(16, 3, packing=small) == CpuSplit(3, 5)  # threads fill up
+    assert default_split(16, 3, packing=small).why == ""  # not the packing's doing
+    assert (
+        default_split(1, 9, packing=small).describe() == "1 worker x 1 thread (1 CPU)"
+    )
+    wide = packing_for([int(PACK_FLOPS / 3) + 1], 100 * PACK_WORK)
+    assert not wide.pack and "use one trial's threads well" in wide.why
+    short = packing_for([1_000_000], PACK_WORK / 2)
+    assert not short.pack and "a short study" in short.why
+    assert (
+        default_split(2, 9, packing=short)
+        .describe()
+        .startswith("1 worker x 2 threads (2 CPUs): a short study")
+    )
+    assert default_split(16, 9, packing=Packing()) == CpuSplit(8, 2)
+
+
+def test_the_default_packs_the_quickstart_not_the_seed_study_nor_a_tiny_one(
+    tmp_path: Path,
+) -> None:
+    cpus = usable_cpus()
+    quick = study_split(load_study("quickstart"), None, "cpu")
+    seed = study_split(load_study("seed"), None, "cpu")
+    tiny_file = tmp_path / "t.yaml"
+    tiny_file.write_text(yaml.safe_dump({
+        "name": "t", "seeds": [0, 1], "train": {"epochs": 1, "train_limit": 500},
+        "architectures": ["conv5-tiny", "conv3-small"]}))  # fmt: skip
+    tiny = study_split(load_study(tiny_file), None, "cpu")
+    if cpus >= 2:
+        assert quick.threads == 1 and quick.workers == min(cpus, 9)
+        assert "small nets" in quick.describe()
+        assert (
+            seed.workers == cpus // 2
+            and "4.94 G training FLOPs per sample" in seed.describe()
+        )
+        assert tiny.workers == 1 and "a short study" in tiny.describe()
+    assert study_split(load_study("quickstart"), 1, "cpu").why == ""  # as asked
 
 
 def test_plan_split_takes_the_users_choice_and_fills_the_rest() -> None:

@@ -67,6 +67,16 @@ class LayerInfo:
         return self.trainable + self.non_trainable
 
 
+# A training step's FLOPs per sample, in forward passes: the forward pass, and the
+# backward pass's input and weight gradients (each about one forward's arithmetic).
+TRAINING_FACTOR = 3
+
+
+def training_flops(forward: int) -> int:
+    """Training FLOPs per sample of a net of `forward` FLOPs per sample."""
+    return TRAINING_FACTOR * forward
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Per-layer facts and the totals of a whole architecture."""
@@ -92,7 +102,13 @@ class ModelInfo:
 
     @property
     def flops(self) -> int:
+        """Forward FLOPs per sample."""
         return sum(info.flops for info in self.layers)
+
+    @property
+    def train_flops(self) -> int:
+        """Training FLOPs per sample (`training_flops`)."""
+        return training_flops(self.flops)
 
     @property
     def weight_bytes(self) -> int:

@@ -49,7 +49,7 @@ def summary_totals(info: ModelInfo) -> list[tuple[str, str]]:
             f"{info.non_trainable:,} ({format_bytes_binary(4 * info.non_trainable)})",
         ),
         ("Forward FLOPs per sample", format_flops(info.flops)),
-        ("Training FLOPs per sample (~3x forward)", format_flops(3 * info.flops)),
+        ("Training FLOPs per sample (~3x forward)", format_flops(info.train_flops)),
         ("Weight memory (float32)", format_bytes_binary(info.weight_bytes)),
     ]
 

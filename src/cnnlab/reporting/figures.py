@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.nn.shapes import training_flops
 from cnnlab.reporting.mistakes import (
     HardImage,
     Mistake,
@@ -284,7 +285,7 @@ def _cost_point(
 ) -> CostPoint | None:
     """One label's accuracy statistics, or None without test accuracy or cost."""
     pairs = [
-        (100.0 * t.test_acc, t.params if cost == "params" else 3 * t.flops)
+        (100.0 * t.test_acc, t.params if cost == "params" else training_flops(t.flops))
         for t in trials
         if t.test_acc is not None and math.isfinite(t.test_acc)
     ]

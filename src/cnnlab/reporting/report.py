@@ -24,6 +24,7 @@ from rich.text import Text
 
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.nn.shapes import training_flops
 from cnnlab.reporting.analysis import (
     ArchRow,
     Comparison,
@@ -135,7 +136,7 @@ COLUMNS: list[tuple[str, object]] = [
     ("architecture", lambda r: r.label),
     ("seeds", lambda r: str(r.seeds)),
     ("params", lambda r: f"{r.params:,}"),
-    ("train FLOPs/sample", lambda r: format_flops(3 * r.flops)),
+    ("train FLOPs/sample", lambda r: format_flops(training_flops(r.flops))),
     ("val acc %", lambda r: _fmt(r.val_acc, 2, 100)),
     ("val loss", lambda r: _fmt(r.val_loss)),
     ("test acc %", lambda r: _fmt(r.test_acc, 2, 100)),
@@ -476,7 +477,7 @@ def _diffs(
             label=c.label,
             best_label=best,
             params=first[c.label].params - base.params,
-            flops=3 * (first[c.label].flops - base.flops),
+            flops=training_flops(first[c.label].flops - base.flops),
             difference=c.difference,
             p_holm=c.p_holm,
             layers=diff_text(base.spec, first[c.label].spec),

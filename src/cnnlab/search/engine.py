@@ -22,6 +22,7 @@ from typing import Any
 
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.nn.shapes import training_flops
 from cnnlab.search.space import (
     COSTS,
     OBJECTIVES,
@@ -375,11 +376,11 @@ class _Searcher:
             self.tally.pruned += 1
             what = f"pruned after epoch {len(row.history)}"
         else:
-            costs = {"params": row.params, "flops": 3 * row.flops}
+            costs = {"params": row.params, "flops": training_flops(row.flops)}
             values = [value, *(costs[c] for c in self.spec.objectives[1:])]
             trial.set_user_attr("val_acc", last.get("val_acc"))
             trial.set_user_attr("params", row.params)
-            trial.set_user_attr("train_flops", 3 * row.flops)
+            trial.set_user_attr("train_flops", training_flops(row.flops))
             self.study.tell(trial, values)
             what = f"{metric} {value:.4f}, val acc {last.get('val_acc') or 0:.2%}"
         self.tally.best = _best_text(self.optuna, self.study, metric)

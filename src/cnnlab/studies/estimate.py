@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from cnnlab.nn.model import Network, build_model
-from cnnlab.nn.shapes import infer
+from cnnlab.nn.shapes import TRAINING_FACTOR, infer
 from cnnlab.studies.cpus import CpuSplit
 from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
@@ -48,7 +48,6 @@ from cnnlab.util.machine import pick_device, usable_cpus
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
 
-TRAINING_FACTOR = 3  # a training step's FLOPs per sample, in forward passes
 PROBE_SECONDS = 2.0  # the probe's budget after its first net, which is always timed
 NET_SECONDS = 0.3  # timed steps per net: until this much time, or PROBE_STEPS
 PROBE_STEPS = 5
@@ -244,7 +243,7 @@ def _time_nets(
     flops = {}
     for key, members in groups.items():
         trial = members[0][0]
-        flops[key] = float(TRAINING_FACTOR * infer(trial.arch).flops)
+        flops[key] = float(infer(trial.arch).train_flops)
     weight = {k: flops[k] * sum(max(e, 1) for _, e in m) for k, m in groups.items()}
     timed: dict[str, float] = {}
     started = None  # the budget counts from the first net's end: that one also
