@@ -14,11 +14,11 @@ import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.cpus import (
-    PACK_FLOPS,
     PACK_WORK,
     CpuSplit,
     Packing,
     default_split,
+    makespan,
     packing_for,
     plan_split,
     study_split,
@@ -86,28 +86,27 @@ def test_default_split_never_oversubscribes() -> None:
             assert split.cpus <= cpus
 
 
-def test_small_nets_are_packed_one_thread_per_worker_and_say_why() -> None:
-    small = packing_for([1_000_000], PACK_WORK)
-    assert small.pack and default_split(2, 9, packing=small) == CpuSplit(2, 1)
-    assert default_split(2, 9, packing=small).describe() == (
-        "2 workers x 1 thread each (2 CPUs): small nets train faster as 1-thread "
-        "trials side by side"
-    )
-    assert default_split(16, 3, packing=small) == CpuSplit(3, 5)  # threads fill up
-    assert default_split(16, 3, packing=small).why == ""  # not the packing's doing
-    assert (
-        default_split(1, 9, packing=small).describe() == "1 worker x 1 thread (1 CPU)"
-    )
-    wide = packing_for([int(PACK_FLOPS / 3) + 1], 100 * PACK_WORK)
-    assert not wide.pack and "use one trial's threads well" in wide.why
-    short = packing_for([1_000_000], PACK_WORK / 2)
+def test_balanced_trials_are_packed_one_thread_per_worker_and_say_why() -> None:
+    even = packing_for([("a", PACK_WORK / 4)] * 4, cpus=2)
+    assert even.pack and default_split(2, 4, packing=even) == CpuSplit(2, 1)
+    assert default_split(2, 4, packing=even).describe() == (
+        "2 workers x 1 thread each (2 CPUs): trials side by side, 1 thread each: by "
+        "their FLOPs about 25% sooner than one at a time with 2 threads"
+    )  # 4 trials on 2 workers: 2 units; one at a time at 1.5x speed: 4 / 1.5 units
+    assert default_split(16, 3, packing=even) == CpuSplit(3, 5)  # threads fill up
+    assert default_split(16, 3, packing=even).why == ""  # not the packing's doing
+    lopsided = packing_for([("big", 9 * PACK_WORK), ("b", PACK_WORK)], cpus=2)
+    assert not lopsided.pack and lopsided.why.startswith("big's trial is 90% of")
+    assert default_split(2, 2, packing=lopsided) == CpuSplit(1, 2)
+    short = packing_for([("a", PACK_WORK / 8)] * 4, cpus=2)
     assert not short.pack and "a short study" in short.why
     assert (
-        default_split(2, 9, packing=short)
+        default_split(2, 4, packing=short)
         .describe()
         .startswith("1 worker x 2 threads (2 CPUs): a short study")
     )
-    assert default_split(16, 9, packing=Packing()) == CpuSplit(8, 2)
+    assert packing_for([("a", PACK_WORK)] * 4, cpus=1) == Packing()  # no choice
+    assert makespan([3, 1, 1, 1], 2) == 3 and makespan([1, 1, 3], 2) == 4
 
 
 def test_the_default_packs_the_quickstart_not_the_seed_study_nor_a_tiny_one(
@@ -123,11 +122,8 @@ def test_the_default_packs_the_quickstart_not_the_seed_study_nor_a_tiny_one(
     tiny = study_split(load_study(tiny_file), None, "cpu")
     if cpus >= 2:
         assert quick.threads == 1 and quick.workers == min(cpus, 9)
-        assert "small nets" in quick.describe()
-        assert (
-            seed.workers == cpus // 2
-            and "4.94 G training FLOPs per sample" in seed.describe()
-        )
+        assert "side by side" in quick.describe()
+        assert seed.threads == 2 and "conv3-512's trial is 88% of" in seed.describe()
         assert tiny.workers == 1 and "a short study" in tiny.describe()
     assert study_split(load_study("quickstart"), 1, "cpu").why == ""  # as asked
 

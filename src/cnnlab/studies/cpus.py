@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.nn.shapes import infer, training_flops
+from cnnlab.nn.shapes import infer
 from cnnlab.studies.study import Study
 from cnnlab.training.session import load_split
 from cnnlab.util.machine import available_memory, usable_cpus
-from cnnlab.util.units import format_flops
+from cnnlab.util.terminal import shown
 
 # The default split, from benchmarks/parallel.py (figures and machine in
 # docs/benchmarks.md). A worker costs a process start (torch and the data set:
@@ -29,13 +29,15 @@ THREADS_PER_WORKER = 2
 # never starts more workers than free memory holds this many times; a user's
 # --workers is taken as given.
 WORKER_MEMORY = 2**30
-# Packing. Small nets train more samples/s as 1-thread processes side by side than
-# as one process with every thread (benchmarks/parallel.py; figures and machine in
-# docs/benchmarks.md), so the default gives each worker one thread when every net
-# of the study costs at most PACK_FLOPS training FLOPs per sample (3 forward passes'
-# worth) and its training adds up to at least PACK_WORK FLOPs: below that, a
-# worker's start (seconds) costs more than packing saves.
-PACK_FLOPS = 200e6
+# Packing. On the 2-core machines measured, two 1-thread processes trained 1.07-1.34x
+# the samples/s of one process with both threads, on every preset: a second thread
+# speeds one process up by about THREAD_GAIN. So the default runs trials one thread
+# each, side by side, when that finishes the study sooner: when no trial is so large
+# that, run alone on one thread, it outlasts all the trials at two (the trials'
+# costs from their training FLOPs, scheduled as the workers take them). A study of
+# fewer than PACK_WORK training FLOPs is not packed: a worker's start (seconds)
+# costs more than packing saves there.
+THREAD_GAIN = 1.5  # 1.46-1.64x measured on presets 1-5 and 9
 PACK_WORK = 2e12
 
 
@@ -74,30 +76,50 @@ def default_split(
 ) -> CpuSplit:
     """The split cnnlab picks for `trials` trials on `cpus` CPUs with `memory`
     bytes free (None: unknown), following the constants above; with
-    `packing.pack` (small nets, see `packing_for`) one thread per worker. The
-    split carries `packing.why` when that rule decided it."""
+    `packing.pack` (see `packing_for`) one thread per worker. The split carries
+    `packing.why` when that rule decided it."""
     cpus, trials = max(1, cpus), max(1, trials)
     workers = min(trials, cpus // (1 if packing.pack else THREADS_PER_WORKER))
     if memory is not None:
         workers = min(workers, memory // WORKER_MEMORY)
     workers = max(1, workers)
     threads = cpus // workers
-    decided = (threads == 1) if packing.pack else (workers == 1 and trials > 1)
-    return CpuSplit(workers, threads, packing.why if decided and cpus > 1 else "")
+    decided = (threads == 1) if packing.pack else (threads > 1 and trials > workers)
+    return CpuSplit(workers, threads, packing.why if decided else "")
 
 
-def packing_for(flops: Sequence[int], work: float) -> Packing:
-    """The packing rule for trials of nets of `flops` forward FLOPs per sample and
-    `work` training FLOPs in all."""
-    largest = training_flops(max(flops, default=0))
-    if largest > PACK_FLOPS:
-        flops_text = format_flops(largest)
-        return Packing(False, f"nets of up to {flops_text} training FLOPs per "
-                       "sample use one trial's threads well")  # fmt: skip
+def packing_for(costs: Sequence[tuple[str, float]], cpus: int) -> Packing:
+    """Whether `cpus` CPUs run trials of (label, training FLOPs) `costs`, in that
+    order, sooner one thread each (`cpus` workers) than THREADS_PER_WORKER each."""
+    work = sum(c for _, c in costs)
+    if cpus < 2 or len(costs) < 2:
+        return Packing()
     if work < PACK_WORK:
         return Packing(False, "a short study: starting worker processes would cost "
                        "more than running trials side by side saves")  # fmt: skip
-    return Packing(True, "small nets train faster as 1-thread trials side by side")
+    flops = [c for _, c in costs]
+    wide = max(1, cpus // THREADS_PER_WORKER)
+    apart = makespan(flops, cpus)
+    together = makespan(flops, wide) / THREAD_GAIN ** (THREADS_PER_WORKER - 1)
+    if apart < together:
+        at_once = "one" if wide == 1 else str(wide)
+        return Packing(True, "trials side by side, 1 thread each: by their FLOPs "
+                       f"about {1 - apart / together:.0%} sooner than {at_once} at a "
+                       f"time with {cpus // wide} threads")  # fmt: skip
+    label, largest = max(costs, key=lambda c: c[1])
+    share = largest / work
+    return Packing(False, f"{shown(label)}'s trial is {share:.0%} of the work: alone "
+                   "on one thread it would outlast the rest side by side")  # fmt: skip
+
+
+def makespan(costs: Sequence[float], workers: int) -> float:
+    """When the last of `costs` ends if `workers` take them in order, each the next
+    one as it comes free (as the worker pool does)."""
+    free = [0.0] * max(1, workers)
+    for cost in costs:
+        i = free.index(min(free))
+        free[i] += cost
+    return max(free)
 
 
 def _suggest(cpus: int) -> str:
@@ -154,16 +176,18 @@ def study_split(study: Study, workers: int | None, device: str) -> CpuSplit:
     if device != "cpu" and workers is None:
         workers = 1
     memory = available_memory(torch.device("cpu"))
-    packing = packing_for(*_training_work(study)) if device == "cpu" else Packing()
-    return plan_split(usable_cpus(), trials, workers, threads, memory, packing)
+    cpus = usable_cpus()
+    packing = packing_for(_trial_costs(study), cpus) if device == "cpu" else Packing()
+    return plan_split(cpus, trials, workers, threads, memory, packing)
 
 
-def _training_work(study: Study) -> tuple[list[int], float]:
-    """The study's nets' forward FLOPs per sample, and its training FLOPs in all
-    (every seed, every epoch, every training image)."""
-    flops = [infer(a.arch).flops for a in study.archs]
-    work = 0.0
-    for a, net in zip(study.archs, flops, strict=True):
+def _trial_costs(study: Study) -> list[tuple[str, float]]:
+    """Each trial's (label, training FLOPs: every epoch, every training image), in
+    the study's order."""
+    per_arch = {}
+    for a in study.archs:
         _, split = load_split(a.config)
-        work += training_flops(net) * len(split.x_train) * a.config.epochs
-    return flops, work * len(study.seeds)
+        per_arch[a.label] = (
+            infer(a.arch).train_flops * len(split.x_train) * a.config.epochs
+        )
+    return [(t.label, float(per_arch[t.label])) for t in study.trials()]
