@@ -97,19 +97,27 @@ def packing_for(costs: Sequence[tuple[str, float]], cpus: int) -> Packing:
     if work < PACK_WORK:
         return Packing(False, "a short study: starting worker processes would cost "
                        "more than running trials side by side saves")  # fmt: skip
-    flops = [c for _, c in costs]
-    wide = max(1, cpus // THREADS_PER_WORKER)
-    apart = makespan(flops, cpus)
-    together = makespan(flops, wide) / THREAD_GAIN ** (THREADS_PER_WORKER - 1)
-    if apart < together:
+    saving = side_by_side_saving([c for _, c in costs], cpus)
+    if saving > 0:
+        wide = max(1, cpus // THREADS_PER_WORKER)
         at_once = "one" if wide == 1 else str(wide)
         return Packing(True, "trials side by side, 1 thread each: by their FLOPs "
-                       f"about {1 - apart / together:.0%} sooner than {at_once} at a "
-                       f"time with {cpus // wide} threads")  # fmt: skip
+                       f"about {saving:.0%} sooner than {at_once} at a time with "
+                       f"{cpus // wide} threads")  # fmt: skip
     label, largest = max(costs, key=lambda c: c[1])
     share = largest / work
     return Packing(False, f"{shown(label)}'s trial is {share:.0%} of the work: alone "
                    "on one thread it would outlast the rest side by side")  # fmt: skip
+
+
+def side_by_side_saving(costs: Sequence[float], cpus: int) -> float:
+    """The share of the wall time that trials of `costs` (any unit of work, in the
+    order they run) save on `cpus` CPUs one thread each, against THREADS_PER_WORKER
+    threads each; negative when they would take longer."""
+    wide = max(1, cpus // THREADS_PER_WORKER)
+    apart = makespan(costs, cpus)
+    together = makespan(costs, wide) / THREAD_GAIN ** (THREADS_PER_WORKER - 1)
+    return 1 - apart / together if together > 0 else 0.0
 
 
 def makespan(costs: Sequence[float], workers: int) -> float:

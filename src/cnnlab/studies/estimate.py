@@ -38,7 +38,7 @@ import torch
 
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import TRAINING_FACTOR, infer
-from cnnlab.studies.cpus import CpuSplit
+from cnnlab.studies.cpus import CpuSplit, side_by_side_saving
 from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
@@ -151,8 +151,10 @@ class StudyEstimate:
         if self.device == "cpu":
             helps.append("a GPU (used when PyTorch sees one)")
         cpus = usable_cpus()
-        if self.split.workers == 1 and cpus > 1 and sum(c > 0 for c in self.costs) > 1:
-            helps.append(f"--workers {cpus} --threads 1 (trials side by side)")
+        saving = side_by_side_saving(self.costs, cpus)
+        if self.split.threads > 1 and saving > 0:
+            helps.append(f"--workers {cpus} --threads 1 (trials side by side, "
+                         f"~{saving:.0%} sooner)")  # fmt: skip
         epochs = max(self.epochs_left)
         if epochs > 1:
             epoch = format_duration(self.total / epochs / self.split.workers)
