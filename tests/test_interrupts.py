@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import shutil
 import signal
@@ -101,7 +102,6 @@ def _cli(cwd: Path, *args: str) -> None:
 
 
 def _env() -> dict[str, str]:
-    import os
 
     return os.environ | CLI_ENV
 
@@ -226,21 +226,22 @@ def test_sigterm_during_training_is_a_clean_interrupt(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow
-def test_one_interrupt_per_command(base: Path, tmp_path: Path) -> None:
-    figures = run_interrupts(base, tmp_path, per_command=1, seed=1, rerun=False)
-    print(figures.report())
-    assert sum(figures.sent.values()) == len(COMMANDS)
+# Signals per command in the suite; the campaign of the reliability notes sent 4
+# (CNNLAB_INTERRUPTS_PER_COMMAND=4 python3 -m pytest tests/test_interrupts.py -k random).
+PER_COMMAND = int(os.environ.get("CNNLAB_INTERRUPTS_PER_COMMAND", "2"))
 
 
 @pytest.mark.slow
 def test_interrupts_at_random_moments_then_rerun_gives_the_same_records(
     base: Path, tmp_path: Path
 ) -> None:
-    figures = run_interrupts(base, tmp_path, per_command=4, seed=7, rerun=True)
+    figures = run_interrupts(
+        base, tmp_path, per_command=PER_COMMAND, seed=7, rerun=True
+    )
     print(figures.report())
+    assert sum(figures.sent.values()) == PER_COMMAND * len(COMMANDS)  # each got one
     assert figures.differences == []
-    assert sum(figures.clean.values()) >= 2 * len(COMMANDS)
+    assert sum(figures.clean.values()) >= PER_COMMAND * len(COMMANDS) // 2
 
 
 @pytest.mark.parametrize(
@@ -253,7 +254,6 @@ def test_a_signal_outside_the_commands_own_handling_is_one_line(
     error line): the gap between the command's own handling and the handlers'
     restore. Either the command's result stands or one `interrupted` line is
     printed; never a traceback."""
-    import os
     import sys
 
     from cnnlab import cli
@@ -289,7 +289,6 @@ def test_an_interrupt_python_wrapped_in_another_error_is_still_one_line(
 ) -> None:
     """A real SIGTERM that lands while a class is created (as an import runs) reaches
     cnnlab as "RuntimeError: Error calling __set_name__": still an interrupt."""
-    import os
 
     from cnnlab import cli
 
