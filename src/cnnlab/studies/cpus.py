@@ -14,7 +14,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
 from cnnlab.studies.study import Study
-from cnnlab.training.session import load_split
+from cnnlab.training.session import split_sizes
 from cnnlab.util.machine import available_memory, usable_cpus
 from cnnlab.util.terminal import shown
 
@@ -194,8 +194,6 @@ def _trial_costs(study: Study) -> list[tuple[str, float]]:
     the study's order."""
     per_arch = {}
     for a in study.archs:
-        _, split = load_split(a.config)
-        per_arch[a.label] = (
-            infer(a.arch).train_flops * len(split.x_train) * a.config.epochs
-        )
+        train, _, _ = split_sizes(a.config)
+        per_arch[a.label] = infer(a.arch).train_flops * train * a.config.epochs
     return [(t.label, float(per_arch[t.label])) for t in study.trials()]

@@ -43,7 +43,7 @@ from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
 from cnnlab.training.runs import RUN_FILE, open_run
-from cnnlab.training.session import check_fits, load_split
+from cnnlab.training.session import check_fits, load_split, split_sizes
 from cnnlab.util.machine import pick_device, usable_cpus
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
@@ -224,15 +224,8 @@ def _speed_key(trial: Trial) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
-def _samples(trial: Trial) -> tuple[int, int, int]:
-    """(train, validation, test) images of the trial's split."""
-    _, split = load_split(trial.config)
-    val = 0 if split.x_val is None else len(split.x_val)
-    return len(split.x_train), val, len(split.x_test)
-
-
 def _trial_seconds(trial: Trial, epochs: int, net: NetTiming) -> float:
-    train, val, test = _samples(trial)
+    train, val, test = split_sizes(trial.config)
     scored = train + (test if trial.score_test else 0)  # after the last epoch
     forward = (epochs * val + scored) / TRAINING_FACTOR
     return (epochs * train + forward) * net.sample_seconds + TRIAL_OVERHEAD_S

@@ -116,6 +116,13 @@ def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
     return dataset, split
 
 
+def split_sizes(config: TrainConfig) -> tuple[int, int, int]:
+    """(train, validation, test) images of the split `config` asks for."""
+    _, split = load_split(config)
+    val = 0 if split.x_val is None else len(split.x_val)
+    return len(split.x_train), val, len(split.x_test)
+
+
 def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
     """Device, thread count and data: everything checked before a file is written."""
     device = pick_device(config.device)
