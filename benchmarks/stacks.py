@@ -55,9 +55,12 @@ def run_cnnlab(
     from cnnlab.nn.model import build_model
     from cnnlab.training.config import TrainConfig
     from cnnlab.training.loop import as_input, fit, make_optimizer
+    from cnnlab.training.session import use_conv_path
 
     ds = load_dataset("mnist")
     model = build_model(cnnlab.load(preset), 10, seed=0)  # as `cnnlab train` does
+    # ... with the wide-layer path `cnnlab train` would choose on this machine
+    use_conv_path(model, torch.device(device), BATCH)
     if mode == "epochs":
         split = Split(ds.x_train[:size], ds.y_train[:size], ds.x_test, ds.y_test,
                       ds.x_test, ds.y_test, "test")  # fmt: skip

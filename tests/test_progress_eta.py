@@ -140,10 +140,12 @@ def test_the_seed_study_estimate_names_what_dominates_and_what_helps(
     study = load_study("seed")
     started = time.perf_counter()
     found = estimate_study(study.trials(), tmp_path / "seed", CpuSplit(1, 2))
-    # The first net (the biggest), then PROBE_SECONDS for the others, the last one
-    # started within them; on a busy machine a few seconds more.
-    assert time.perf_counter() - started < 20
-    assert found is not None and found.probe_seconds < 10
+    # The first net (the biggest, with its one-time choice of convolution path,
+    # nn.convpath), then PROBE_SECONDS for the others, the last one started within
+    # them; on a busy machine (the suite runs two tests at once) several times more.
+    # Bounds far below one epoch of conv3-512 (an hour here), not a timing check.
+    assert time.perf_counter() - started < 60
+    assert found is not None and found.probe_seconds < 45
     assert found.wall >= HOURS  # preset 1 alone trains for hours on a CPU
     head, per, advice = found.lines()
     assert head.startswith("Estimate: 9 trials to train, ~") and "h" in head

@@ -61,6 +61,7 @@ from cnnlab.training.session import (
     image_shape,
     resume_run,
     train_run,
+    use_conv_path,
 )
 from cnnlab.training.status import Status
 from cnnlab.util.machine import available_memory
@@ -179,6 +180,8 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
     cpu = torch.device("cpu")
     check_memory(infer(arch, classes), EVAL_BATCH, None, available_memory(cpu))
     model = build_model(arch, classes)
+    if record.conv_path is not None:  # score as it trained; never a new measurement
+        use_conv_path(model, cpu, EVAL_BATCH, record.conv_path)
     record.load_weights(model)
     return record, model.eval()
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.nn import fastconv
+from cnnlab.nn import convpath, fastconv
 from cnnlab.nn.shapes import ModelInfo, infer
 from cnnlab.nn.spec import (
     Activation,
@@ -85,14 +85,18 @@ class KerasConv2d(nn.Module):
         nn.init.xavier_uniform_(self.conv.weight)  # Keras's glorot_uniform
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
-        # Wide 3x3 layers run as Winograd convolutions in NNPACK (see fastconv).
-        self.winograd = symmetric and fastconv.applies(
+        # Wide 3x3 layers may run as Winograd convolutions in NNPACK (fastconv):
+        # `wide` says the shape allows it, `winograd` that it is in use (convpath
+        # decides per machine; NNPACK unless told otherwise).
+        self.wide = symmetric and fastconv.applies(
             in_shape[2],
             spec.filters,
             kernel,
             strides,
             (pads[2], pads[0]),  # type: ignore[arg-type]
         )
+        self.winograd = self.wide
+        self.in_shape = in_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd:
@@ -256,6 +260,28 @@ class Network(nn.Module):
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.body(x), dim=1)
+
+    def wide_convs(self) -> list[KerasConv2d]:
+        """The conv layers whose shape lets them run in NNPACK (fastconv)."""
+        return [m for m in self.modules() if isinstance(m, KerasConv2d) and m.wide]
+
+    def conv_shapes(self) -> list[convpath.Shape]:
+        """(in, out channels, height, width, padding) of each wide conv layer."""
+        shapes = []
+        for conv in self.wide_convs():
+            height, width, channels = conv.in_shape
+            shapes.append(
+                (channels, conv.conv.out_channels, height, width, conv.conv.padding[0])
+            )
+        return sorted(set(shapes))
+
+    def set_conv_path(self, path: str) -> None:
+        """Run the wide conv layers in NNPACK (`nnpack`) or in PyTorch's own
+        convolution (`onednn`); convpath says which is faster here."""
+        if path not in convpath.PATHS:
+            raise ValueError(f"unknown convolution path {path!r}")
+        for conv in self.wide_convs():
+            conv.winograd = path == convpath.NNPACK
 
 
 def build_model(

@@ -43,7 +43,13 @@ from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
 from cnnlab.training.runs import RUN_FILE, open_run
-from cnnlab.training.session import check_fits, load_split, split_sizes
+from cnnlab.training.session import (
+    batch_of,
+    check_fits,
+    load_split,
+    split_sizes,
+    use_conv_path,
+)
 from cnnlab.util.machine import pick_device, usable_cpus
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
@@ -67,6 +73,9 @@ TRIAL_OVERHEAD_S = 0.6
 # once too, mostly in this module's first probe step.
 WORKER_START_S = 4.0
 HOURS = 3600.0  # from this total on, the estimate says what dominates and what helps
+# Side by side is suggested only when the probe's costs say it saves this much: the
+# probe is a few steps per net, and a smaller predicted gain is within its noise.
+ADVICE_SAVING = 0.10
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,7 @@ class StudyEstimate:
             helps.append("a GPU (used when PyTorch sees one)")
         cpus = usable_cpus()
         saving = side_by_side_saving(self.costs, cpus)
-        if self.split.threads > 1 and saving > 0:
+        if self.split.threads > 1 and saving >= ADVICE_SAVING:
             helps.append(f"--workers {cpus} --threads 1 (trials side by side, "
                          f"~{saving:.0%} sooner)")  # fmt: skip
         epochs = max(self.epochs_left)
@@ -286,8 +295,9 @@ def _time_net(trial: Trial, threads: int) -> float:
         torch.set_num_threads(threads)
         try:
             model = build_model(trial.arch, dataset.num_classes, seed=0).to(device)
+            batch = batch_of(config, split)
+            use_conv_path(model, device, batch)  # the path the trial will take
             optimizer = make_optimizer(config, model.parameters())
-            batch = min(config.batch_size, len(split.x_train))
             x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
             small = min(batch, SMALL_BATCH)
             step = _stepper(model, optimizer, x, y, config)

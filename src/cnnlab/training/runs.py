@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, RunError
+from cnnlab.nn import convpath
 from cnnlab.nn.spec import (
     SPEC_LIMIT,
     Architecture,
@@ -172,6 +173,16 @@ class RunRecord:
 
     def architecture(self) -> Architecture:
         return load_architecture(self.path / SPEC_FILE)
+
+    @property
+    def conv_path(self) -> str | None:
+        """The path the run's wide conv layers trained with (nn.convpath): as
+        recorded, or NNPACK's for a run recorded before the choice was."""
+        env = self.meta.get("environment")
+        if not isinstance(env, dict):
+            return convpath.LEGACY
+        path = env.get("conv_path", convpath.LEGACY)
+        return path if path in convpath.PATHS else None
 
     def check_spec_unchanged(self) -> None:
         """spec.yaml must be the one the run started with (run.json keeps its hash;

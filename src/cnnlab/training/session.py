@@ -19,6 +19,7 @@ import torch
 
 from cnnlab.data.datasets import Dataset, Split, load_dataset, split_dataset
 from cnnlab.errors import CnnlabError, RunError
+from cnnlab.nn import convpath
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
@@ -140,6 +141,11 @@ def image_shape(dataset: Dataset) -> tuple[int, int, int]:
     return (*dataset.x_train.shape[1:], 1)  # type: ignore[return-value]
 
 
+def batch_of(config: TrainConfig, split: Split) -> int:
+    """The batch a run trains with: a batch_size over the training set is capped."""
+    return min(config.batch_size, len(split.x_train))
+
+
 def check_fits(
     arch: Architecture,
     dataset: Dataset,
@@ -150,8 +156,25 @@ def check_fits(
     """The net must take the data's images, score its classes and fit in memory."""
     check_input(arch, image_shape(dataset), config.data)
     info = infer(arch, dataset.num_classes)
-    batch = min(config.batch_size, len(split.x_train))  # a big batch_size is capped
-    check_memory(info, batch, config.optimizer, available_memory(device))
+    memory = available_memory(device)
+    check_memory(info, batch_of(config, split), config.optimizer, memory)
+
+
+def use_conv_path(
+    model: Network, device: torch.device, batch: int, kept: str | None = None
+) -> str | None:
+    """Set which path runs the net's wide conv layers and return it (None: the
+    net has none, or runs on a GPU). `kept`: the path a resumed run trained with,
+    kept unless CNNLAB_CONV_PATH says otherwise or NNPACK is missing here."""
+    if device.type != "cpu" or not model.wide_convs():
+        return None
+    path = convpath.override() or kept
+    if path is None:
+        path = convpath.choose(model.conv_shapes(), batch, torch.get_num_threads())
+    if path == convpath.NNPACK and not convpath.usable():
+        path = convpath.ONEDNN
+    model.set_conv_path(path)
+    return path
 
 
 def run_environment(device: torch.device, dataset: Dataset, split: Split) -> dict:
@@ -302,17 +325,13 @@ def train_run(
     """Train `arch` into the new run folder `out` and score it on the test set."""
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)  # before the folder exists
-    env = run_environment(device, dataset, split)
     check_new_run(out, overwrite)  # before the folder is made
+    model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+    path = use_conv_path(model, device, batch_of(config, split))
+    env = run_environment(device, dataset, split) | {"conv_path": path}
     make_run_folder(out)
     with run_lock(out):
         record = create_run(out, arch, config, env, overwrite=overwrite)
-        try:
-            model = build_model(arch, dataset.num_classes, seed=config.seed)
-            model = model.to(device)
-        except BaseException as err:  # Ctrl-C here: run.json must not say running
-            mark_run(record, err)
-            raise
         return run_training(record, model, split, config, None, hooks or Hooks())
 
 
@@ -348,6 +367,10 @@ def _resume_locked(
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+    path = use_conv_path(model, device, batch_of(config, split), record.conv_path)
     state = record.load_checkpoint(model)
+    env = record.meta.get("environment")
+    if isinstance(env, dict) and env.get("conv_path") != path:
+        record.save_meta(environment=env | {"conv_path": path})
     record.save_meta(config=config.to_dict())
     return run_training(record, model, split, config, state, hooks)

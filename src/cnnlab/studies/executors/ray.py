@@ -58,7 +58,15 @@ from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import HISTORY_KEYS, TrainState
 from cnnlab.training.progress import format_epoch_line
 from cnnlab.training.runs import RUN_FILE, RunRecord, open_run
-from cnnlab.training.session import Hooks, finish_run, load_split, resume_run, train_run
+from cnnlab.training.session import (
+    Hooks,
+    batch_of,
+    finish_run,
+    load_split,
+    resume_run,
+    train_run,
+    use_conv_path,
+)
 from cnnlab.training.status import Outcome, Status
 from cnnlab.util.machine import pick_device
 
@@ -546,7 +554,9 @@ def _score_job(job: dict[str, Any]) -> dict[str, Any]:
     config = record.config
     dataset, split = load_split(config)
     model = build_model(record.architecture(), dataset.num_classes, seed=config.seed)
-    model = model.to(pick_device(config.device))
+    device = pick_device(config.device)
+    model = model.to(device)
+    use_conv_path(model, device, batch_of(config, split), record.conv_path)
     state = record.load_checkpoint(model)
     if state is None:
         raise CnnlabError(f"{run_dir}: stopped before its first checkpoint.")
