@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--steps", type=int, default=10, help="timed steps, large nets")
-    p.add_argument("--presets", help="comma-separated subset (default: all nine)")
+    p.add_argument(
+        "--presets",
+        help="comma-separated subset, names or notebook numbers (default: all nine)",
+    )
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = p.parse_args(argv)
     stacks = [s for s in STACKS if importlib.util.find_spec(NEEDS.get(s, "cnnlab"))]
@@ -86,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     presets = seed_presets()
     number = {preset: k for k, preset in enumerate(presets, 1)}  # the notebook's
     if args.presets:
-        presets = [n for n in presets if n in args.presets.split(",")]
+        asked = [a.strip() for a in args.presets.split(",")]
+        by_number = {str(k): preset for preset, k in number.items()}
+        unknown = [a for a in asked if a not in number and a not in by_number]
+        if unknown:
+            names = ", ".join(number)
+            p.error(f"--presets: not in the seed study: {', '.join(unknown)}; use "
+                    f"numbers 1-{len(number)} or names: {names}")  # fmt: skip
+        wanted = {by_number.get(a, a) for a in asked}
+        presets = [n for n in presets if n in wanted]
     times: dict[tuple[str, str], list[float]] = {}
     method: dict[str, str] = {}
     for repeat in range(args.repeats):
