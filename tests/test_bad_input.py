@@ -239,7 +239,7 @@ class DocTable:
 def doc_table(request: pytest.FixtureRequest) -> Iterator[DocTable]:
     update = bool(request.config.getoption("--update-golden"))
     if update and os.environ.get("PYTEST_XDIST_WORKER"):
-        pytest.exit("--update-golden rewrites one table from every case: add -n 0", 2)
+        pytest.exit("--update-golden rewrites one table from every case: drop -n", 2)
     table = DocTable(update)
     yield table
     if table.update and table.rows:

@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
-from cnnlab.studies.study import Study
+from cnnlab.studies.study import Study, Trial
 from cnnlab.training.session import split_sizes
 from cnnlab.util.machine import available_memory, usable_cpus
 from cnnlab.util.terminal import shown
@@ -190,10 +190,17 @@ def study_split(study: Study, workers: int | None, device: str) -> CpuSplit:
 
 
 def _trial_costs(study: Study) -> list[tuple[str, float]]:
+    return trial_work(study.trials())
+
+
+def trial_work(trials: Sequence[Trial]) -> list[tuple[str, float]]:
     """Each trial's (label, training FLOPs: every epoch, every training image), in
-    the study's order."""
-    per_arch = {}
-    for a in study.archs:
-        train, _, _ = split_sizes(a.config)
-        per_arch[a.label] = infer(a.arch).train_flops * train * a.config.epochs
-    return [(t.label, float(per_arch[t.label])) for t in study.trials()]
+    the given order: what the default packing weighs."""
+    per_label: dict[str, float] = {}
+    for t in trials:
+        if t.label not in per_label:
+            train, _, _ = split_sizes(t.config)
+            per_label[t.label] = float(
+                infer(t.arch).train_flops * train * t.config.epochs
+            )
+    return [(t.label, per_label[t.label]) for t in trials]

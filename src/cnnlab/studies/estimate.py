@@ -38,7 +38,7 @@ import torch
 
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import TRAINING_FACTOR, infer
-from cnnlab.studies.cpus import CpuSplit, side_by_side_saving
+from cnnlab.studies.cpus import CpuSplit, packing_for, side_by_side_saving, trial_work
 from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
@@ -73,9 +73,6 @@ TRIAL_OVERHEAD_S = 0.6
 # once too, mostly in this module's first probe step.
 WORKER_START_S = 4.0
 HOURS = 3600.0  # from this total on, the estimate says what dominates and what helps
-# Side by side is suggested only when the probe's costs say it saves this much: the
-# probe is a few steps per net, and a smaller predicted gain is within its noise.
-ADVICE_SAVING = 0.10
 
 
 @dataclass(frozen=True)
@@ -160,8 +157,11 @@ class StudyEstimate:
         if self.device == "cpu":
             helps.append("a GPU (used when PyTorch sees one)")
         cpus = usable_cpus()
+        # The default split's rule (by training FLOPs), so the advice never
+        # contradicts the study's first line; the saving shown is by the probe.
+        packs = packing_for(trial_work(self.trials), cpus).pack
         saving = side_by_side_saving(self.costs, cpus)
-        if self.split.threads > 1 and saving >= ADVICE_SAVING:
+        if self.split.threads > 1 and packs and saving > 0:
             helps.append(f"--workers {cpus} --threads 1 (trials side by side, "
                          f"~{saving:.0%} sooner)")  # fmt: skip
         epochs = max(self.epochs_left)
