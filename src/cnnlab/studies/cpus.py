@@ -185,12 +185,10 @@ def study_split(study: Study, workers: int | None, device: str) -> CpuSplit:
         workers = 1
     memory = available_memory(torch.device("cpu"))
     cpus = usable_cpus()
-    packing = packing_for(_trial_costs(study), cpus) if device == "cpu" else Packing()
+    packing = Packing()
+    if device == "cpu":
+        packing = packing_for(trial_work(study.trials()), cpus)
     return plan_split(cpus, trials, workers, threads, memory, packing)
-
-
-def _trial_costs(study: Study) -> list[tuple[str, float]]:
-    return trial_work(study.trials())
 
 
 def trial_work(trials: Sequence[Trial]) -> list[tuple[str, float]]:
