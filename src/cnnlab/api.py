@@ -48,7 +48,13 @@ from cnnlab.studies.study import STORE_FILE, Study, override, study_folder
 from cnnlab.studies.study import load_study as _load_study_file
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history as _plot_history
-from cnnlab.training.loop import EVAL_BATCH, History, Reporter, evaluate
+from cnnlab.training.loop import (
+    EVAL_BATCH,
+    History,
+    Reporter,
+    class_probabilities,
+    evaluate,
+)
 from cnnlab.training.progress import (
     StudyProgress,
     default_reporter,
@@ -200,7 +206,9 @@ def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
             "the classes it was trained on."
         )
     split = split_dataset(dataset, validation="none", test_limit=config.test_limit)
-    loss, acc = evaluate(model, split.x_test, split.y_test)
+    loss, acc = evaluate(
+        model, split.x_test, split.y_test, test_augment=record.config.test_augment
+    )
     return {
         "run": str(record.path),
         "data": config.data,
@@ -222,7 +230,8 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
             "trained on square one-channel images."
         )
     batch = torch.stack([load_image(p, height) for p in images])  # (N, 1, H, W)
-    probs = model.probabilities(batch.contiguous(memory_format=torch.channels_last))
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    probs = class_probabilities(model, batch, record.config.test_augment)
     out = []
     for path, p in zip(images, probs, strict=True):
         label = int(p.argmax())

@@ -161,6 +161,13 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help=f"from 0 up to 1 (default {d.label_smoothing:g})",
     )
+    g.add_argument(
+        "--test-augment",
+        choices=AUGMENTS,
+        help="shift: score every image (validation, test, predict) as the mean "
+        "class probabilities of itself and its four 1-pixel moves; 5x the "
+        f"scoring work (default {d.test_augment}; the fast recipe uses shift)",
+    )
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -676,6 +683,7 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
         augment=args.augment,
         label_smoothing=args.label_smoothing,
         max_shift=args.max_shift,
+        test_augment=args.test_augment,
         data=args.data or args.data_dir,
         validation=args.validation,
         val_size=args.val_size,

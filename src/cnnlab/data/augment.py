@@ -9,6 +9,9 @@ Randomness comes from a generator seeded by (seed, epoch) (`epoch_generator`), s
 epoch's shifts are a function of the run's seed and the epoch number alone: a run
 resumed from a checkpoint draws the same shifts as an uninterrupted one without the
 checkpoint having to store any augmentation state.
+
+At test time (`test_augment: shift`) each image is scored as itself and its four
+one-pixel moves (`shifted_views`), and the class probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ AUGMENTS = ("none", "shift")
 # 2 px keeps every digit inside.
 MAX_SHIFT = 2
 SHIFT_LIMIT = 16  # largest max_shift a config accepts (padding grows with it)
+# The moves (dy, dx) of test-time shifts: the image itself and one pixel each way.
+TEST_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 _EPOCH_BITS = 32  # epochs stay below 2**31 (config.MAX_COUNT): seed and epoch unique
 
 
@@ -49,3 +54,23 @@ def random_shift(
     cols = torch.arange(width, device=images.device) + offsets[1][:, None]
     batch = torch.arange(n, device=images.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def shifted_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """`images` (..., H, W) moved by each of TEST_SHIFTS, zeros filled in; the
+    first view is `images` itself. Memory format and dtype are kept."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1))
+    views = []
+    for dy, dx in TEST_SHIFTS:
+        # Output cell (r, c) reads input cell (r - dy, c - dx): a move by (dy, dx).
+        view = padded[..., 1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
+        moved = view.contiguous(memory_format=_format_of(images))
+        views.append(images if (dy, dx) == (0, 0) else moved)
+    return views
+
+
+def _format_of(images: torch.Tensor) -> torch.memory_format:
+    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

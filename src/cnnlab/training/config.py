@@ -64,6 +64,9 @@ class TrainConfig:
     augment: str = "none"  # none | shift: random translations (data.augment)
     label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
     max_shift: int = MAX_SHIFT  # augment=shift: largest move in pixels, 1 to 16
+    # none | shift: score each image (validation, test, predict) as the mean class
+    # probabilities of itself and its four 1-pixel moves (data.augment.TEST_SHIFTS)
+    test_augment: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -76,6 +79,7 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("augment", self.augment, AUGMENTS)
+        _check_choice("test_augment", self.test_augment, AUGMENTS)
         smoothing = self.label_smoothing
         if not (is_number(smoothing) and 0 <= smoothing < 1):
             raise CnnlabError(

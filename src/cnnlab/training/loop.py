@@ -18,7 +18,12 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import MAX_SHIFT, epoch_generator, random_shift
+from cnnlab.data.augment import (
+    MAX_SHIFT,
+    epoch_generator,
+    random_shift,
+    shifted_views,
+)
 from cnnlab.data.datasets import Split
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import Network
@@ -170,11 +175,29 @@ def eval_batch(info: ModelInfo) -> int:
 
 
 @torch.no_grad()
+def class_probabilities(
+    model: Network, xb: torch.Tensor, test_augment: str = "none"
+) -> torch.Tensor:
+    """(N, classes) float32 probabilities of a prepared batch (`as_input`); with
+    test_augment "shift", the mean over the image and its four one-pixel moves."""
+    if test_augment == "none":
+        return model(xb).float().softmax(1)
+    views = [model(view).float().softmax(1) for view in shifted_views(xb)]
+    return torch.stack(views).mean(0)
+
+
+@torch.no_grad()
 def score(
-    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
+    model: Network,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None = None,
+    test_augment: str = "none",
 ) -> Scores:
     """Loss, accuracy and per-image answers of `model` on uint8 images `x`, labels
-    `y`, in one pass (batches of `eval_batch(model.info)` unless given)."""
+    `y`, in one pass (batches of `eval_batch(model.info)` unless given). With
+    test_augment "shift" each image is scored by `class_probabilities`' mean over
+    five views, and the loss is the cross-entropy of that mean."""
     if batch_size is None:
         batch_size = eval_batch(model.info)
     was_training = model.training
@@ -185,11 +208,17 @@ def score(
     for start in range(0, len(x), batch_size):
         xb = as_input(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
-        logits = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        predicted.append(logits.argmax(1).to(torch.uint8).cpu())
-        prob = logits.float().softmax(1).gather(1, yb[:, None].long())[:, 0]
-        true_prob.append(prob.cpu())
+        if test_augment == "none":  # from the logits: the stable form
+            logits = model(xb)
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            probs, answer = logits.float().softmax(1), logits.argmax(1)
+        else:
+            probs = class_probabilities(model, xb, test_augment)
+            tiny = torch.finfo(probs.dtype).tiny  # log(0) would be -inf
+            loss_sum += F.nll_loss(probs.clamp_min(tiny).log(), yb, reduction="sum")
+            answer = probs.argmax(1)
+        predicted.append(answer.to(torch.uint8).cpu())
+        true_prob.append(probs.gather(1, yb[:, None].long())[:, 0].cpu())
     model.train(was_training)
     pred = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.uint8)
     probs = torch.cat(true_prob) if true_prob else torch.zeros(0)
@@ -199,10 +228,14 @@ def score(
 
 
 def evaluate(
-    model: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
+    model: Network,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None = None,
+    test_augment: str = "none",
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on uint8 images `x`, labels `y`."""
-    result = score(model, x, y, batch_size)
+    result = score(model, x, y, batch_size, test_augment)
     return result.loss, result.acc
 
 
@@ -348,7 +381,9 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch, "loss": loss, "acc": acc}
         row["val_loss"], row["val_acc"] = None, None
         if split.x_val is not None:
-            row["val_loss"], row["val_acc"] = evaluate(model, split.x_val, split.y_val)
+            row["val_loss"], row["val_acc"] = evaluate(
+                model, split.x_val, split.y_val, test_augment=config.test_augment
+            )
         _check_epoch(model, row, config, steps)  # never checkpoint broken weights
         row["seconds"] = time.perf_counter() - started
         history.epochs.append(row)

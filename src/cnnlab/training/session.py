@@ -230,13 +230,17 @@ def finish_run(
     leaves a resumable run. Returns (test, clean-train) scores."""
     answers: dict[str, dict[str, Any]] = {}
     test = None
+    views = record.config.test_augment
     if hooks.score_test:
-        scored = score(model, split.x_test, split.y_test)
+        scored = score(model, split.x_test, split.y_test, test_augment=views)
         test = (scored.loss, scored.acc)
         answers["test"] = per_image(scored, split.y_test)
     if split.x_val is not None and split.x_val is not split.x_test:
-        answers["val"] = per_image(score(model, split.x_val, split.y_val), split.y_val)
-    clean = evaluate(model, split.x_train, split.y_train) if hooks.clean_train else None
+        scored = score(model, split.x_val, split.y_val, test_augment=views)
+        answers["val"] = per_image(scored, split.y_val)
+    clean = None
+    if hooks.clean_train:  # scored as the test set is, so the two compare
+        clean = evaluate(model, split.x_train, split.y_train, test_augment=views)
     record.save_weights(model)
     record.save_predictions(answers)
     reads = int(record.meta.get("test_reads") or 0) + (test is not None)
