@@ -138,14 +138,10 @@ def test_the_seed_study_estimate_names_what_dominates_and_what_helps(
     tmp_path: Path,
 ) -> None:
     study = load_study("seed")
-    started = time.perf_counter()
     found = estimate_study(study.trials(), tmp_path / "seed", CpuSplit(1, 2))
-    # The first net (the biggest, with its one-time choice of convolution path,
-    # nn.convpath), then PROBE_SECONDS for the others, the last one started within
-    # them; on a busy machine (the suite runs two tests at once) several times more.
-    # Bounds far below one epoch of conv3-512 (an hour here), not a timing check.
-    assert time.perf_counter() - started < 60
-    assert found is not None and found.probe_seconds < 45
+    # The probe is a short look, not a run: a ratio to the estimate it makes, so
+    # that other work on the cores (which stretches both alike) does not move it.
+    assert found is not None and 0 < found.probe_seconds < found.wall / 100
     assert found.wall >= HOURS  # preset 1 alone trains for hours on a CPU
     head, per, advice = found.lines()
     assert head.startswith("Estimate: 9 trials to train, ~") and "h" in head
