@@ -44,6 +44,7 @@ KINDS = (
     ("relu", "activation forward"),
     ("fused_adam", "adam update"),
     ("rand", "dropout masks"),
+    ("uniform_", "dropout masks"),
     ("aten::mul", "dropout (mask multiply)"),
     ("log_softmax", "loss"),
     ("nll_loss", "loss"),
