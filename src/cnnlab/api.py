@@ -315,6 +315,7 @@ def load_study(
     val_size: int | None = None,
     threads: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> Study:
     """A built-in study ('quickstart', 'seed') or a study YAML file, with settings
     changed for every architecture where given (as `cnnlab study` flags do)."""
@@ -328,6 +329,7 @@ def load_study(
         val_size=val_size,
         threads=threads,
         device=device,
+        precision=precision,
     )
 
 
@@ -466,6 +468,7 @@ def load_search(
     val_size: int | None = None,
     threads: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> SearchSpec:
     """A study file with a `search:` block, validated (docs/search.md); the flags
     change every candidate's and finalist's training settings, `seeds` the
@@ -473,6 +476,7 @@ def load_search(
     study = load_study(
         name_or_path, seeds=seeds, epochs=epochs, train_limit=train_limit,
         test_limit=test_limit, val_size=val_size, threads=threads, device=device,
+        precision=precision,
     )  # fmt: skip
     if study.search is None:
         raise CnnlabError(

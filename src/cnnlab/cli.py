@@ -31,6 +31,7 @@ from cnnlab.training.config import (
     TrainConfig,
     recipe_config,
 )
+from cnnlab.training.precision import PRECISIONS
 from cnnlab.training.progress import RichReporter, StudyProgress
 from cnnlab.training.runs import default_run_path
 from cnnlab.training.schedule import SCHEDULES
@@ -197,6 +198,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine")
     g.add_argument(
         "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (default, Keras's float32); bf16: mixed precision on a CPU with "
+        "native bf16 (avx512_bf16, amx_bf16) or a GPU; fp16: mixed, CUDA only",
     )
     g.add_argument(
         "--threads", type=_positive_int, help="CPU threads (default: all cores)"
@@ -500,13 +507,16 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", choices=DEVICES, help="auto: CUDA when present, else CPU"
     )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, help="override precision for every net"
+    )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     search = api.load_search(
         args.study, seeds=args.seeds, epochs=args.epochs, train_limit=args.train_limit,
         test_limit=args.test_limit, val_size=args.val_size, threads=args.threads,
-        device=args.device,
+        device=args.device, precision=args.precision,
     )  # fmt: skip
     started = time.perf_counter()
     try:
@@ -691,6 +701,7 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
         test_limit=args.test_limit,
         device=args.device,
         threads=args.threads,
+        precision=args.precision,
     )
 
 
@@ -825,6 +836,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         val_size=args.val_size,
         threads=args.threads,
         device=args.device,
+        precision=args.precision,
     )
     options = {
         "executor": args.executor,

@@ -11,6 +11,7 @@ from typing import Any
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
+from cnnlab.training.precision import PRECISIONS
 from cnnlab.training.schedule import SCHEDULES
 from cnnlab.util.text import is_int, is_number, show_value
 
@@ -67,6 +68,9 @@ class TrainConfig:
     # none | shift: score each image (validation, test, predict) as the mean class
     # probabilities of itself and its four 1-pixel moves (data.augment.TEST_SHIFTS)
     test_augment: str = "none"
+    # fp32 (Keras's float32) | bf16 | fp16: mixed precision, float32 weights
+    # (training.precision); fixed once a run has started
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -80,6 +84,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("augment", self.augment, AUGMENTS)
         _check_choice("test_augment", self.test_augment, AUGMENTS)
+        _check_choice("precision", self.precision, PRECISIONS)
         smoothing = self.label_smoothing
         if not (is_number(smoothing) and 0 <= smoothing < 1):
             raise CnnlabError(

@@ -29,6 +29,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import Network
 from cnnlab.nn.shapes import BYTES_PER_VALUE, ModelInfo
 from cnnlab.training.config import OPTIMIZER_DEFAULTS, TrainConfig
+from cnnlab.training.precision import FP32, NoScaler, autocast, make_scaler
 from cnnlab.training.schedule import learning_rate
 
 EVAL_BATCH = 1000  # evaluation needs no gradients: bigger batches, fewer calls...
@@ -115,6 +116,9 @@ class TrainState:
     # Every CUDA device's generator (dropout masks on a GPU) when the model is on
     # CUDA; None on the CPU and in checkpoints written before it was kept.
     cuda_rng: list[torch.Tensor] | None = None
+    # fp16's gradient scaler (its scale and growth count); None for fp32 and bf16
+    # and in checkpoints written before precisions existed.
+    scaler: dict[str, Any] | None = None
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -176,14 +180,18 @@ def eval_batch(info: ModelInfo) -> int:
 
 @torch.no_grad()
 def class_probabilities(
-    model: Network, xb: torch.Tensor, test_augment: str = "none"
+    model: Network, xb: torch.Tensor, test_augment: str = "none", precision: str = FP32
 ) -> torch.Tensor:
     """(N, classes) float32 probabilities of a prepared batch (`as_input`); with
-    test_augment "shift", the mean over the image and its four one-pixel moves."""
-    if test_augment == "none":
-        return model(xb).float().softmax(1)
-    views = [model(view).float().softmax(1) for view in shifted_views(xb)]
-    return torch.stack(views).mean(0)
+    test_augment "shift", the mean over the image and its four one-pixel moves.
+    `precision`: the forward pass's (training.precision); softmax is float32."""
+    views = [xb] if test_augment == "none" else shifted_views(xb)
+    probs = []
+    for view in views:
+        with autocast(precision, view.device):
+            logits = model(view)
+        probs.append(logits.float().softmax(1))
+    return probs[0] if len(probs) == 1 else torch.stack(probs).mean(0)
 
 
 @torch.no_grad()
@@ -193,11 +201,13 @@ def score(
     y: torch.Tensor,
     batch_size: int | None = None,
     test_augment: str = "none",
+    precision: str = FP32,
 ) -> Scores:
     """Loss, accuracy and per-image answers of `model` on uint8 images `x`, labels
     `y`, in one pass (batches of `eval_batch(model.info)` unless given). With
     test_augment "shift" each image is scored by `class_probabilities`' mean over
-    five views, and the loss is the cross-entropy of that mean."""
+    five views, and the loss is the cross-entropy of that mean. The forward pass
+    runs in `precision` (mixed: autocast); the loss is float32 either way."""
     if batch_size is None:
         batch_size = eval_batch(model.info)
     was_training = model.training
@@ -209,11 +219,13 @@ def score(
         xb = as_input(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
         if test_augment == "none":  # from the logits: the stable form
-            logits = model(xb)
+            with autocast(precision, device):
+                logits = model(xb)
+            logits = logits.float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             probs, answer = logits.float().softmax(1), logits.argmax(1)
         else:
-            probs = class_probabilities(model, xb, test_augment)
+            probs = class_probabilities(model, xb, test_augment, precision)
             tiny = torch.finfo(probs.dtype).tiny  # log(0) would be -inf
             loss_sum += F.nll_loss(probs.clamp_min(tiny).log(), yb, reduction="sum")
             answer = probs.argmax(1)
@@ -233,9 +245,10 @@ def evaluate(
     y: torch.Tensor,
     batch_size: int | None = None,
     test_augment: str = "none",
+    precision: str = FP32,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on uint8 images `x`, labels `y`."""
-    result = score(model, x, y, batch_size, test_augment)
+    result = score(model, x, y, batch_size, test_augment, precision)
     return result.loss, result.acc
 
 
@@ -293,11 +306,18 @@ def train_epoch(
     shuffle: torch.Generator,
     report: Callable[[int, int, float, float], None] | None = None,
     plan: EpochPlan = EpochPlan(),  # noqa: B008 (frozen, never mutated)
+    precision: str = FP32,
+    scaler: Any = None,
 ) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; Keras's running (loss, acc).
 
+    The forward pass runs in `precision` (training.precision: autocast for bf16 and
+    fp16); the loss, the gradients' accumulation into the float32 weights and the
+    optimizer step stay float32. `scaler`: fp16's gradient scaler (make_scaler).
     Raises _NonFinite at the first step whose loss is NaN or infinite.
     """
+    if scaler is None:
+        scaler = NoScaler()
     model.train()
     order = torch.randperm(len(x), generator=shuffle).to(x.device)
     steps = -(-len(x) // batch_size)
@@ -310,11 +330,14 @@ def train_epoch(
         idx = order[start : start + batch_size]
         plan.start_step(optimizer, step)
         xb, yb = as_input(plan.images(x[idx])), y[idx]
-        logits = model(xb)
+        with autocast(precision, x.device):
+            logits = model(xb)
+        logits = logits.float()  # a no-op in fp32: the loss is float32 always
         loss = F.cross_entropy(logits, yb, label_smoothing=plan.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         # Accumulate on the device; reading a value forces a sync, so only the
         # loss check and the progress report do that, every REPORT_SECONDS.
         losses[step - 1] = loss.detach()
@@ -354,12 +377,15 @@ def fit(
     device = next(model.parameters()).device
     x, y = split.x_train.to(device), split.y_train.to(device)
     optimizer = make_optimizer(config, model.parameters())
+    scaler = make_scaler(config.precision, device)
     shuffle = torch.Generator().manual_seed(config.seed)
     history = History()
     if state is None:
         torch.manual_seed(config.seed)  # dropout masks
     else:
         optimizer.load_state_dict(state.optimizer)
+        if state.scaler:
+            scaler.load_state_dict(state.scaler)
         shuffle.set_state(state.shuffle_rng)
         torch.set_rng_state(state.torch_rng)
         if device.type == "cuda":
@@ -374,7 +400,16 @@ def fit(
         try:
             plan = epoch_plan(config, epoch, steps)
             loss, acc = train_epoch(
-                model, optimizer, x, y, config.batch_size, shuffle, report, plan
+                model,
+                optimizer,
+                x,
+                y,
+                config.batch_size,
+                shuffle,
+                report,
+                plan,
+                config.precision,
+                scaler,
             )
         except _NonFinite as bad:
             raise _diverged(config, epoch, bad.step, steps, bad.value) from None
@@ -382,7 +417,11 @@ def fit(
         row["val_loss"], row["val_acc"] = None, None
         if split.x_val is not None:
             row["val_loss"], row["val_acc"] = evaluate(
-                model, split.x_val, split.y_val, test_augment=config.test_augment
+                model,
+                split.x_val,
+                split.y_val,
+                test_augment=config.test_augment,
+                precision=config.precision,
             )
         _check_epoch(model, row, config, steps)  # never checkpoint broken weights
         row["seconds"] = time.perf_counter() - started
@@ -398,6 +437,7 @@ def fit(
                     shuffle_rng=shuffle.get_state(),
                     torch_rng=torch.get_rng_state(),
                     cuda_rng=cuda_rng_state(device),
+                    scaler=scaler.state_dict() or None,
                 )
             )
     return history

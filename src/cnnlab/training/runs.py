@@ -227,6 +227,7 @@ class RunRecord:
             "shuffle_rng": state.shuffle_rng,
             "torch_rng": state.torch_rng,
             "cuda_rng": state.cuda_rng,  # None unless the model is on CUDA
+            "scaler": state.scaler,  # None unless the run trains in fp16
             "history": state.history.epochs,
         }
         atomic_write(self.path / CHECKPOINT_FILE, lambda fh: torch.save(payload, fh))
@@ -259,6 +260,7 @@ class RunRecord:
             shuffle_rng=payload["shuffle_rng"],
             torch_rng=payload["torch_rng"],
             cuda_rng=payload.get("cuda_rng"),  # absent from older checkpoints
+            scaler=payload.get("scaler"),  # likewise
         )
         if repair and self.meta.get("epochs_done") != state.epoch:
             self._save_progress(state)
@@ -340,6 +342,7 @@ _CHECKPOINT_KEYS = (
 )  # fmt: skip
 # Optional: "cuda_rng", the CUDA generators' states of a run on a GPU (None on the
 # CPU); checkpoints written before it was kept lack the key and still load.
+# Optional too: "scaler", fp16's gradient-scaler state (None in fp32 and bf16).
 
 
 def _check_checkpoint(payload: Any, path: Path) -> None:
@@ -371,6 +374,14 @@ def _check_checkpoint(payload: Any, path: Path) -> None:
         raise RunError(
             f"{path}: 'cuda_rng' is not a list of CUDA generator states (uint8 "
             "tensors). Retrain the run or restore the file."
+        )
+    scaler = payload.get("scaler")
+    if scaler is not None and not (
+        isinstance(scaler, dict) and all(isinstance(k, str) for k in scaler)
+    ):
+        raise RunError(
+            f"{path}: 'scaler' is not a gradient scaler's state (a mapping). "
+            "Retrain the run or restore the file."
         )
 
 

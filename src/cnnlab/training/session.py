@@ -25,6 +25,7 @@ from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history
+from cnnlab.training.allocator import keep_large_blocks
 from cnnlab.training.loop import (
     History,
     Reporter,
@@ -48,6 +49,7 @@ from cnnlab.training.runs import (
     open_run,
     run_lock,
 )
+from cnnlab.training.precision import FP32, check_precision
 from cnnlab.training.status import Status, status_for
 from cnnlab.util.machine import (
     available_memory,
@@ -125,13 +127,16 @@ def split_sizes(config: TrainConfig) -> tuple[int, int, int]:
 
 
 def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
-    """Device, thread count and data: everything checked before a file is written."""
+    """Device, thread count, precision and data: everything checked before a file
+    is written."""
     device = pick_device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(
             "--device cuda was asked for, but PyTorch sees no GPU. Use --device cpu."
         )
+    check_precision(config.precision, device)
     set_threads(config.threads)
+    keep_large_blocks()
     dataset, split = load_split(config)
     return device, dataset, split
 
@@ -161,13 +166,22 @@ def check_fits(
 
 
 def use_conv_path(
-    model: Network, device: torch.device, batch: int, kept: str | None = None
+    model: Network,
+    device: torch.device,
+    batch: int,
+    kept: str | None = None,
+    precision: str = FP32,
 ) -> str | None:
     """Set which path runs the net's wide conv layers and return it (None: the
     net has none, or runs on a GPU). `kept`: the path a resumed run trained with,
-    kept unless CNNLAB_CONV_PATH says otherwise or NNPACK is missing here."""
+    kept unless CNNLAB_CONV_PATH says otherwise or NNPACK is missing here.
+    NNPACK computes in float32 only, so mixed precision takes oneDNN's, which
+    runs the convolutions in bf16 under autocast."""
     if device.type != "cpu" or not model.wide_convs():
         return None
+    if precision != FP32:
+        model.set_conv_path(convpath.ONEDNN)
+        return convpath.ONEDNN
     path = convpath.override() or kept
     if path is None:
         path = convpath.choose(model.conv_shapes(), batch, torch.get_num_threads())
@@ -230,17 +244,18 @@ def finish_run(
     leaves a resumable run. Returns (test, clean-train) scores."""
     answers: dict[str, dict[str, Any]] = {}
     test = None
-    views = record.config.test_augment
+    views, precision = record.config.test_augment, record.config.precision
     if hooks.score_test:
-        scored = score(model, split.x_test, split.y_test, test_augment=views)
+        scored = score(model, split.x_test, split.y_test, None, views, precision)
         test = (scored.loss, scored.acc)
         answers["test"] = per_image(scored, split.y_test)
     if split.x_val is not None and split.x_val is not split.x_test:
-        scored = score(model, split.x_val, split.y_val, test_augment=views)
+        scored = score(model, split.x_val, split.y_val, None, views, precision)
         answers["val"] = per_image(scored, split.y_val)
     clean = None
     if hooks.clean_train:  # scored as the test set is, so the two compare
-        clean = evaluate(model, split.x_train, split.y_train, test_augment=views)
+        x, y = split.x_train, split.y_train
+        clean = evaluate(model, x, y, None, views, precision)
     record.save_weights(model)
     record.save_predictions(answers)
     reads = int(record.meta.get("test_reads") or 0) + (test is not None)
@@ -331,7 +346,9 @@ def train_run(
     check_fits(arch, dataset, split, config, device)  # before the folder exists
     check_new_run(out, overwrite)  # before the folder is made
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    path = use_conv_path(model, device, batch_of(config, split))
+    path = use_conv_path(
+        model, device, batch_of(config, split), precision=config.precision
+    )
     env = run_environment(device, dataset, split) | {"conv_path": path}
     make_run_folder(out)
     with run_lock(out):
@@ -371,7 +388,8 @@ def _resume_locked(
     device, dataset, split = prepare(config)
     check_fits(arch, dataset, split, config, device)
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
-    path = use_conv_path(model, device, batch_of(config, split), record.conv_path)
+    batch = batch_of(config, split)
+    path = use_conv_path(model, device, batch, record.conv_path, config.precision)
     state = record.load_checkpoint(model)
     env = record.meta.get("environment")
     if isinstance(env, dict) and env.get("conv_path") != path:
