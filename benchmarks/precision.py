@@ -28,8 +28,8 @@ from machine import machine_lines  # noqa: E402
 
 import cnnlab  # noqa: E402
 from cnnlab.nn.model import build_model  # noqa: E402
-from cnnlab.training.loop import as_input, make_optimizer  # noqa: E402
 from cnnlab.training.config import TrainConfig  # noqa: E402
+from cnnlab.training.loop import as_input, make_optimizer  # noqa: E402
 
 
 def step_seconds(model, optimizer, x, y, bf16: bool) -> float:
@@ -53,7 +53,9 @@ def main() -> int:
     for line in machine_lines():
         print(line)
     print(f"threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} steps")
-    print("| preset | fp32 s/step min / median | bf16 s/step min / median | bf16/fp32 |")
+    print(
+        "| preset | fp32 s/step min / median | bf16 s/step min / median | bf16/fp32 |"
+    )
     print("|---|---|---|---|")
     gen = torch.Generator().manual_seed(0)
     for preset in args.presets.split(","):
@@ -63,7 +65,9 @@ def main() -> int:
             model = build_model(arch, 10, seed=0)
             model.set_conv_path("onednn") if model.wide_convs() else None
             models[bf16] = (model, make_optimizer(TrainConfig(), model.parameters()))
-        x = torch.randint(0, 256, (args.batch, 28, 28), dtype=torch.uint8, generator=gen)
+        x = torch.randint(
+            0, 256, (args.batch, 28, 28), dtype=torch.uint8, generator=gen
+        )
         y = torch.randint(0, 10, (args.batch,), generator=gen)
         times: dict[bool, list[float]] = {False: [], True: []}
         for repeat in range(args.steps + 1):

@@ -36,6 +36,7 @@ from cnnlab.errors import SpecError
 from cnnlab.nn.model import build_model
 from cnnlab.nn.shapes import check_memory, estimate_memory, infer
 from cnnlab.training.config import TrainConfig
+from cnnlab.training.precision import native_bf16
 from helpers import (
     CONV,
     FLAT,
@@ -945,6 +946,30 @@ MATRIX = [
          example="`--device cuda` on a machine without a GPU",
          phrases=["--device cuda was asked for, but PyTorch sees no GPU",
                   "Use --device cpu"]),
+    # On a CPU with native bf16 these are accepted instead (test_precision.py).
+    case("flag-precision-bf16-without-native-bf16", "Flags",
+         pytest.mark.skipif(native_bf16(), reason="this CPU has native bf16"),
+         args=["train", "conv3-small", "--precision", "bf16", "--out", "OUT",
+               *TINY_FLAGS],
+         example="`--precision bf16` on a CPU without avx512_bf16 / amx_bf16",
+         phrases=["precision=bf16 needs a CPU with native bf16 instructions",
+                  "Use --precision fp32 (the default) here"]),
+    case("flag-study-precision-bf16-without-native-bf16", "Flags",
+         pytest.mark.skipif(native_bf16(), reason="this CPU has native bf16"),
+         args=["study", "quickstart", "--precision", "bf16", "--out", "OUT"],
+         example="`study quickstart --precision bf16` on a CPU without bf16",
+         phrases=["precision=bf16 needs a CPU with native bf16 instructions"]),
+    case("flag-precision-fp16-on-cpu", "Flags",
+         pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+         args=["train", "conv5-tiny", "--precision", "fp16", "--out", "OUT",
+               *TINY_FLAGS],
+         example="`--precision fp16` without a GPU",
+         phrases=["precision=fp16 runs on a CUDA GPU only",
+                  "Use --precision fp32 (the default) here"]),
+    case("flag-precision-unknown", "Flags",
+         args=["train", "conv5-tiny", "--precision", "half"],
+         example="`--precision half`",
+         phrases=["argument --precision: invalid choice: 'half'"]),
     case("flag-study-seeds", "Flags", args=["study", "quickstart", "--seeds", "a,b"],
          example="`study --seeds a,b`",
          phrases=["argument --seeds: expected comma-separated integers"]),

@@ -763,6 +763,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return exit_code(err)
     print(f"Test loss: {result.test_loss:.4f}")
     print(f"Test accuracy: {result.test_acc:.4f} ({100 * result.test_acc:.2f}%)")
+    if (used := result.meta["config"].get("precision", "fp32")) != "fp32":
+        print(f"Precision: {used} (mixed: float32 weights)")
     print(f"Run folder: {result.path}")
     return 0
 
@@ -869,13 +871,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     rows = api.list_trials(args.out, args.study, args.arch, args.status)
     table = Table(title=f"Trials in {api.store_path(args.out)}")
-    columns = ("study", "architecture", "seed", "status", "epochs", "test acc %")
+    columns = ("study", "architecture", "seed", "status", "epochs")
+    columns += ("precision", "test acc %")
     for col in (*columns, "run"):
         table.add_column(col)
     for r in rows:
         acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
         cells = (r["study"], r["label"], str(r["seed"]), r["status"],
-                 str(r["epochs"]), acc, r["run_path"])  # fmt: skip
+                 str(r["epochs"]), r.get("precision") or "fp32", acc,
+                 r["run_path"])  # fmt: skip
         table.add_row(*(escape(shown(str(c))) for c in cells))  # a store's values
     print_table(Console(), table)
     return 0

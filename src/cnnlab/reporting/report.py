@@ -55,7 +55,7 @@ from cnnlab.reporting.mistakes import (
     hard_images,
     missing_predictions,
 )
-from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.studies.results import StudyInfo, TrialResult, precision_note
 from cnnlab.studies.store import Store
 from cnnlab.util.fsio import atomic_write_text, folder_lock, remove_temp_files
 from cnnlab.util.terminal import print_table, shown
@@ -109,6 +109,11 @@ class StudyReport:
     @property
     def warning(self) -> str | None:
         return None if self.protocol is None else self.protocol.warning
+
+    @property
+    def precision_note(self) -> str | None:
+        """Said next to the comparison table when its nets mixed precisions."""
+        return precision_note(self.trials)
 
     def _repr_html_(self) -> str:
         """The comparison, verdicts, diagnoses and figures, for a Jupyter cell."""
@@ -187,6 +192,8 @@ def print_summary(report: StudyReport, console: Console) -> None:
     if report.warning:
         console.print(Text(report.warning, style="bold yellow"))
     print_table(console, rich_table(report))
+    if report.precision_note:
+        console.print(Text(report.precision_note, style="bold"))
     for line in _protocol_lines(report):
         console.print(Text(line))
     for comparison in report.comparisons:
@@ -556,6 +563,8 @@ def to_markdown(report: StudyReport) -> str:
             "epoch, dropout on); clean ones are measured after the last epoch with",
             "dropout off.", ""]  # fmt: skip
     out += [markdown_table(*table_cells(report.rows)), ""]
+    if report.precision_note:
+        out += [f"**{md_text(report.precision_note)}**", ""]
     out += ["## Is the difference real?", ""]
     out += [md_text(line, line_start=True) for line in _protocol_lines(report)]
     out += [""]
@@ -654,6 +663,7 @@ def _html_body(report: StudyReport, heading: str = "h2") -> list[str]:
         "epoch, dropout on); clean ones are measured after the last epoch with "
         f"dropout off.</p>",
         _html_table(*table_cells(report.rows), "comparison"),
+        *[f"<p><b>{e(n)}</b></p>" for n in (report.precision_note,) if n],
         f"<{h}>Is the difference real?</{h}>",
         *(f"<p>{e(line)}</p>" for line in _protocol_lines(report)),
         *(f'<p class="verdict">{e(c.verdict)}</p>' for c in report.comparisons),

@@ -42,6 +42,7 @@ from cnnlab.studies.cpus import CpuSplit, packing_for, side_by_side_saving, tria
 from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import epoch_plan, make_optimizer, train_epoch
+from cnnlab.training.precision import FP32, make_scaler, native_bf16
 from cnnlab.training.runs import RUN_FILE, open_run
 from cnnlab.training.session import (
     batch_of,
@@ -73,6 +74,11 @@ TRIAL_OVERHEAD_S = 0.6
 # once too, mostly in this module's first probe step.
 WORKER_START_S = 4.0
 HOURS = 3600.0  # from this total on, the estimate says what dominates and what helps
+# How much sooner a float32 study ends in bf16 on a CPU with native bf16, for the
+# advice: the smaller of two whole-run gains measured on a 2-vCPU AMD EPYC with
+# avx512_bf16 (conv5-medium 1.25x, conv3-small 1.35x; per step net 1 gained 1.7x),
+# so a study led by net 1 should end sooner than it says (docs/benchmarks.md).
+BF16_SPEEDUP = 1.25
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,10 @@ class StudyEstimate:
         helps = []
         if self.device == "cpu":
             helps.append("a GPU (used when PyTorch sees one)")
+            fp32 = any(t.config.precision == FP32 for t in self.trials)
+            if fp32 and native_bf16():  # never advised where bf16 would be slower
+                bf16 = format_duration(self.wall / BF16_SPEEDUP)
+                helps.append(f"--precision bf16 (this CPU has native bf16: ~{bf16})")
         cpus = usable_cpus()
         # The default split's rule (by training FLOPs), so the advice never
         # contradicts the study's first line; the saving shown is by the probe.
@@ -229,7 +239,7 @@ def _speed_key(trial: Trial) -> str:
     c = trial.config
     parts: dict[str, Any] = {"arch": trial.arch.to_dict(), "batch": c.batch_size}
     parts |= {"opt": c.optimizer, "aug": c.augment, "data": c.data}
-    parts |= {"threads": c.threads, "device": c.device}
+    parts |= {"threads": c.threads, "device": c.device, "precision": c.precision}
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -296,7 +306,8 @@ def _time_net(trial: Trial, threads: int) -> float:
         try:
             model = build_model(trial.arch, dataset.num_classes, seed=0).to(device)
             batch = batch_of(config, split)
-            use_conv_path(model, device, batch)  # the path the trial will take
+            # the path the trial will take
+            use_conv_path(model, device, batch, precision=config.precision)
             optimizer = make_optimizer(config, model.parameters())
             x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
             small = min(batch, SMALL_BATCH)
@@ -325,10 +336,13 @@ def _stepper(
     seconds: `train_epoch` on exactly one batch (its final read syncs a GPU)."""
     plan = epoch_plan(config, 1, 1)
     shuffle = torch.Generator().manual_seed(0)
+    precision = config.precision
+    scaler = make_scaler(precision, x.device)
 
     def step(n: int) -> float:
         started = time.perf_counter()
-        train_epoch(model, optimizer, x[:n], y[:n], n, shuffle, plan=plan)
+        xs, ys = x[:n], y[:n]
+        train_epoch(model, optimizer, xs, ys, n, shuffle, None, plan, precision, scaler)
         return time.perf_counter() - started
 
     return step

@@ -6,6 +6,7 @@ the database or the run folders, so they can be tested on synthetic histories.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,27 @@ class TrialResult:
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the training config
     spec: dict[str, Any] = field(default_factory=dict)  # the architecture document
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (training.precision)
 
     def column(self, key: str) -> list[Any]:
         return [row.get(key) for row in self.history]
+
+
+def precision_note(trials: Sequence[TrialResult]) -> str | None:
+    """For a study whose nets trained in different precisions, the sentence that
+    says so next to its comparison table; None when they all share one."""
+    labels: dict[str, list[str]] = {}
+    for trial in trials:
+        found = labels.setdefault(trial.precision, [])
+        if trial.label not in found:
+            found.append(trial.label)
+    if len(labels) < 2:
+        return None
+    parts = "; ".join(f"{p}: {', '.join(names)}" for p, names in labels.items())
+    return (
+        f"Mixed precisions ({parts}): accuracies and times of nets trained in "
+        "different precisions compare the precision as well as the nets."
+    )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from cnnlab.studies.trial import (
     check_study,
     plan_trials,
 )
+from cnnlab.training.precision import check_precision
 from cnnlab.training.progress import StudyProgress
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
@@ -122,6 +123,9 @@ def run_study(
     out = Path(out)
     executor = executor or make_executor(study)
     check_study(study)
+    if isinstance(executor, LocalExecutor | PoolExecutor):  # Ray's: other machines
+        for arch in study.archs:
+            check_precision(arch.config.precision, pick_device(arch.config.device))
     check_study_out(out)
     study_dir = study_folder(out, study.name)
     trials = study.trials() if trials is None else list(trials)

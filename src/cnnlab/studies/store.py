@@ -32,9 +32,10 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.training.precision import FP32
 from cnnlab.training.status import Status
 
-SCHEMA_VERSION = 2  # 2: trials.test_reads, the predictions table
+SCHEMA_VERSION = 3  # 2: trials.test_reads, the predictions table; 3: precision
 BUSY_TIMEOUT_S = 60  # a writer waits this long for another's transaction to end
 BUSY_POLL_S = 2  # ... saying so once it has waited this long
 _SCHEMA = """
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS trials (
     stopped_epoch INTEGER,
     updated TEXT NOT NULL,
     test_reads INTEGER,              -- times the run scored the test set
+    precision TEXT,                  -- fp32 | bf16 | fp16; NULL (older rows): fp32
     UNIQUE (study, label, seed)
 );
 CREATE TABLE IF NOT EXISTS epochs (
@@ -83,6 +85,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 """
 _UPGRADES = {  # from schema version N to N + 1
     1: ["ALTER TABLE trials ADD COLUMN test_reads INTEGER"],
+    2: ["ALTER TABLE trials ADD COLUMN precision TEXT"],
 }
 _REQUIRED_COLUMNS = {  # what cnnlab reads, checked in a store it did not create
     "studies": ("name", "config", "environment", "created", "updated"),
@@ -435,6 +438,7 @@ class Store:
                 stopped_epoch=r["stopped_epoch"],
                 run_path=r["run_path"],
                 test_reads=r["test_reads"],
+                precision=r["precision"] or FP32,  # rows before it: float32
                 predictions=self.predictions(r["id"]),
                 config=json.loads(r["config"]),
                 spec=json.loads(r["spec"]),

@@ -62,6 +62,7 @@ def trial_fields(
     return {
         "arch_name": trial.arch.name,
         "optimizer": trial.config.optimizer,
+        "precision": trial.config.precision,
         "params": info.total,
         "flops": info.flops,
         "spec": trial.arch.to_dict(),

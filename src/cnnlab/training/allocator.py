@@ -43,6 +43,4 @@ def keep_large_blocks() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success, 0 on error
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_BYTES)
-    )
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))

@@ -23,9 +23,9 @@ from cnnlab.nn import convpath
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
+from cnnlab.training.allocator import keep_large_blocks
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history
-from cnnlab.training.allocator import keep_large_blocks
 from cnnlab.training.loop import (
     History,
     Reporter,
@@ -37,6 +37,7 @@ from cnnlab.training.loop import (
     fit,
     score,
 )
+from cnnlab.training.precision import FP32, check_precision
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
     CURVES_FILE,
@@ -49,7 +50,6 @@ from cnnlab.training.runs import (
     open_run,
     run_lock,
 )
-from cnnlab.training.precision import FP32, check_precision
 from cnnlab.training.status import Status, status_for
 from cnnlab.util.machine import (
     available_memory,
@@ -80,6 +80,9 @@ class RunResult:
         """The run's folder and scores as a small HTML table (Jupyter shows it)."""
         last = self.history.epochs[-1] if self.history.epochs else {}
         rows = [("run folder", str(self.path)), ("epochs", str(len(self.history)))]
+        config = self.meta.get("config")
+        if isinstance(config, dict):
+            rows.append(("precision", str(config.get("precision", FP32))))
         for key in ("loss", "acc", "val_loss", "val_acc"):
             value = last.get(key)
             rows.append((f"final {key}", "-" if value is None else f"{value:.4f}"))
