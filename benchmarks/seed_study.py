@@ -3,6 +3,7 @@
 
     python3 -m pip install -e ".[bench]"          # TensorFlow, Keras 3, tf_keras
     python3 benchmarks/seed_study.py --repeats 2 --out seed-study.md
+    python3 benchmarks/seed_study.py --precision bf16 --out seed-study-bf16.md
 
 Training the whole study takes hours, so each net's epoch is measured and scaled to
 12 epochs. Nets under SMALL training FLOPs per sample train two whole epochs of the
@@ -14,6 +15,12 @@ process (benchmarks/stacks.py), the stacks interleaved per net and repeat. It
 prints each net's epoch seconds per stack (median over repeats, min beside it),
 cnnlab's time as a fraction of each peer's, and the study's estimated wall time in
 each stack.
+
+--precision bf16 runs cnnlab in mixed bf16 (`--precision bf16`: autocast, float32
+weights) against Keras 3 + TF twice, in float32 and under its `mixed_bfloat16`
+policy, side by side in one run. It pays only on a CPU with native bf16 (lscpu
+flag avx512_bf16 or amx_bf16); elsewhere the run says so first, and its figures
+show the cost of emulated bf16.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from bench import training_flops  # noqa: E402
 from machine import machine_lines  # noqa: E402
 
 STACKS = ("cnnlab", "keras3-tf", "tf-keras2")
+# --precision bf16: cnnlab in bf16 against Keras 3 in float32 and in mixed_bfloat16
+BF16_RUNS = (("cnnlab", "bf16"), ("keras3-tf", "fp32"), ("keras3-tf", "bf16"))
 NEEDS = {"keras3-tf": "keras", "tf-keras2": "tf_keras"}
 EPOCHS = 12
 STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
@@ -41,7 +50,7 @@ EVAL_IMAGES = 2_000
 SMALL = 50e6  # training FLOPs per sample below which whole epochs are timed
 
 
-def measure_json(stack: str, preset: str, mode: str, **options: int) -> dict:
+def measure_json(stack: str, preset: str, mode: str, **options: int | str) -> dict:
     """One fresh-process timing by benchmarks/stacks.py; a failure stops the run."""
     cmd = [sys.executable, str(HERE / "stacks.py"), "--stack", stack,
            "--preset", preset, "--mode", mode]  # fmt: skip
@@ -59,12 +68,22 @@ def seed_presets() -> list[str]:
     return [a.arch.name for a in load_study("seed").archs]
 
 
-def epoch_seconds(stack: str, preset: str, steps: int) -> tuple[float, str]:
+def run_name(stack: str, precision: str) -> str:
+    """'cnnlab', 'cnnlab bf16', 'keras3-tf mixed_bfloat16': a table column's name."""
+    if precision == "fp32":
+        return stack
+    return f"{stack} {'bf16' if stack == 'cnnlab' else 'mixed_bfloat16'}"
+
+
+def epoch_seconds(
+    stack: str, preset: str, steps: int, precision: str = "fp32"
+) -> tuple[float, str]:
     """One measurement of one net's epoch under the notebook protocol."""
     if training_flops(preset) < SMALL:
-        result = measure_json(stack, preset, "epochs", epochs=2)
+        result = measure_json(stack, preset, "epochs", epochs=2, precision=precision)
         return result["epoch_seconds"], "2 epochs, 2nd timed"
-    result = measure_json(stack, preset, "steps", steps=steps, eval_images=EVAL_IMAGES)
+    options = {"steps": steps, "eval_images": EVAL_IMAGES, "precision": precision}
+    result = measure_json(stack, preset, "steps", **options)
     seconds = STEPS_PER_EPOCH * result["step_seconds"]
     seconds += result["eval_seconds"] * TEST_IMAGES / EVAL_IMAGES
     return seconds, f"{steps} steps + eval"
@@ -83,9 +102,26 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset, names or notebook numbers (default: all nine)",
     )
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: cnnlab in bf16 against Keras 3 in float32 and mixed_bfloat16",
+    )
     args = p.parse_args(argv)
-    stacks = [s for s in STACKS if importlib.util.find_spec(NEEDS.get(s, "cnnlab"))]
-    missing = sorted(set(STACKS) - set(stacks))
+    asked = [(s, "fp32") for s in STACKS] if args.precision == "fp32" else BF16_RUNS
+    runs = [r for r in asked if importlib.util.find_spec(NEEDS.get(r[0], "cnnlab"))]
+    missing = sorted({run_name(*r) for r in asked} - {run_name(*r) for r in runs})
+    stacks = [run_name(*r) for r in runs]
+    if args.precision == "bf16":
+        from cnnlab.training.precision import native_bf16
+
+        if not native_bf16():
+            print(
+                "This CPU has no native bf16 (lscpu: no avx512_bf16, amx_bf16): "
+                "bf16 is emulated here, slower than float32.",
+                flush=True,
+            )
     presets = seed_presets()
     number = {preset: k for k, preset in enumerate(presets, 1)}  # the notebook's
     if args.presets:
@@ -102,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     method: dict[str, str] = {}
     for repeat in range(args.repeats):
         for preset in presets:
-            for stack in stacks:
-                seconds, how = epoch_seconds(stack, preset, args.steps)
+            for (kind, precision), stack in zip(runs, stacks, strict=True):
+                seconds, how = epoch_seconds(kind, preset, args.steps, precision)
                 times.setdefault((preset, stack), []).append(seconds)
                 method[preset] = how
                 net = f"net {number[preset]} {preset:18}"
@@ -126,10 +162,10 @@ def table(
     times: dict[tuple[str, str], list[float]],
     method: dict[str, str],
 ) -> str:
-    peers = [s for s in stacks if s != "cnnlab"]
+    ours, *peers = stacks  # cnnlab's run comes first
     head = ["net", "preset", "train MFLOP/sample", "measured"]
     head += [f"{s} s/epoch (min)" for s in stacks]
-    head += [f"cnnlab / {s}" for s in peers]
+    head += [f"{ours} / {s}" for s in peers]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     totals = dict.fromkeys(stacks, 0.0)
     for preset in presets:
@@ -137,13 +173,13 @@ def table(
         flops = f"{training_flops(preset) / 1e6:,.1f}"
         cells = [str(number[preset]), preset, flops, method[preset]]
         cells += [f"{med[s]:,.1f} ({min(times[preset, s]):,.1f})" for s in stacks]
-        cells += [f"{med['cnnlab'] / med[s]:.2f}" for s in peers]
+        cells += [f"{med[ours] / med[s]:.2f}" for s in peers]
         rows.append("| " + " | ".join(cells) + " |")
         for s in stacks:
             totals[s] += EPOCHS * med[s]
     cells = ["all", f"study, {EPOCHS} epochs", "", ""]
     cells += [hours(totals[s]) for s in stacks]
-    cells += [f"{totals['cnnlab'] / totals[s]:.2f}" for s in peers]
+    cells += [f"{totals[ours] / totals[s]:.2f}" for s in peers]
     rows.append("| " + " | ".join(f"**{c}**" if c else "" for c in cells) + " |")
     return "\n".join(rows)
 

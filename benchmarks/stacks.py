@@ -1,12 +1,15 @@
 """One timing of one stack on one preset, run in a fresh process by `bench.py`.
 
     python benchmarks/stacks.py --stack keras3-tf --preset 2 --mode epochs --epochs 2
+    python benchmarks/stacks.py --stack keras3-tf --preset 2 --precision bf16
 
 prints one JSON line (stack, preset, mode, samples_per_s, epoch_seconds, ...).
 Every stack trains the same architecture (built from cnnlab's preset) on the same
 in-memory MNIST with batch 128, Adam (lr 1e-3) and cross-entropy; "epochs" mode times
 the last of N whole epochs including the per-epoch evaluation on the 10,000 test
-images, "steps" mode times steady-state training steps after a warm-up.
+images, "steps" mode times steady-state training steps after a warm-up. --precision bf16
+trains cnnlab in mixed bf16 (TrainConfig.precision: autocast, float32 weights) and
+Keras under its `mixed_bfloat16` policy, the same scheme.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def run_cnnlab(
     size: int,
     eval_images: int = 0,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     import torch
 
@@ -55,16 +59,19 @@ def run_cnnlab(
     from cnnlab.nn.model import build_model
     from cnnlab.training.config import TrainConfig
     from cnnlab.training.loop import as_input, fit, make_optimizer
+    from cnnlab.training.precision import autocast
     from cnnlab.training.session import use_conv_path
 
     ds = load_dataset("mnist")
     model = build_model(cnnlab.load(preset), 10, seed=0)  # as `cnnlab train` does
     # ... with the wide-layer path `cnnlab train` would choose on this machine
-    use_conv_path(model, torch.device(device), BATCH)
+    use_conv_path(model, torch.device(device), BATCH, precision=precision)
     if mode == "epochs":
         split = Split(ds.x_train[:size], ds.y_train[:size], ds.x_test, ds.y_test,
                       ds.x_test, ds.y_test, "test")  # fmt: skip
-        config = TrainConfig(epochs=epochs, validation="test", device=device)
+        config = TrainConfig(
+            epochs=epochs, validation="test", device=device, precision=precision
+        )
         history = fit(model, split, config)
         last = history.epochs[-1]  # validation is the test set here
         return {"epoch_seconds": last["seconds"], "samples": size,
@@ -79,7 +86,9 @@ def run_cnnlab(
             as_input(x[i * BATCH : (i + 1) * BATCH]),
             y[i * BATCH : (i + 1) * BATCH],
         )
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        with autocast(precision, torch.device(device)):
+            logits = model(xb)
+        loss = torch.nn.functional.cross_entropy(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -89,10 +98,10 @@ def run_cnnlab(
         from cnnlab.training.loop import evaluate
 
         xs, ys = ds.x_test[:eval_images], ds.y_test[:eval_images]
-        evaluate(model, xs[:BATCH], ys[:BATCH])  # warm-up
+        evaluate(model, xs[:BATCH], ys[:BATCH], precision=precision)  # warm-up
         _sync(device)
         started = time.perf_counter()
-        evaluate(model, xs, ys)
+        evaluate(model, xs, ys, precision=precision)
         timed["eval_seconds"] = time.perf_counter() - started
     return timed
 
@@ -231,6 +240,7 @@ def run_keras(
     steps: int,
     size: int,
     eval_images: int = 0,
+    precision: str = "fp32",
 ) -> dict:
     if legacy:
         import tf_keras as keras
@@ -238,6 +248,8 @@ def run_keras(
         import keras
     import tensorflow as tf
 
+    if precision == "bf16":  # before the model is built: its layers take the policy
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     tf.random.set_seed(0)
     model = keras_model(keras, preset)
     model.compile(
@@ -286,8 +298,8 @@ def run_keras(
 STACKS = {
     "cnnlab": run_cnnlab,
     "torch-dataloader": run_torch,
-    "keras3-tf": lambda *a: run_keras(False, *a),
-    "tf-keras2": lambda *a: run_keras(True, *a),
+    "keras3-tf": lambda *a, **k: run_keras(False, *a, **k),
+    "tf-keras2": lambda *a, **k: run_keras(True, *a, **k),
 }
 
 
@@ -310,18 +322,30 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="steps mode: also time the evaluation of this many test images",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: cnnlab's mixed bf16, Keras's mixed_bfloat16 policy",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    extra = {"device": args.device} if args.device != "cpu" else {}
+    extra: dict[str, Any] = {"device": args.device} if args.device != "cpu" else {}
     if extra and args.stack.startswith(("keras", "tf-")):
         p.error(f"--device applies to cnnlab and torch-dataloader, not {args.stack}")
+    if args.precision != "fp32":
+        if args.stack == "torch-dataloader":
+            p.error("--precision bf16 applies to cnnlab and the Keras stacks")
+        extra["precision"] = args.precision
     result: dict[str, Any] = STACKS[args.stack](
         args.preset, args.mode, args.epochs, args.steps, args.train_size,
         args.eval_images, **extra,
     )  # fmt: skip
     if "epoch_seconds" in result:
         result["samples_per_s"] = result["samples"] / result["epoch_seconds"]
-    result.update(stack=args.stack, preset=args.preset, mode=args.mode)
+    result.update(
+        stack=args.stack, preset=args.preset, mode=args.mode, precision=args.precision
+    )
     print(json.dumps(result))
     return 0
 

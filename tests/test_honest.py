@@ -128,6 +128,7 @@ def test_schema_1_store_is_upgraded_in_place(holdout: Path, tmp_path: Path) -> N
     db = sqlite3.connect(path)
     db.execute("DROP TABLE predictions")
     db.execute("ALTER TABLE trials DROP COLUMN test_reads")
+    db.execute("ALTER TABLE trials DROP COLUMN precision")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -136,6 +137,28 @@ def test_schema_1_store_is_upgraded_in_place(holdout: Path, tmp_path: Path) -> N
         version = store.db.execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION and len(trials) == 4
     assert all(t.predictions == {} and t.test_reads is None for t in trials)
+    assert all(t.precision == "fp32" for t in trials)  # as every run was then
+
+
+def test_schema_2_store_gains_the_precision_column(
+    holdout: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from cnnlab.studies.store import SCHEMA_VERSION, Store
+
+    path = tmp_path / "cnnlab.sqlite"
+    shutil.copy(holdout / "out/cnnlab.sqlite", path)
+    db = sqlite3.connect(path)
+    assert {r[0] for r in db.execute("SELECT precision FROM trials")} == {"fp32"}
+    db.execute("ALTER TABLE trials DROP COLUMN precision")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        trials = store.trials("held")
+        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION and [t.precision for t in trials] == ["fp32"] * 4
 
 
 HOSTILE = {

@@ -8,6 +8,7 @@ matrix); CNNLAB_ALLOW_SLOW_BF16=1 lets these tests run its code path anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,11 @@ import torch
 import cnnlab
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn.model import build_model
+from cnnlab.studies import estimate
+from cnnlab.studies.cpus import CpuSplit
+from cnnlab.studies.estimate import HOURS, NetTiming, StudyEstimate
+from cnnlab.studies.results import TrialResult, precision_note
+from cnnlab.studies.study import load_study
 from cnnlab.training import precision
 from cnnlab.training.allocator import keep_large_blocks
 from cnnlab.training.config import TrainConfig
@@ -80,13 +86,14 @@ def test_bf16_is_refused_without_native_bf16_unless_allowed(
 def test_bf16_learns_keeps_float32_weights_and_resumes_exactly(
     tmp_path: Path, slow_bf16: None
 ) -> None:
-    whole = cnnlab.train("conv3-small", SMALL.replace(epochs=2), tmp_path / "whole")
-    assert whole.test_acc is not None and whole.test_acc > 0.5  # chance: 0.10
+    whole = cnnlab.train("conv5-medium", SMALL.replace(epochs=2), tmp_path / "whole")
+    # 16 steps: float32 reaches about the same (chance is 0.10)
+    assert whole.test_acc is not None and whole.test_acc > 0.25
     assert {p.dtype for p in whole.model.parameters()} == {torch.float32}
     meta = json.loads((whole.path / "run.json").read_text())
     assert meta["config"]["precision"] == "bf16"
 
-    cnnlab.train("conv3-small", SMALL, tmp_path / "split")
+    cnnlab.train("conv5-medium", SMALL, tmp_path / "split")
     resumed = cnnlab.resume(tmp_path / "split", epochs=2)
     assert resumed.meta["config"]["precision"] == "bf16"  # kept on resume
     assert _metrics(resumed) == _metrics(whole)
@@ -98,8 +105,9 @@ def test_bf16_learns_keeps_float32_weights_and_resumes_exactly(
 @pytest.mark.slow
 def test_bf16_differs_from_fp32_and_records_it(tmp_path: Path, slow_bf16: None) -> None:
     """The same seed in the two precisions: the forward pass really ran in bf16."""
-    bf16 = cnnlab.train("conv5-tiny", SMALL, tmp_path / "bf16")
-    fp32 = cnnlab.train("conv5-tiny", SMALL.replace(precision="fp32"), tmp_path / "f")
+    config = SMALL.replace(train_limit=500, test_limit=200)
+    bf16 = cnnlab.train("conv5-tiny", config, tmp_path / "bf16")
+    fp32 = cnnlab.train("conv5-tiny", config.replace(precision="fp32"), tmp_path / "f")
     assert _metrics(bf16) != _metrics(fp32)
     assert fp32.meta["config"]["precision"] == "fp32"
 
@@ -148,3 +156,54 @@ def test_mixed_precision_on_cuda_learns_and_resumes_exactly(
     resumed = cnnlab.resume(tmp_path / "split", epochs=2)
     assert _metrics(resumed) == _metrics(whole)
     assert (resumed.test_loss, resumed.test_acc) == (whole.test_loss, whole.test_acc)
+
+
+def _trial(label: str, seed: int, precision_: str) -> TrialResult:
+    history = ({"epoch": 1, "loss": 0.5, "acc": 0.9, "seconds": 1.0},)
+    return TrialResult(
+        "s",
+        label,
+        seed,
+        label,
+        "adam",
+        10,
+        10,
+        history,
+        "completed",
+        precision=precision_,
+    )
+
+
+def test_a_study_that_mixes_precisions_says_so() -> None:
+    same = [_trial("a", 0, "fp32"), _trial("b", 0, "fp32")]
+    assert precision_note(same) is None
+    mixed = [_trial("a", 0, "fp32"), _trial("a", 1, "fp32"), _trial("b", 0, "bf16")]
+    note = precision_note(mixed)
+    assert note is not None and note.startswith("Mixed precisions (fp32: a; bf16: b)")
+
+
+def test_the_estimate_advises_bf16_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A study of hours in float32 on a CPU: `--precision bf16` with its time where
+    the probe finds native bf16, never elsewhere (the probe's answer injected)."""
+    trials = load_study("seed").trials()[:2]
+    hours = [3 * HOURS, HOURS]
+    nets = [NetTiming(t.label, 1e9, 1e-3, True) for t in trials]
+    found = StudyEstimate(
+        trials, hours, [12, 12], nets, CpuSplit(1, 2), "cpu", 1, False
+    )
+    for native in (True, False):
+        monkeypatch.setattr(estimate, "native_bf16", lambda native=native: native)
+        advice = found.lines()[-1]
+        assert "to shorten it: a GPU" in advice
+        assert ("--precision bf16 (this CPU has native bf16: ~3h12m)" in advice) == (
+            native
+        ), advice
+    bf16 = [
+        dataclasses.replace(t, config=t.config.replace(precision="bf16"))
+        for t in trials
+    ]
+    already = dataclasses.replace(found, trials=bf16)
+    monkeypatch.setattr(estimate, "native_bf16", lambda: True)
+    assert "--precision" not in already.lines()[-1]
