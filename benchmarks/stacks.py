@@ -9,7 +9,8 @@ in-memory MNIST with batch 128, Adam (lr 1e-3) and cross-entropy; "epochs" mode 
 the last of N whole epochs including the per-epoch evaluation on the 10,000 test
 images, "steps" mode times steady-state training steps after a warm-up. --precision bf16
 trains cnnlab in mixed bf16 (TrainConfig.precision: autocast, float32 weights) and
-Keras under its `mixed_bfloat16` policy, the same scheme.
+Keras under its `mixed_bfloat16` policy, the same scheme; fp16 (CUDA) likewise, with
+a gradient scaler and Keras's `mixed_float16`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def run_cnnlab(
     from cnnlab.nn.model import build_model
     from cnnlab.training.config import TrainConfig
     from cnnlab.training.loop import as_input, fit, make_optimizer
-    from cnnlab.training.precision import autocast
+    from cnnlab.training.precision import autocast, make_scaler
     from cnnlab.training.session import use_conv_path
 
     ds = load_dataset("mnist")
@@ -78,6 +79,7 @@ def run_cnnlab(
                 "test_acc": last["val_acc"]}  # fmt: skip
     model.to(device)
     optimizer = make_optimizer(TrainConfig(), model.parameters())
+    scaler = make_scaler(precision, torch.device(device))  # fp16's; else a no-op
     x = ds.x_train[: BATCH * (steps + 2)].to(device)
     y = ds.y_train[: BATCH * (steps + 2)].to(device)
 
@@ -90,8 +92,9 @@ def run_cnnlab(
             logits = model(xb)
         loss = torch.nn.functional.cross_entropy(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     timed = _time_steps(step, steps, device=device)
     if eval_images:
@@ -248,8 +251,9 @@ def run_keras(
         import keras
     import tensorflow as tf
 
-    if precision == "bf16":  # before the model is built: its layers take the policy
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if precision != "fp32":  # before the model is built: its layers take the policy
+        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
+        keras.mixed_precision.set_global_policy(policy)
     tf.random.set_seed(0)
     model = keras_model(keras, preset)
     model.compile(
@@ -324,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=("fp32", "bf16", "fp16"),
         default="fp32",
-        help="bf16: cnnlab's mixed bf16, Keras's mixed_bfloat16 policy",
+        help="cnnlab's --precision; Keras: mixed_bfloat16 / mixed_float16 policy",
     )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
