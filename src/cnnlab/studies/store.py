@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS trials (
     stopped_epoch INTEGER,
     updated TEXT NOT NULL,
     test_reads INTEGER,              -- times the run scored the test set
-    precision TEXT,                  -- fp32 | bf16 | fp16; NULL (older rows): fp32
+    precision TEXT,                  -- fp32, bf16 or fp16 (NULL in older rows: fp32)
     UNIQUE (study, label, seed)
 );
 CREATE TABLE IF NOT EXISTS epochs (
