@@ -207,3 +207,24 @@ def test_the_estimate_advises_bf16_only_where_the_cpu_has_it(
     already = dataclasses.replace(found, trials=bf16)
     monkeypatch.setattr(estimate, "native_bf16", lambda: True)
     assert "--precision" not in already.lines()[-1]
+
+
+@pytest.mark.slow
+def test_a_real_study_that_mixes_precisions_records_and_reports_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mixed.yaml").write_text(
+        "name: mixed\nseeds: [0]\n"
+        "train: {epochs: 1, train_limit: 300, val_size: 100, test_limit: 100}\n"
+        "architectures:\n"
+        "  - {preset: conv5-tiny, label: tiny}\n"
+        "  - {preset: conv5-tiny, label: tiny-bf16, train: {precision: bf16}}\n"
+    )
+    slow = {precision.ALLOW_SLOW_BF16: "1"}
+    done = run_cli("study", "mixed.yaml", "--out", "ST", cwd=tmp_path, env=slow)
+    assert done.code == 0, done.err
+    note = "Mixed precisions (fp32: tiny; bf16: tiny-bf16)"
+    assert note in done.out
+    assert note in (tmp_path / "ST/mixed/report/report.md").read_text()
+    listed = run_cli("runs", "--out", "ST", cwd=tmp_path, check=True).out
+    assert "bf16" in listed and "fp32" in listed
