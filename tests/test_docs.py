@@ -40,6 +40,11 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 WRONG_ON_PURPOSE = {"bad-input.md"}
 # Flags a page names as removed ("cnnlab once had ..."), with the measurements why.
 REMOVED = {("benchmarks.md", "study", "--batch-seeds")}
+REMOVED_PATHS = {("benchmarks.md", "benchmarks/batched_seeds.py")}
+# A file of the repository named in a page: src/cnnlab/..., tests/test_x.py, ...
+REPO_PATH = re.compile(
+    r"(?<![\w/.-])((?:src|tests|scripts|benchmarks|examples|docs|\.ci)/[\w./-]*\w)"
+)
 
 
 def split_fences(text: str) -> tuple[list[str], list[str]]:
@@ -192,3 +197,14 @@ def test_the_training_flags_table_lists_exactly_the_train_flags(
     documented = {flag for row in table for flag in FLAG.findall(row.split("|")[1])}
     documented.add("--help")
     assert documented == help_flags("train", capsys)
+
+
+@pytest.mark.parametrize("page", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_file_a_page_names_exists(page: Path) -> None:
+    named = set(REPO_PATH.findall(page.read_text(encoding="utf-8")))
+    missing = sorted(
+        path
+        for path in named
+        if not (ROOT / path).exists() and (page.name, path) not in REMOVED_PATHS
+    )
+    assert not missing, f"{page.relative_to(ROOT)} names missing files: {missing}"
