@@ -208,3 +208,26 @@ def test_every_repository_file_a_page_names_exists(page: Path) -> None:
         if not (ROOT / path).exists() and (page.name, path) not in REMOVED_PATHS
     )
     assert not missing, f"{page.relative_to(ROOT)} names missing files: {missing}"
+
+
+SETTINGS_START = "<!-- settings: generated from TrainConfig -->\n"
+SETTINGS_END = "<!-- end of settings -->"
+
+
+def test_the_settings_table_is_made_from_trainconfig(
+    request: pytest.FixtureRequest,
+) -> None:
+    """docs/training.md's settings table is `flags_table()`: TrainConfig's fields
+    with their help, as `--help` shows them (--update-golden rewrites it)."""
+    from cnnlab.cli.parsing import flags_table
+
+    page = DOCS / "training.md"
+    text = page.read_text(encoding="utf-8")
+    start = text.index(SETTINGS_START) + len(SETTINGS_START)
+    end = text.index(SETTINGS_END)
+    if request.config.getoption("--update-golden"):
+        page.write_text(text[:start] + flags_table() + text[end:], encoding="utf-8")
+        return
+    assert text[start:end] == flags_table(), (
+        "run pytest tests/test_docs.py --update-golden"
+    )

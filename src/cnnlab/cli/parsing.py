@@ -286,10 +286,13 @@ def logger_from_flags(args: argparse.Namespace) -> Any:
 
 
 def flags_table() -> str:
-    """The `train` flags as a Markdown table (docs/training.md is checked against
-    it), made from TrainConfig like `--help`."""
-    lines = ["| flag | meaning |", "|---|---|"]
+    """The `train` settings as a Markdown table (docs/training.md holds it, checked
+    by tests/test_docs.py), made from TrainConfig like `--help`."""
+    lines = ["| flag | setting | meaning |", "|---|---|---|"]
     for field in _settings():
         help = setting_help(field).replace("|", "\\|")
-        lines.append(f"| `{flag_of(field.name)}` | {help} |")
+        if field.metadata["kind"] == "choice":
+            help += f"; one of {', '.join(field.metadata['choices'])}"
+        key = f"`{field.name}`" + (" (override)" if field.metadata["override"] else "")
+        lines.append(f"| `{flag_of(field.name)}` | {key} | {help} |")
     return "\n".join(lines) + "\n"
