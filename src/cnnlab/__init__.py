@@ -28,6 +28,7 @@ _HOMES = {
     "Dropout": "cnnlab.nn.spec",
     "evaluate_run": "cnnlab.api",
     "export_run": "cnnlab.api",
+    "export_signature": "cnnlab.api",
     "export_study": "cnnlab.api",
     "Flatten": "cnnlab.nn.spec",
     "import_model": "cnnlab.api",
@@ -42,6 +43,8 @@ _HOMES = {
     "open_report": "cnnlab.api",
     "plot_history": "cnnlab.api",
     "predict": "cnnlab.api",
+    "presets": "cnnlab.api",
+    "PresetFacts": "cnnlab.api",
     "Prediction": "cnnlab.api",
     "resume": "cnnlab.api",
     "run_search": "cnnlab.api",
@@ -52,6 +55,7 @@ _HOMES = {
     "StudyReport": "cnnlab.reporting.report",
     "summary": "cnnlab.api",
     "train": "cnnlab.api",
+    "train_config": "cnnlab.api",
     "TrainConfig": "cnnlab.training.config",
 }
 
