@@ -287,9 +287,8 @@ def overridden(
                 "--validation holdout."
             )
         raise CnnlabError(
-            f"--val-size sets the hold-out, but {where} has validation: "
-            f"{config.validation}: there is none. Drop --val-size, or set "
-            "validation: holdout there."
+            f"--val-size sets the hold-out, but {where} has none (validation: "
+            f"{config.validation}). Drop --val-size, or set validation: holdout there."
         )
     return config
 
