@@ -228,7 +228,9 @@ def test_clearly_different_label_is_significant() -> None:
     assert comparison_text(tiny).startswith(
         "tiny: 88.10% vs 99.16% for medium, difference -11.05 points, Welch's t-test p "
     )
-    assert comparison_text(tiny).endswith("(n = 3 vs 3): larger than seed-to-seed noise.")
+    assert comparison_text(tiny).endswith(
+        "(n = 3 vs 3): larger than seed-to-seed noise."
+    )
 
 
 def test_overlapping_noise_is_not_a_ranking() -> None:

@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rich.markup import escape
-
 from cnnlab import api
 from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError
@@ -42,7 +40,7 @@ from cnnlab.util.interrupts import (
     signal_name,
     signals_as_interrupts,
 )
-from cnnlab.util.terminal import PipeSafe, print_table, shown
+from cnnlab.util.terminal import PipeSafe, output_console, print_table, shown
 
 EXIT_USAGE = 2  # bad input of any kind: flags, files, data
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (SIGTERM: 143)
@@ -806,11 +804,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # a log file or pipe: no 80-column squeeze
-        console = Console(width=160)
+    console = output_console()
     print_summary(report, console)
     console.print(f"\nReport: {report.markdown_path} and {report.html_path}")
 
@@ -852,20 +846,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from cnnlab.reporting.console import print_trials
 
     rows = api.list_trials(args.out, args.study, args.arch, args.status)
-    table = Table(title=f"Trials in {api.store_path(args.out)}")
-    columns = ("study", "architecture", "seed", "status", "epochs", "test acc %")
-    for col in (*columns, "run"):
-        table.add_column(col)
-    for r in rows:
-        acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
-        cells = (r["study"], r["label"], str(r["seed"]), r["status"],
-                 str(r["epochs"]), acc, r["run_path"])  # fmt: skip
-        table.add_row(*(escape(shown(str(c))) for c in cells))  # a store's values
-    print_table(Console(), table)
+    print_trials(output_console(), api.store_path(args.out), rows)
     return 0
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -287,7 +287,7 @@ class Comparison:
     family: int = 0  # comparisons Holm's correction ran over
 
 
-class Untested(str, Enum):
+class Untested(StrEnum):
     """Why a comparison has no p-value."""
 
     ONE_SEED = "one seed"
@@ -359,16 +359,31 @@ def _compare(
     """Compare one label's per-seed values with the best label's."""
     mean = math.fsum(values) / len(values)
     best_mean = math.fsum(best_values) / len(best_values)
-    sizes = {"mean": mean, "best_mean": best_mean, "n": len(values),
-             "best_n": len(best_values), "family": family}  # fmt: skip
+    same = Comparison(
+        label,
+        best,
+        metric,
+        0.0,
+        None,
+        None,
+        mean=mean,
+        best_mean=best_mean,
+        n=len(values),
+        best_n=len(best_values),
+        family=family,
+    )
     if label == best:
-        return Comparison(label, best, metric, 0.0, None, None, **sizes)
+        return same
     p, untested = test
     significant = None if p_holm is None else p_holm < alpha
-    return Comparison(
-        label, best, metric, mean - best_mean, p, significant, p_holm,
-        untested=untested, **sizes,
-    )  # fmt: skip
+    return replace(
+        same,
+        difference=mean - best_mean,
+        p_value=p,
+        significant=significant,
+        p_holm=p_holm,
+        untested=untested,
+    )
 
 
 def _welch(a: list[float], b: list[float]) -> tuple[float | None, Untested | None]:
@@ -471,6 +486,11 @@ def _test_set_check(
         else row.test_acc.mean - best_row.test_acc.mean
     )
     return TestSetCheck(
-        label, best, difference, best_row.test_se, tuple(per_seed), pooled,
+        label,
+        best,
+        difference,
+        best_row.test_se,
+        tuple(per_seed),
+        pooled,
         best_row.test_images,
-    )  # fmt: skip
+    )

@@ -7,6 +7,7 @@ through `shown`, so a name from a store cannot drive the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
@@ -50,10 +51,47 @@ def print_table(t: Table, console: Any) -> None:
     """The table's terminal columns under their short headings; those left out
     for the width are named on one line after it."""
     shown_at = [i for i, c in enumerate(t.columns) if c.terminal]
-    cols = [Col(t.columns[i].terminal_header, t.columns[i].kind.value,
-                t.columns[i].drop) for i in shown_at]  # fmt: skip
+    cols = [
+        Col(t.columns[i].terminal_header, t.columns[i].kind.value, t.columns[i].drop)
+        for i in shown_at
+    ]
     rows = [[row[i] for i in shown_at] for row in t.rows]
     dropped = print_fitted(console, cols, rows, t.caption)
     if dropped:
-        console.print(Text(f"(left out at {console.width} columns: "
-                           f"{', '.join(map(shown, dropped))})", style="dim"))  # fmt: skip
+        console.print(
+            Text(
+                f"(left out at {console.width} columns: "
+                f"{', '.join(map(shown, dropped))})",
+                style="dim",
+            )
+        )
+
+
+_TRIAL_COLUMNS = (
+    Col("study", "name"),
+    Col("architecture", "name"),
+    Col("seed"),
+    Col("status", "name"),
+    Col("epochs", drop=1),
+    Col("test acc %"),
+    Col("run", "text"),  # the whole path, wrapped: a reader copies it
+)
+
+
+def print_trials(console: Any, store: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`cnnlab runs`: one line per trial of the store, run paths shown whole."""
+    cells = []
+    for r in rows:
+        acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
+        cells.append(
+            [
+                str(r["study"]),
+                str(r["label"]),
+                str(r["seed"]),
+                str(r["status"]),
+                str(r["epochs"]),
+                acc,
+                str(r["run_path"]),
+            ]
+        )
+    print_fitted(console, _TRIAL_COLUMNS, cells, f"Trials in {store}")

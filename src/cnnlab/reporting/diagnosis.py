@@ -165,8 +165,11 @@ def has_dropout(spec: Any) -> bool:
     if isinstance(spec, str):
         return "dropout" in spec.lower()
     if isinstance(spec, dict):  # layer names are keys or list items, never values
-        return any(has_dropout(k) or has_dropout(v) for k, v in spec.items()
-                   if k not in ("name", "description", "label"))
+        return any(
+            has_dropout(k) or has_dropout(v)
+            for k, v in spec.items()
+            if k not in ("name", "description", "label")
+        )
     if isinstance(spec, list | tuple):
         return any(has_dropout(item) for item in spec)
     return False

@@ -140,9 +140,7 @@ def table(
     audience: Audience = Audience.ALL,
 ) -> Table:
     """A table with its rows as tuples of strings."""
-    return Table(
-        name, tuple(columns), tuple(tuple(r) for r in rows), caption, audience
-    )
+    return Table(name, tuple(columns), tuple(tuple(r) for r in rows), caption, audience)
 
 
 def columns(
@@ -151,7 +149,9 @@ def columns(
     """Columns for `headers`: the first of kind `first`, the rest numbers unless
     `kinds` names them (by header, spaces as underscores)."""
     return [
-        Column(h, first if i == 0 else kinds.get(h.replace(" ", "_"), ColumnKind.NUMBER))
+        Column(
+            h, first if i == 0 else kinds.get(h.replace(" ", "_"), ColumnKind.NUMBER)
+        )
         for i, h in enumerate(headers)
     ]
 

@@ -240,8 +240,17 @@ def _class_names(group: list[TrialResult]) -> list[str]:
     try:
         return list(load_dataset(data).class_names)
     except CnnlabError:  # the data set has gone since the study ran
-        classes = max((int(t.predictions["test"]["labels"].max()) for t in group
-                       if "test" in t.predictions), default=9) + 1  # fmt: skip
+        classes = (
+            max(
+                (
+                    int(t.predictions["test"]["labels"].max())
+                    for t in group
+                    if "test" in t.predictions
+                ),
+                default=9,
+            )
+            + 1
+        )
         return [str(c) for c in range(classes)]
 
 
@@ -249,8 +258,9 @@ def _error_figures(trials: list[TrialResult], folder: Path) -> tuple[dict, list[
     """Confusion matrices and galleries; a data set that cannot be loaded any more
     is named instead."""
     images, names, gone = {}, {}, []
-    for data in dict.fromkeys(t.config.get("data", "mnist") for t in trials
-                              if "test" in t.predictions):  # fmt: skip
+    for data in dict.fromkeys(
+        t.config.get("data", "mnist") for t in trials if "test" in t.predictions
+    ):
         try:
             dataset = load_dataset(data)
         except CnnlabError as err:
@@ -269,15 +279,17 @@ def _write_report(
     names: Mapping[str, str] | None = None,
 ) -> StudyReport:
     if names:  # labels as a reader knows them; the store keeps its keys
-        trials = [dataclasses.replace(t, label=names.get(t.label, t.label))
-                  for t in trials]  # fmt: skip
+        trials = [
+            dataclasses.replace(t, label=names.get(t.label, t.label)) for t in trials
+        ]
     report = analyse(info, trials, folder)
     figures = study_figures(trials, folder / "figures") if trials else {}
     errors, gone = _error_figures(trials, folder / "figures") if trials else ({}, [])
     kinds = dict.fromkeys(figures, FigureKind.TRAINING)
     kinds |= dict.fromkeys(errors, FigureKind.ERRORS)
-    report = dataclasses.replace(report, figures=figures | errors,
-                                 notes=report.notes + gone, figure_kinds=kinds)  # fmt: skip
+    report = dataclasses.replace(
+        report, figures=figures | errors, notes=report.notes + gone, figure_kinds=kinds
+    )
     write_document(report.document(), folder)
     return report
 
@@ -294,5 +306,3 @@ def write_document(doc: Document, folder: Path) -> None:
     atomic_write_text(folder / "report.csv", render.document_csv(doc))
     atomic_write_text(folder / "report.md", render.to_markdown(doc))
     atomic_write_text(folder / "report.html", render.to_html(doc))
-
-

@@ -59,8 +59,11 @@ def study_document(report: StudyReport) -> Document:
     doc = Builder()
     chosen = "test set" if report.warning else "validation"
     caption = f"Study {info.name}: mean ± std over seeds (best chosen on {chosen})"
-    doc.add("Comparison", Paragraph(METHODS, audience=FILES),
-            comparison_table(report.rows, caption))  # fmt: skip
+    doc.add(
+        "Comparison",
+        Paragraph(METHODS, audience=FILES),
+        comparison_table(report.rows, caption),
+    )
     doc.add(
         "Is the difference real?",
         *(Paragraph(line) for line in protocol_lines(report)),
@@ -68,27 +71,42 @@ def study_document(report: StudyReport) -> Document:
         *(Paragraph(test_check_text(c), style=Style.ITEM) for c in report.test_checks),
     )
     if report.epochs:
-        doc.add("Best epoch and time to accuracy", Paragraph(
-            "Best epoch by validation loss against the last; times are training "
-            "seconds until validation accuracy first reached each level."),
-            _epoch_table(report))  # fmt: skip
+        doc.add(
+            "Best epoch and time to accuracy",
+            Paragraph(
+                "Best epoch by validation loss against the last; times are training "
+                "seconds until validation accuracy first reached each level."
+            ),
+            _epoch_table(report),
+        )
     doc.add("Where each net goes wrong", *_error_blocks(report))
     if report.diffs:
-        doc.add("What each net changes from the best", _diff_table(report),
-                audience=FILES)  # fmt: skip
+        doc.add(
+            "What each net changes from the best", _diff_table(report), audience=FILES
+        )
     if report.cross is not None:
-        doc.add("Across data sets", _cross_table(report.cross), *(
-            Paragraph(agreement_text(a, b, r), style=Style.ITEM)
-            for a, b, r in report.cross.agreement))  # fmt: skip
-    doc.add("The notebook's conclusion table", _notebook_table(report.rows),
-            audience=FILES)  # fmt: skip
+        doc.add(
+            "Across data sets",
+            _cross_table(report.cross),
+            *(
+                Paragraph(agreement_text(a, b, r), style=Style.ITEM)
+                for a, b, r in report.cross.agreement
+            ),
+        )
+    doc.add(
+        "The notebook's conclusion table", _notebook_table(report.rows), audience=FILES
+    )
     doc.add("Diagnosis", *_diagnosis_blocks(report))
     doc.add("Figures", *_figures(report, FigureKind.TRAINING), audience=FILES)
     config = yaml.safe_dump(info.config, sort_keys=False, default_flow_style=None)
     doc.add("Study configuration", Code(config.rstrip(), "yaml"), audience=FILES)
     doc.add("Machine", Paragraph(_machine(report)), audience=FILES)
-    return Document(f"Study {info.name}", tuple(intro), tuple(doc.sections),
-                    page_title=f"cnnlab study {info.name}")  # fmt: skip
+    return Document(
+        f"Study {info.name}",
+        tuple(intro),
+        tuple(doc.sections),
+        page_title=f"cnnlab study {info.name}",
+    )
 
 
 def protocol_lines(report: StudyReport) -> list[str]:
@@ -111,8 +129,11 @@ def protocol_lines(report: StudyReport) -> list[str]:
         )
     elif tests <= 1:
         correction = ""  # one test: nothing to correct for
-    lines = [chosen, f"Comparisons with the best: Welch's t-test over seeds"
-             f"{correction}; on the test images, McNemar's exact test."]  # fmt: skip
+    lines = [
+        chosen,
+        f"Comparisons with the best: Welch's t-test over seeds"
+        f"{correction}; on the test images, McNemar's exact test.",
+    ]
     if p.reads_text:
         lines.append(p.reads_text)
     return lines
@@ -142,25 +163,33 @@ def _se(row: ArchRow) -> str:
 COMPARISON: list[tuple[Column, object]] = [
     (Column("architecture", K.NAME, "net"), lambda r: r.label),
     (Column("seeds", terminal=False), lambda r: str(r.seeds)),
-    (Column("params", drop=3), lambda r: f"{r.params:,}"),
-    (Column("train FLOPs/sample", short="FLOPs", drop=4),
-     lambda r: format_flops(training_flops(r.flops))),
+    (Column("params", drop=2), lambda r: f"{r.params:,}"),
+    (
+        Column("train FLOPs/sample", short="FLOPs", drop=5),
+        lambda r: format_flops(training_flops(r.flops)),
+    ),
     (Column("val acc %"), lambda r: _fmt(r.val_acc, 2, 100)),
-    (Column("val loss", drop=2), lambda r: _fmt(r.val_loss)),
+    (Column("val loss", drop=4), lambda r: _fmt(r.val_loss)),
     (Column("test acc %"), lambda r: _fmt(r.test_acc, 2, 100)),
     (Column("test acc 95% CI", terminal=False), lambda r: _ci(r.test_acc)),
-    (Column("test SE (points)", short="test SE", drop=1), _se),
+    (Column("test SE (points)", short="test SE", drop=3), _se),
     (Column("test loss", terminal=False), lambda r: _fmt(r.test_loss)),
-    (Column("best epoch", short="best ep", drop=5), lambda r: _fmt(r.best_epoch, 1)),
-    (Column("train acc % (clean)", short="clean acc %", drop=6),
-     lambda r: _fmt(r.clean_acc, 2, 100)),
+    (Column("best epoch", short="best ep", drop=6), lambda r: _fmt(r.best_epoch, 1)),
+    (
+        Column("train acc % (clean)", short="clean acc %", drop=7),
+        lambda r: _fmt(r.clean_acc, 2, 100),
+    ),
     (Column("train loss (clean)", terminal=False), lambda r: _fmt(r.clean_loss)),
-    (Column("train acc % (running)", terminal=False),
-     lambda r: _fmt(r.final_acc, 2, 100)),
-    (Column("train loss (running)", short="train loss", drop=7),
-     lambda r: _fmt(r.final_loss)),
-    (Column("s/epoch", drop=8), lambda r: _fmt(r.seconds_per_epoch, 1)),
-]  # fmt: skip
+    (
+        Column("train acc % (running)", terminal=False),
+        lambda r: _fmt(r.final_acc, 2, 100),
+    ),
+    (
+        Column("train loss (running)", short="train loss", drop=8),
+        lambda r: _fmt(r.final_loss),
+    ),
+    (Column("s/epoch", drop=9), lambda r: _fmt(r.seconds_per_epoch, 1)),
+]
 
 
 def comparison_table(rows: Sequence[ArchRow], caption: str = "") -> Table:
@@ -171,36 +200,53 @@ def comparison_table(rows: Sequence[ArchRow], caption: str = "") -> Table:
 
 def _notebook_table(rows: Sequence[ArchRow]) -> Table:
     view = notebook_view(rows)
-    metrics = ["Optimizer", "Train Accuracy", "Train Loss", "Test Accuracy",
-               "Test Loss"]  # fmt: skip
+    metrics = [
+        "Optimizer",
+        "Train Accuracy",
+        "Train Loss",
+        "Test Accuracy",
+        "Test Loss",
+    ]
     headers = ["Metric", *(v["label"] for v in view)]
     cells = [[m, *(v[m] for v in view)] for m in metrics]
-    return table("notebook", [Column(h, K.NAME if i == 0 else K.NUMBER)
-                              for i, h in enumerate(headers)], cells)  # fmt: skip
+    return table(
+        "notebook",
+        [Column(h, K.NAME if i == 0 else K.NUMBER) for i, h in enumerate(headers)],
+        cells,
+    )
 
 
 def _epoch_table(report: StudyReport) -> Table:
     onset = {d.label: d.overfit_from for d in report.diagnoses}
     thresholds = report.epochs[0].reaches if report.epochs else ()
-    headers = ["net", "best epoch", "val loss best / last", "val acc % best / last",
-               "overfitting from",
-               *(f"to {r.threshold:.1%} val acc" for r in thresholds)]  # fmt: skip
+    headers = [
+        "net",
+        "best epoch",
+        "val loss best / last",
+        "val acc % best / last",
+        "overfitting from",
+        *(f"to {r.threshold:.1%} val acc" for r in thresholds),
+    ]
     rows = []
     for v in report.epochs:
         acc = "-"
         if v.best_val_acc is not None and v.last_val_acc is not None:
             acc = f"{v.best_val_acc.mean:.2%} / {v.last_val_acc.mean:.2%}"
         start = onset.get(v.label)
-        rows.append([
-            v.label,
-            f"{v.best_epoch.mean:.1f} of {v.last_epoch.mean:.0f}",
-            f"{v.best_val_loss.mean:.4f} / {v.last_val_loss.mean:.4f}",
-            acc.replace("%", ""),
-            "-" if start is None else f"epoch {start}",
-            *(r.text() for r in v.reaches),
-        ])  # fmt: skip
-    kinds = [Column(h, K.NAME if i == 0 else K.NUMBER, drop=0 if i < 3 else i)
-             for i, h in enumerate(headers)]  # fmt: skip
+        rows.append(
+            [
+                v.label,
+                f"{v.best_epoch.mean:.1f} of {v.last_epoch.mean:.0f}",
+                f"{v.best_val_loss.mean:.4f} / {v.last_val_loss.mean:.4f}",
+                acc.replace("%", ""),
+                "-" if start is None else f"epoch {start}",
+                *(r.text() for r in v.reaches),
+            ]
+        )
+    kinds = [
+        Column(h, K.NAME if i == 0 else K.NUMBER, drop=0 if i < 3 else i)
+        for i, h in enumerate(headers)
+    ]
     return table("epochs", kinds, rows)
 
 
@@ -210,8 +256,9 @@ def _confused_table(report: StudyReport) -> Table:
     for label, pairs in report.confused.items():
         names = report.class_names.get(label, [])
         rows.append([label, "; ".join(_pair_text(p, names) for p in pairs) or "-"])
-    return table("confused", [Column(headers[0], K.NAME), Column(headers[1], K.TEXT)],
-                 rows)  # fmt: skip
+    return table(
+        "confused", [Column(headers[0], K.NAME), Column(headers[1], K.TEXT)], rows
+    )
 
 
 def _pair_text(pair: ConfusedPair, names: Sequence[str]) -> str:
@@ -225,18 +272,32 @@ def _pair_text(pair: ConfusedPair, names: Sequence[str]) -> str:
 
 def _diff_table(report: StudyReport) -> Table:
     metric = report.metric.replace("_", " ")
-    headers = ["net", "vs", f"{metric} delta", "Holm p", "params delta",
-               "train FLOPs delta", "layer changes"]  # fmt: skip
+    headers = [
+        "net",
+        "vs",
+        f"{metric} delta",
+        "Holm p",
+        "params delta",
+        "train FLOPs delta",
+        "layer changes",
+    ]
     scale, unit = (100, " points") if report.metric.endswith("acc") else (1, "")
     rows = [
-        [d.label, d.best_label, f"{d.difference * scale:+.2f}{unit}",
-         "-" if d.p_holm is None else f"{d.p_holm:.2g}", f"{d.params:+,}",
-         _signed_flops(d.flops), d.layers]
+        [
+            d.label,
+            d.best_label,
+            f"{d.difference * scale:+.2f}{unit}",
+            "-" if d.p_holm is None else f"{d.p_holm:.2g}",
+            f"{d.params:+,}",
+            _signed_flops(d.flops),
+            d.layers,
+        ]
         for d in report.diffs
-    ]  # fmt: skip
+    ]
     kinds = [K.NAME, K.NAME, K.NUMBER, K.NUMBER, K.NUMBER, K.NUMBER, K.TEXT]
-    return table("diffs", [Column(h, k) for h, k in zip(headers, kinds, strict=True)],
-                 rows)  # fmt: skip
+    return table(
+        "diffs", [Column(h, k) for h, k in zip(headers, kinds, strict=True)], rows
+    )
 
 
 def _signed_flops(value: int) -> str:
@@ -247,8 +308,11 @@ def _cross_table(cross: CrossData) -> Table:
     what = "val acc %" if cross.metric == "val_acc" else "test acc %"
     headers = ["net"]
     for d in cross.datas:
-        headers += [f"{d} {what}", f"{d} test acc %"] if what != "test acc %" else [
-            f"{d} test acc %"]  # fmt: skip
+        headers += (
+            [f"{d} {what}", f"{d} test acc %"]
+            if what != "test acc %"
+            else [f"{d} test acc %"]
+        )
     first, *rest = cross.datas
     headers += [f"change {first} -> {d} (points)" for d in rest]
     rows = []
@@ -264,8 +328,11 @@ def _cross_table(cross: CrossData) -> Table:
                 "-" if a is None or b is None else f"{(b.mean - a.mean) * 100:+.2f}"
             )
         rows.append(cells)
-    return table("cross", [Column(h, K.NAME if i == 0 else K.NUMBER)
-                           for i, h in enumerate(headers)], rows)  # fmt: skip
+    return table(
+        "cross",
+        [Column(h, K.NAME if i == 0 else K.NUMBER) for i, h in enumerate(headers)],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------- the prose
@@ -277,9 +344,13 @@ def _error_blocks(report: StudyReport) -> list[Paragraph | Table | Figure]:
     blocks: list[Paragraph | Table | Figure] = []
     if report.confused:
         blocks.append(_confused_table(report))
-    blocks += [Paragraph(f"{count} test images of {data} are wrong for every net and "
-                         "seed (figure hard-images).")
-               for data, count in report.hard.items()]  # fmt: skip
+    blocks += [
+        Paragraph(
+            f"{count} test images of {data} are wrong for every net and "
+            "seed (figure hard-images)."
+        )
+        for data, count in report.hard.items()
+    ]
     blocks += _figures(report, FigureKind.ERRORS)
     if report.missing:
         blocks.append(Paragraph(missing_text(report)))
@@ -295,20 +366,30 @@ def missing_text(report: StudyReport) -> str:
 
 
 def _diagnosis_blocks(report: StudyReport) -> list[Paragraph]:
-    blocks = [Paragraph(d.text, lead=f"{d.label}: {d.verdict}.")
-              for d in report.diagnoses]  # fmt: skip
+    blocks = [
+        Paragraph(d.text, lead=f"{d.label}: {d.verdict}.") for d in report.diagnoses
+    ]
     return blocks + [Paragraph(note, style=Style.NOTE) for note in report.notes]
 
 
 def _figures(report: StudyReport, kind: FigureKind) -> list[Figure]:
     kinds = report.figure_kinds
-    return [Figure(name, path, kinds.get(name, FigureKind.TRAINING))
-            for name, path in report.figures.items()
-            if kinds.get(name, FigureKind.TRAINING) is kind]  # fmt: skip
+    return [
+        Figure(name, path, kinds.get(name, FigureKind.TRAINING))
+        for name, path in report.figures.items()
+        if kinds.get(name, FigureKind.TRAINING) is kind
+    ]
 
 
 def _machine(report: StudyReport) -> str:
     env = report.info.environment
-    keys = ("platform", "processor", "cpu_count", "threads", "device", "torch",
-            "cnnlab")  # fmt: skip
+    keys = (
+        "platform",
+        "processor",
+        "cpu_count",
+        "threads",
+        "device",
+        "torch",
+        "cnnlab",
+    )
     return ", ".join(f"{k}: {env[k]}" for k in keys if env.get(k) is not None)

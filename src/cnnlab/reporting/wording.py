@@ -27,7 +27,8 @@ def comparison_text(c: Comparison) -> str:
     means, the difference, the test and what it means."""
     as_percent = c.metric.endswith("acc")
     if c.label == c.best_label:
-        return f"{c.label}: {metric_text(c.mean, as_percent)} (n = {c.n}), best {c.metric}."
+        mean = metric_text(c.mean, as_percent)
+        return f"{c.label}: {mean} (n = {c.n}), best {c.metric}."
     said = (
         f"{c.label}: {metric_text(c.mean, as_percent)} vs "
         f"{metric_text(c.best_mean, as_percent)} for {c.best_label}, "
@@ -47,7 +48,9 @@ def test_check_text(check: TestSetCheck) -> str:
     label, best = check.label, check.best_label
     parts = []
     if check.difference is not None:
-        said = f"{label} vs {best} on the test set: {check.difference * 100:+.2f} points"
+        said = (
+            f"{label} vs {best} on the test set: {check.difference * 100:+.2f} points"
+        )
         se = check.sampling_error
         if se is not None:
             side = "below" if abs(check.difference) < se else "above"

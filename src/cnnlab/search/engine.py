@@ -386,8 +386,9 @@ class _Searcher:
             what = f"{metric} {value:.4f}, val acc {last.get('val_acc') or 0:.2%}"
         self.tally.best = _best_text(self.optuna, self.study, metric)
         self.say(
-            f"Candidate {k}/{self.budget} {point.label}: {what} | best {self.tally.best}"
-            f" | pruned {self.tally.pruned}, invalid {self.tally.invalid}"
+            f"Candidate {k}/{self.budget} {point.label}: {what}"
+            f" | best {self.tally.best} | pruned {self.tally.pruned}, "
+            f"invalid {self.tally.invalid}"
         )
 
 

@@ -137,8 +137,11 @@ def write_best(result: SearchResult, store: Store, label: str, path: Path) -> Pa
     row = next(r for r in store.trial_rows(result.final_study) if r["label"] == label)
     spec, config = json.loads(row["spec"]), json.loads(row["config"])
     default = TrainConfig().to_dict()
-    train = {k: v for k, v in config.items()
-             if k != "seed" and (k in _ALWAYS or v != default[k])}  # fmt: skip
+    train = {
+        k: v
+        for k, v in config.items()
+        if k != "seed" and (k in _ALWAYS or v != default[k])
+    }
     doc = {"name": label, **{k: v for k, v in spec.items() if k != "name"}}
     doc["description"] = (
         f"winner of the search {result.spec.name} (validation mean over seeds)"
@@ -164,16 +167,20 @@ def build_search_report(result: SearchResult) -> SearchReport:
         facts = search_facts(result, optuna, study, store)
         best_file = None
         if facts.best_key is not None:
-            best_file = write_best(result, store, facts.best_key,
-                                   out / spec.name / BEST_FILE)  # fmt: skip
+            best_file = write_best(
+                result, store, facts.best_key, out / spec.name / BEST_FILE
+            )
     figures = _figures(optuna, study, spec, folder / "figures")
     best = best_file.read_text(encoding="utf-8") if best_file else ""
     write_document(search_document(facts, best, figures), folder)
-    return SearchReport(folder, best_file, summary_lines(facts), facts.final,
-                        facts.overturned, figures)  # fmt: skip
+    return SearchReport(
+        folder, best_file, summary_lines(facts), facts.final, facts.overturned, figures
+    )
 
 
-def search_facts(result: SearchResult, optuna: Any, study: Any, store: Store) -> SearchFacts:
+def search_facts(
+    result: SearchResult, optuna: Any, study: Any, store: Store
+) -> SearchFacts:
     """What the search tried and what the seeds said, read from Optuna and the store;
     the finalists' study report is built on the way (it is their facts)."""
     spec, tally = result.spec, result.tally
@@ -181,52 +188,78 @@ def search_facts(result: SearchResult, optuna: Any, study: Any, store: Store) ->
     names = labels_by_key(study.get_trials(deepcopy=False))
     final, val, flips, best_key = None, [], (0, 0), None
     if result.final_study:
-        final = build_report(store, result.final_study,
-                             result.out / result.final_study / "report", names)  # fmt: skip
+        final = build_report(
+            store, result.final_study, result.out / result.final_study / "report", names
+        )
         val = compare_to_best(final.trials, "val_acc")
-        means = {r.label: r.val_acc.mean for r in comparison_rows(final.trials)
-                 if r.val_acc is not None}  # fmt: skip
+        means = {
+            r.label: r.val_acc.mean
+            for r in comparison_rows(final.trials)
+            if r.val_acc is not None
+        }
         order = [names.get(key, key) for key in result.finalists]
         flips = overturned(order, means)
         keys = {label: key for key, label in names.items()}
         best_key = next((keys.get(c.best_label, c.best_label) for c in val), None)
     return SearchFacts(
-        name=spec.name, objectives=tuple(spec.objectives), sampler=spec.sampler,
-        pruner=spec.pruner, trained=tally.trained, pruned=tally.pruned,
-        failed=tally.failed, invalid=tally.invalid,
-        candidates=_candidates(trials, names), invalid_points=_invalid(optuna, study),
-        finalists=_finalists(final, val, trials, names), comparisons=val,
-        overturned=flips, best_key=best_key, final=final,
-    )  # fmt: skip
+        name=spec.name,
+        objectives=tuple(spec.objectives),
+        sampler=spec.sampler,
+        pruner=spec.pruner,
+        trained=tally.trained,
+        pruned=tally.pruned,
+        failed=tally.failed,
+        invalid=tally.invalid,
+        candidates=_candidates(trials, names),
+        invalid_points=_invalid(optuna, study),
+        finalists=_finalists(final, val, trials, names),
+        comparisons=val,
+        overturned=flips,
+        best_key=best_key,
+        final=final,
+    )
 
 
 def labels_by_key(trials: list[Any]) -> dict[str, str]:
     """Each candidate's key -> its values as text; a key stays where two
     candidates' texts would read alike (values equal to 3 digits)."""
-    texts = {t.user_attrs["label"]: values_text(t.params) for t in trials
-             if "label" in t.user_attrs}  # fmt: skip
+    texts = {
+        t.user_attrs["label"]: values_text(t.params)
+        for t in trials
+        if "label" in t.user_attrs
+    }
     seen: dict[str, int] = {}
     for text in texts.values():
         seen[text] = seen.get(text, 0) + 1
-    return {key: text if seen[text] == 1 else f"{text} ({key})"
-            for key, text in texts.items()}  # fmt: skip
+    return {
+        key: text if seen[text] == 1 else f"{text} ({key})"
+        for key, text in texts.items()
+    }
 
 
 def _candidates(trials: list[Any], names: dict[str, str]) -> list[Candidate]:
     """The best candidates of the search phase, best first."""
     return [
-        Candidate(rank, names.get(t.user_attrs["label"], t.user_attrs["label"]),
-                  t.user_attrs["label"], t.number, t.values[0],
-                  t.user_attrs.get("val_acc"), t.user_attrs.get("params", 0),
-                  t.user_attrs.get("train_flops", 0))
+        Candidate(
+            rank,
+            names.get(t.user_attrs["label"], t.user_attrs["label"]),
+            t.user_attrs["label"],
+            t.number,
+            t.values[0],
+            t.user_attrs.get("val_acc"),
+            t.user_attrs.get("params", 0),
+            t.user_attrs.get("train_flops", 0),
+        )
         for rank, t in enumerate(trials[:TOP_SHOWN], start=1)
-    ]  # fmt: skip
+    ]
 
 
 def _finalists(
-    final: StudyReport | None, val: list[Comparison], trials: list[Any],
+    final: StudyReport | None,
+    val: list[Comparison],
+    trials: list[Any],
     names: dict[str, str],
-) -> list[Finalist]:  # fmt: skip
+) -> list[Finalist]:
     if final is None:
         return []
     search_rank = {
@@ -238,15 +271,21 @@ def _finalists(
     for r in final.rows:
         rank, value = search_rank.get(r.label, (None, None))
         test = None if r.test_acc is None else r.test_acc.mean
-        rows.append(Finalist(r.label, rank, value, r.val_acc, r.seeds, test,
-                             verdict.get(r.label)))  # fmt: skip
+        rows.append(
+            Finalist(
+                r.label, rank, value, r.val_acc, r.seeds, test, verdict.get(r.label)
+            )
+        )
     return rows
 
 
 def _invalid(optuna: Any, study: Any) -> list[tuple[int, dict[str, Any], str]]:
     fail = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-    return [(t.number, dict(t.params), t.user_attrs["invalid"])
-            for t in fail if t.user_attrs.get("invalid")][:TOP_SHOWN]  # fmt: skip
+    return [
+        (t.number, dict(t.params), t.user_attrs["invalid"])
+        for t in fail
+        if t.user_attrs.get("invalid")
+    ][:TOP_SHOWN]
 
 
 # -------------------------------------------------------------------- words
@@ -277,37 +316,71 @@ def _overturn(f: SearchFacts) -> str:
     )
 
 
-def search_document(facts: SearchFacts, best: str, figures: dict[str, Path]) -> Document:
+def search_document(
+    facts: SearchFacts, best: str, figures: dict[str, Path]
+) -> Document:
     """The search report, in order: counts, candidates, invalid points, finalists,
     the winner's file, figures."""
     doc = Builder()
     objective = facts.objectives[0]
-    doc.add("Candidates (search phase: one seed each, validation only)",
-            table("candidates", [
-                Column("rank"), Column("candidate", ColumnKind.NAME),
-                Column(objective), Column("val acc %"), Column("params", drop=1),
+    doc.add(
+        "Candidates (search phase: one seed each, validation only)",
+        table(
+            "candidates",
+            [
+                Column("rank"),
+                Column("candidate", ColumnKind.NAME),
+                Column(objective),
+                Column("val acc %"),
+                Column("params", drop=1),
                 Column("train FLOPs/sample", drop=2),
-                Column("key", ColumnKind.NAME, drop=3)],
-                [_candidate_row(c) for c in facts.candidates]))  # fmt: skip
+                Column("key", ColumnKind.NAME, drop=3),
+            ],
+            [_candidate_row(c) for c in facts.candidates],
+        ),
+    )
     if facts.invalid_points:
-        doc.add("Invalid points (not trained)", table(
-            "invalid", [Column("trial"), Column("values", ColumnKind.TEXT),
-                        Column("why", ColumnKind.TEXT)],
-            [[str(n), values_text(v), why] for n, v, why in facts.invalid_points]))  # fmt: skip
-    doc.add("Finalists (re-trained over seeds; the only test-set reads)",
-            *_finalist_blocks(facts))  # fmt: skip
+        doc.add(
+            "Invalid points (not trained)",
+            table(
+                "invalid",
+                [
+                    Column("trial"),
+                    Column("values", ColumnKind.TEXT),
+                    Column("why", ColumnKind.TEXT),
+                ],
+                [[str(n), values_text(v), why] for n, v, why in facts.invalid_points],
+            ),
+        )
+    doc.add(
+        "Finalists (re-trained over seeds; the only test-set reads)",
+        *_finalist_blocks(facts),
+    )
     if best:
         doc.add(f"The winner: {BEST_FILE}", Code(best.rstrip(), "yaml"))
-    doc.add("Figures", *(Figure(name, path, FigureKind.SEARCH)
-                         for name, path in figures.items()))  # fmt: skip
-    return Document(f"Search {facts.name}", (Paragraph(_counts(facts) + "."),),
-                    tuple(doc.sections), page_title=f"cnnlab search {facts.name}")  # fmt: skip
+    doc.add(
+        "Figures",
+        *(Figure(name, path, FigureKind.SEARCH) for name, path in figures.items()),
+    )
+    return Document(
+        f"Search {facts.name}",
+        (Paragraph(_counts(facts) + "."),),
+        tuple(doc.sections),
+        page_title=f"cnnlab search {facts.name}",
+    )
 
 
 def _candidate_row(c: Candidate) -> list[str]:
     acc = "-" if c.val_acc is None else f"{100 * c.val_acc:.2f}"
-    return [str(c.rank), c.label, f"{c.objective:.4f}", acc, f"{c.params:,}",
-            format_flops(c.train_flops), c.key]  # fmt: skip
+    return [
+        str(c.rank),
+        c.label,
+        f"{c.objective:.4f}",
+        acc,
+        f"{c.params:,}",
+        format_flops(c.train_flops),
+        c.key,
+    ]
 
 
 _STANDING = {True: "worse", False: "cannot be told apart"}
@@ -317,32 +390,46 @@ def _finalist_blocks(facts: SearchFacts) -> list[Any]:
     if not facts.finalists or facts.final is None:
         return [Paragraph("No candidate completed: no finalists.")]
     objective = facts.objectives[0]
-    columns = [Column("finalist", ColumnKind.NAME), Column("search rank"),
-               Column("search " + objective), Column("val acc % (mean ± std)"),
-               Column("seeds"), Column("test acc % (mean)"),
-               Column("vs best", ColumnKind.NAME)]  # fmt: skip
+    columns = [
+        Column("finalist", ColumnKind.NAME),
+        Column("search rank"),
+        Column("search " + objective),
+        Column("val acc % (mean ± std)"),
+        Column("seeds"),
+        Column("test acc % (mean)"),
+        Column("vs best", ColumnKind.NAME),
+    ]
     rows = []
     for f in facts.finalists:
         c = f.comparison
         tell = "-" if c is None or c.significant is None else _STANDING[c.significant]
         if c is not None and c.label == c.best_label:
             tell = "best"
-        rows.append([
-            f.label, "baseline" if f.search_rank is None else str(f.search_rank),
-            "-" if f.search_value is None else f"{f.search_value:.4f}",
-            "-" if f.val_acc is None else f.val_acc.format(2, 100), str(f.seeds),
-            "-" if f.test_acc is None else f"{100 * f.test_acc:.2f}", tell,
-        ])  # fmt: skip
+        rows.append(
+            [
+                f.label,
+                "baseline" if f.search_rank is None else str(f.search_rank),
+                "-" if f.search_value is None else f"{f.search_value:.4f}",
+                "-" if f.val_acc is None else f.val_acc.format(2, 100),
+                str(f.seeds),
+                "-" if f.test_acc is None else f"{100 * f.test_acc:.2f}",
+                tell,
+            ]
+        )
     return [
         table("finalists", columns, rows),
         Paragraph(_overturn(facts)),
         *(Paragraph(comparison_text(c), style=Style.ITEM) for c in facts.comparisons),
-        Paragraph("Full comparison (validation-selected, test scored once per trial):",
-                  audience=Audience.FILES),
+        Paragraph(
+            "Full comparison (validation-selected, test scored once per trial):",
+            audience=Audience.FILES,
+        ),
         comparison_table(facts.final.rows),
-        Paragraph(f"The finalists' study report: {facts.final.markdown_path}",
-                  audience=Audience.FILES),
-    ]  # fmt: skip
+        Paragraph(
+            f"The finalists' study report: {facts.final.markdown_path}",
+            audience=Audience.FILES,
+        ),
+    ]
 
 
 # ----------------------------------------------------------------- figures
@@ -368,8 +455,12 @@ def _figures(optuna: Any, study: Any, spec: Any, folder: Path) -> dict[str, Path
     pruned = study.get_trials(deepcopy=False, states=(state.PRUNED,))
     for t in pruned:
         if t.intermediate_values:
-            ax.plot([t.number], [list(t.intermediate_values.values())[-1]], "x",
-                    color="grey")  # fmt: skip
+            ax.plot(
+                [t.number],
+                [list(t.intermediate_values.values())[-1]],
+                "x",
+                color="grey",
+            )
     ax.set(
         xlabel="trial", ylabel=metric, title=f"Optimisation history ({spec.sampler})"
     )
@@ -452,5 +543,3 @@ def _scaled(param: Any, value: Any) -> float:
             math.log(param.high) - math.log(param.low)
         )
     return (value - param.low) / (param.high - param.low)
-
-

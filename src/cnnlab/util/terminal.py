@@ -108,8 +108,8 @@ class Col:
 # Rich draws a table with one space of padding on each side of a cell and a rule
 # between cells and at both ends: 3 characters per column, plus 1.
 _RULES = 3
-_NAME_MIN = 12  # a name column folds no narrower than this (or its widest word)
-_TEXT_MIN = 16  # nor a sentence column
+_NAME_MIN = 10  # a name column folds no narrower than this (or its header)
+_TEXT_MIN = 12  # nor a sentence or path column
 
 
 def fit_columns(
@@ -135,7 +135,9 @@ def fit_columns(
     # first, then number headers (which wrap between words)
     for kinds in (("text", "name"), ("number",)):
         while excess > 0:
-            shrink = [i for i in keep if columns[i].kind in kinds and widths[i] > least[i]]
+            shrink = [
+                i for i in keep if columns[i].kind in kinds and widths[i] > least[i]
+            ]
             if not shrink:
                 break
             i = max(shrink, key=lambda i: widths[i] - least[i])
@@ -181,8 +183,9 @@ def print_fitted(
     for i, w in zip(keep, widths, strict=True):
         col = columns[i]
         justify = "right" if col.kind == "number" else "left"
-        table.add_column(Text(shown(col.header)), justify=justify, width=w,
-                         overflow="fold")  # fmt: skip
+        table.add_column(
+            Text(shown(col.header)), justify=justify, width=w, overflow="fold"
+        )
     for row in rows:
         table.add_row(*(Text(shown(row[i])) for i in keep))
     console.print(table)
