@@ -21,6 +21,7 @@ from cnnlab.reporting.diagnosis import (
     OVERFIT_RISE,
     diagnose,
     diagnose_all,
+    has_dropout,
     shared_notes,
 )
 from cnnlab.reporting.wording import comparison_text
@@ -445,6 +446,25 @@ def test_train_loss_above_validation_with_clean_loss_below_is_dropout_gap() -> N
     assert shared_notes([d, d]) == [DROPOUT_NOTE]
     assert "training mode (dropout on)" in DROPOUT_NOTE
     assert d.advice == "Nothing to fix."
+
+
+def test_without_dropout_the_gap_is_the_running_mean_not_dropout() -> None:
+    loss = [0.300, 0.120, 0.090, 0.075, 0.065]
+    val_loss = [0.090, 0.060, 0.050, 0.045, 0.040]
+    dense = {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}
+    trials = seeds_around("plain", loss, val_loss, train_clean_loss=0.025, spec=dense)
+    d = diagnose("plain", trials, best_acc=None)
+    assert d.verdict == "good fit"
+    assert "dropout" not in d.text
+    assert "the mean over an epoch in which the net was still improving" in d.text
+    assert shared_notes([d]) == []
+    with_dropout = {
+        "name": "dropout-free name",
+        "layers": [{"type": "Dense", "units": 10}, {"type": "Dropout", "rate": 0.5}],
+    }
+    trials = seeds_around("drop", loss, val_loss, spec=with_dropout)
+    assert diagnose("drop", trials, best_acc=None).verdict == "dropout gap"
+    assert not has_dropout({"name": "dropout", "layers": [{"type": "Dense"}]})
 
 
 def test_dropout_gap_that_clean_loss_does_not_explain_says_so() -> None:

@@ -68,8 +68,8 @@ def print_table(t: Table, console: Any) -> None:
 
 
 _TRIAL_COLUMNS = (
-    Col("study", "name"),
-    Col("architecture", "name"),
+    Col("study", "name", fold=10),
+    Col("architecture", "name", fold=10),
     Col("seed"),
     Col("status", "name"),
     Col("epochs", drop=1),

@@ -50,12 +50,6 @@ METHODS = (
 def study_document(report: StudyReport) -> Document:
     """The whole study report, in order."""
     info = report.info
-    intro = [Paragraph(info.description, audience=FILES)] if info.description else []
-    if report.warning:
-        intro.append(Paragraph(report.warning, style=Style.WARNING))
-    reads = report.protocol.reads_text if report.protocol else None
-    created = f"{len(report.trials)} trials; created {info.created}."
-    intro.append(Paragraph(f"{created} {reads}" if reads else created, audience=FILES))
     doc = Builder()
     chosen = "test set" if report.warning else "validation"
     caption = f"Study {info.name}: mean ± std over seeds (best chosen on {chosen})"
@@ -71,28 +65,14 @@ def study_document(report: StudyReport) -> Document:
         *(Paragraph(test_check_text(c), style=Style.ITEM) for c in report.test_checks),
     )
     if report.epochs:
-        doc.add(
-            "Best epoch and time to accuracy",
-            Paragraph(
-                "Best epoch by validation loss against the last; times are training "
-                "seconds until validation accuracy first reached each level."
-            ),
-            _epoch_table(report),
-        )
+        doc.add("Best epoch and time to accuracy", EPOCHS, _epoch_table(report))
     doc.add("Where each net goes wrong", *_error_blocks(report))
     if report.diffs:
         doc.add(
             "What each net changes from the best", _diff_table(report), audience=FILES
         )
     if report.cross is not None:
-        doc.add(
-            "Across data sets",
-            _cross_table(report.cross),
-            *(
-                Paragraph(agreement_text(a, b, r), style=Style.ITEM)
-                for a, b, r in report.cross.agreement
-            ),
-        )
+        doc.add("Across data sets", *_cross_blocks(report.cross))
     doc.add(
         "The notebook's conclusion table", _notebook_table(report.rows), audience=FILES
     )
@@ -103,10 +83,28 @@ def study_document(report: StudyReport) -> Document:
     doc.add("Machine", Paragraph(_machine(report)), audience=FILES)
     return Document(
         f"Study {info.name}",
-        tuple(intro),
+        _intro(report),
         tuple(doc.sections),
         page_title=f"cnnlab study {info.name}",
     )
+
+
+EPOCHS = Paragraph(
+    "Best epoch by validation loss against the last; times are training seconds "
+    "until validation accuracy first reached each level."
+)
+
+
+def _intro(report: StudyReport) -> tuple[Paragraph, ...]:
+    """The description, the protocol's warning, the trial count and test reads."""
+    info = report.info
+    intro = [Paragraph(info.description, audience=FILES)] if info.description else []
+    if report.warning:
+        intro.append(Paragraph(report.warning, style=Style.WARNING))
+    reads = report.protocol.reads_text if report.protocol else None
+    created = f"{len(report.trials)} trials; created {info.created}."
+    intro.append(Paragraph(f"{created} {reads}" if reads else created, audience=FILES))
+    return tuple(intro)
 
 
 def protocol_lines(report: StudyReport) -> list[str]:
@@ -363,6 +361,14 @@ def missing_text(report: StudyReport) -> str:
         "(recorded before they were kept): no McNemar test, confusion matrix or "
         "gallery for them. Re-run their trials to get them."
     )
+
+
+def _cross_blocks(cross: CrossData) -> list[Paragraph | Table]:
+    agreement = [
+        Paragraph(agreement_text(a, b, r), style=Style.ITEM)
+        for a, b, r in cross.agreement
+    ]
+    return [_cross_table(cross), *agreement]
 
 
 def _diagnosis_blocks(report: StudyReport) -> list[Paragraph]:

@@ -33,6 +33,7 @@ from cnnlab.reporting.document import (
     FigureKind,
     Paragraph,
     Style,
+    Table,
     table,
 )
 from cnnlab.reporting.report import StudyReport, build_report, write_document
@@ -322,36 +323,12 @@ def search_document(
     """The search report, in order: counts, candidates, invalid points, finalists,
     the winner's file, figures."""
     doc = Builder()
-    objective = facts.objectives[0]
     doc.add(
         "Candidates (search phase: one seed each, validation only)",
-        table(
-            "candidates",
-            [
-                Column("rank"),
-                Column("candidate", ColumnKind.NAME),
-                Column(objective),
-                Column("val acc %"),
-                Column("params", drop=1),
-                Column("train FLOPs/sample", drop=2),
-                Column("key", ColumnKind.NAME, drop=3),
-            ],
-            [_candidate_row(c) for c in facts.candidates],
-        ),
+        _candidate_table(facts),
     )
     if facts.invalid_points:
-        doc.add(
-            "Invalid points (not trained)",
-            table(
-                "invalid",
-                [
-                    Column("trial"),
-                    Column("values", ColumnKind.TEXT),
-                    Column("why", ColumnKind.TEXT),
-                ],
-                [[str(n), values_text(v), why] for n, v, why in facts.invalid_points],
-            ),
-        )
+        doc.add("Invalid points (not trained)", _invalid_table(facts))
     doc.add(
         "Finalists (re-trained over seeds; the only test-set reads)",
         *_finalist_blocks(facts),
@@ -368,6 +345,29 @@ def search_document(
         tuple(doc.sections),
         page_title=f"cnnlab search {facts.name}",
     )
+
+
+def _candidate_table(facts: SearchFacts) -> Table:
+    columns = [
+        Column("rank"),
+        Column("candidate", ColumnKind.NAME),
+        Column(facts.objectives[0]),
+        Column("val acc %"),
+        Column("params", drop=1),
+        Column("train FLOPs/sample", drop=2),
+        Column("key", ColumnKind.NAME, drop=3),
+    ]
+    return table("candidates", columns, [_candidate_row(c) for c in facts.candidates])
+
+
+def _invalid_table(facts: SearchFacts) -> Table:
+    columns = [
+        Column("trial"),
+        Column("values", ColumnKind.TEXT),
+        Column("why", ColumnKind.TEXT),
+    ]
+    rows = [[str(n), values_text(v), why] for n, v, why in facts.invalid_points]
+    return table("invalid", columns, rows)
 
 
 def _candidate_row(c: Candidate) -> list[str]:

@@ -103,12 +103,13 @@ class Col:
     header: str
     kind: str = "number"
     drop: int = 0
+    fold: int = 0  # the narrowest a name or text column folds to; 0: the default
 
 
 # Rich draws a table with one space of padding on each side of a cell and a rule
 # between cells and at both ends: 3 characters per column, plus 1.
 _RULES = 3
-_NAME_MIN = 10  # a name column folds no narrower than this (or its header)
+_NAME_MIN = 16  # a name column folds no narrower than this (or its header)
 _TEXT_MIN = 12  # nor a sentence or path column
 
 
@@ -154,7 +155,7 @@ def _least(col: Col, cells: Sequence[str]) -> int:
     words = max((len(w) for w in col.header.split()), default=1)
     if col.kind == "number":
         return max([words, *(len(c) for c in cells)])
-    floor = _NAME_MIN if col.kind == "name" else _TEXT_MIN
+    floor = col.fold or (_NAME_MIN if col.kind == "name" else _TEXT_MIN)
     return min(_natural(col, cells), max(words, floor))
 
 
