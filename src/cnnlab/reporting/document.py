@@ -128,9 +128,6 @@ class Document:
             if isinstance(b, Table) and b.audience is not Audience.TERMINAL
         ]
 
-    def figures(self) -> list[Figure]:
-        return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
-
 
 def table(
     name: str,
@@ -143,22 +140,9 @@ def table(
     return Table(name, tuple(columns), tuple(tuple(r) for r in rows), caption, audience)
 
 
-def columns(
-    headers: Sequence[str], first: ColumnKind = ColumnKind.NAME, **kinds: ColumnKind
-) -> list[Column]:
-    """Columns for `headers`: the first of kind `first`, the rest numbers unless
-    `kinds` names them (by header, spaces as underscores)."""
-    return [
-        Column(
-            h, first if i == 0 else kinds.get(h.replace(" ", "_"), ColumnKind.NUMBER)
-        )
-        for i, h in enumerate(headers)
-    ]
-
-
 @dataclass
 class Builder:
-    """Sections added one at a time, empty blocks skipped."""
+    """Sections added in order; a section with no blocks is left out."""
 
     sections: list[Section] = field(default_factory=list)
 

@@ -63,6 +63,7 @@ class SearchReport:
     final: StudyReport | None
     overturned: tuple[int, int] = (0, 0)  # (pairs whose order flipped, pairs)
     figures: dict[str, Path] = field(default_factory=dict)
+    facts: SearchFacts | None = None  # every number the report shows
 
     @property
     def markdown_path(self) -> Path:
@@ -174,8 +175,9 @@ def build_search_report(result: SearchResult) -> SearchReport:
     figures = _figures(optuna, study, spec, folder / "figures")
     best = best_file.read_text(encoding="utf-8") if best_file else ""
     write_document(search_document(facts, best, figures), folder)
+    lines = summary_lines(facts)
     return SearchReport(
-        folder, best_file, summary_lines(facts), facts.final, facts.overturned, figures
+        folder, best_file, lines, facts.final, facts.overturned, figures, facts
     )
 
 
