@@ -40,7 +40,7 @@ def _print_block(block: Any, console: Any) -> None:
     if isinstance(block, Table):
         print_table(block, console)
     elif isinstance(block, Paragraph):
-        text = Text()
+        text = Text("- " if block.style is Style.ITEM else "")
         if block.lead:
             text.append(shown(block.lead) + " ", style="bold")
         text.append(shown(block.text), style=_STYLES.get(block.style, ""))
