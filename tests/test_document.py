@@ -245,3 +245,26 @@ def test_print_summary_and_the_markdown_agree(tmp_path: Path) -> None:
     for d in report.diagnoses:
         assert f"**{d.label}: {d.verdict}.** {d.text}" in md
         assert f"{d.label}: {d.verdict}. {d.text}" in terminal
+
+
+def test_search_candidates_are_labelled_by_their_values() -> None:
+    from types import SimpleNamespace
+
+    from cnnlab.search.report import labels_by_key
+
+    def trial(key: str, **params: object) -> SimpleNamespace:
+        return SimpleNamespace(user_attrs={"label": key}, params=params)
+
+    names = labels_by_key(
+        [
+            trial("c-1", width=16, lr=0.003),
+            trial("c-2", width=8, lr=0.0031234),
+            trial("c-3", width=8, lr=0.0031236),  # the same to 3 digits: key kept
+            SimpleNamespace(user_attrs={}, params={}),  # an invalid point: no key
+        ]
+    )
+    assert names == {
+        "c-1": "width=16 lr=0.003",
+        "c-2": "width=8 lr=0.00312 (c-2)",
+        "c-3": "width=8 lr=0.00312 (c-3)",
+    }

@@ -317,10 +317,19 @@ def compare_to_best(
     }
     adjusted = dict(zip(tests, holm([p for p, _ in tests.values()]), strict=True))
     return [
-        _compare(label, values, best, samples[best], metric, alpha,
-                 tests.get(label, (None, None)), adjusted.get(label), len(tests))
+        _compare(
+            label,
+            values,
+            best,
+            samples[best],
+            metric,
+            alpha,
+            tests.get(label, (None, None)),
+            adjusted.get(label),
+            len(tests),
+        )
         for label, values in samples.items()
-    ]  # fmt: skip
+    ]
 
 
 def _check_metric(metric: str) -> None:
@@ -470,9 +479,15 @@ def _test_set_check(
         mine, theirs = t.predictions["test"], other.predictions["test"]
         if not np.array_equal(mine["labels"], theirs["labels"]):
             continue  # scored on other images: no pairing
-        per_seed.append((t.seed, mcnemar(
-            mine["predicted"] == mine["labels"], theirs["predicted"] == theirs["labels"]
-        )))  # fmt: skip
+        per_seed.append(
+            (
+                t.seed,
+                mcnemar(
+                    mine["predicted"] == mine["labels"],
+                    theirs["predicted"] == theirs["labels"],
+                ),
+            )
+        )
     pooled = None
     if per_seed:
         only_a = sum(m.only_a for _, m in per_seed)
