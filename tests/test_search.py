@@ -94,6 +94,12 @@ def test_grid_is_the_cartesian_product_and_only_finalists_read_the_test_set(
     assert report.best_file is not None and report.best_file.is_file()
     text = report.markdown_path.read_text()
     assert "overturned" in text and "## Finalists" in text
+    # finalists are shown by their values; their keys stay the store's labels
+    finalists = text.split("## Finalists")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(finalists) == 2 and all(r.startswith("| units=") for r in finalists)
+    assert all(" lr=0.0" in r for r in finalists)
+    assert not any("c-" in line for line in report.lines)
+    assert {r[1][:2] for r in final_rows} == {"c-"}
 
 
 @pytest.mark.slow

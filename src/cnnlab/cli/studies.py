@@ -42,13 +42,10 @@ def _resume_line(args: argparse.Namespace) -> str:
 
 def print_report(report: Any) -> None:
     """A study's summary for the terminal, then where its reports are."""
-    from rich.console import Console
-
     from cnnlab.reporting.report import print_summary
+    from cnnlab.util.terminal import output_console
 
-    console = Console()
-    if not console.is_terminal:  # a log file or pipe: no 80-column squeeze
-        console = Console(width=160)
+    console = output_console()
     print_summary(report, console)
     console.print(f"\nReport: {report.markdown_path} and {report.html_path}")
 
@@ -181,24 +178,12 @@ def _runs_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     from cnnlab import api
-    from cnnlab.util.terminal import print_table, shown
+    from cnnlab.reporting.console import print_trials
+    from cnnlab.util.terminal import output_console
 
     rows = api.list_trials(args.out, args.study, args.arch, args.status)
-    table = Table(title=f"Trials in {api.store_path(args.out)}")
-    columns = ("study", "architecture", "seed", "status", "epochs", "test acc %")
-    for col in (*columns, "run"):
-        table.add_column(col)
-    for r in rows:
-        acc = "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}"
-        cells = (r["study"], r["label"], str(r["seed"]), r["status"],
-                 str(r["epochs"]), acc, r["run_path"])  # fmt: skip
-        table.add_row(*(escape(shown(str(c))) for c in cells))  # a store's values
-    print_table(Console(), table)
+    print_trials(output_console(), api.store_path(args.out), rows)
     return 0
 
 

@@ -30,6 +30,7 @@ from cnnlab.search.space import (
     SearchSpec,
     build_point,
     sample,
+    values_text,
 )
 from cnnlab.search.tuner import (
     OPTUNA_FILE,
@@ -366,7 +367,7 @@ class _Searcher:
             self.study.tell(trial, state=state.FAIL)
             self.tally.trained += 1
             self.tally.failed += 1
-            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.key}: "
+            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.label}: "
                      "training diverged")  # fmt: skip
             return
         self.tally.trained += 1
@@ -385,8 +386,9 @@ class _Searcher:
             what = f"{metric} {value:.4f}, val acc {last.get('val_acc') or 0:.2%}"
         self.tally.best = _best_text(self.optuna, self.study, metric)
         self.say(
-            f"Candidate {k}/{self.budget} {point.key}: {what} | best {self.tally.best}"
-            f" | pruned {self.tally.pruned}, invalid {self.tally.invalid}"
+            f"Candidate {k}/{self.budget} {point.label}: {what}"
+            f" | best {self.tally.best} | pruned {self.tally.pruned}, "
+            f"invalid {self.tally.invalid}"
         )
 
 
@@ -397,7 +399,7 @@ def _best_text(optuna: Any, study: Any, metric: str) -> str:
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} on the Pareto front"
     best = study.best_trial
-    return f"{best.user_attrs.get('label')} {metric} {best.value:.4f}"
+    return f"{values_text(best.params)} {metric} {best.value:.4f}"
 
 
 def ranked(optuna: Any, study: Any, spec: SearchSpec) -> list[Any]:

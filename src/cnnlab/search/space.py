@@ -375,6 +375,19 @@ class Point:
         text = json.dumps(self.values, sort_keys=True)
         return "c-" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
+    @property
+    def label(self) -> str:
+        """The values as a reader knows the candidate: 'width=16 lr=0.003'."""
+        return values_text(self.values)
+
+
+def values_text(values: Mapping[str, Any]) -> str:
+    """'width=16 lr=0.003': each value, floats to 3 significant digits."""
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in values.items()
+    )
+
 
 def build_point(spec: SearchSpec, values: Mapping[str, Value], classes: int) -> Point:
     """Build the architecture and training config of `values`, shape-inferred;
