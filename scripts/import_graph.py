@@ -4,7 +4,8 @@
     python3 scripts/import_graph.py --longest 15     # then the longest functions
 
 Each line is `module (lines) -> imported, imported, ...` (cnnlab modules only, every
-import statement counted, also those inside functions), then the cycles, if any.
+import statement that runs counted, also those inside functions; not those under
+`if TYPE_CHECKING:`), then the cycles, if any.
 The layer test (tests/test_layers.py) reads the same graph.
 """
 
@@ -23,11 +24,22 @@ def module_name(path: Path, src: Path) -> str:
     return ".".join(parts)
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under `if TYPE_CHECKING:`: an import there names a
+    type for the checker and is never run, so it makes no dependency."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and getattr(test, "id", "") == "TYPE_CHECKING":
+            skipped |= {id(n) for child in node.body for n in ast.walk(child)}
+    return [n for n in ast.walk(tree) if id(n) not in skipped]
+
+
 def imports_of(path: Path, src: Path, modules: set[str]) -> set[str]:
     """The cnnlab modules `path` imports (`from cnnlab.x import y` counts y when y is
     itself a module, else cnnlab.x)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
