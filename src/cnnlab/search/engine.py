@@ -44,7 +44,7 @@ from cnnlab.studies.executors import Executor
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
-from cnnlab.training.progress import StudyProgress
+from cnnlab.training.display import StudyDisplay, quieted
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import folder_lock
 
@@ -76,30 +76,6 @@ class SearchResult:
     seconds: float = 0.0
 
 
-class _Quiet(StudyProgress):
-    """A study display that shows epochs only: the search says which trial it is."""
-
-    def study_start(
-        self, name: str, trials: int, costs: list[float] | None = None
-    ) -> None:
-        pass
-
-    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
-        pass
-
-    def trial_end(self, status: str) -> None:
-        pass
-
-
-def quiet_progress(progress: StudyProgress | None) -> StudyProgress | None:
-    """The display's epoch bars, without a study bar per batch."""
-    if progress is None:
-        return None
-    quiet = _Quiet(progress.console)
-    quiet.progress = progress.progress
-    return quiet
-
-
 def run_search(
     spec: SearchSpec,
     out: str | Path,
@@ -110,7 +86,7 @@ def run_search(
     cpus_per_trial: float | None = None,
     trials: int | None = None,
     time_budget: float | None = None,
-    progress: StudyProgress | None = None,
+    progress: StudyDisplay | None = None,
     final: bool = True,
 ) -> SearchResult:
     """Search `spec`'s space under `out`, then (unless `final` is off) re-train its
@@ -132,7 +108,7 @@ def run_search(
             spec, points, executor, workers, address, cpus_per_trial
         )
         run.parallel = max(1, workers or (2 if executor == "ray" else 1))
-        run.progress = quiet_progress(progress)
+        run.progress = progress
         run.loop(started, time_budget)
         finalists = pick_finalists(optuna, study, spec)
         result = SearchResult(spec, out, tally, [f.key for f in finalists])
@@ -251,7 +227,7 @@ class _Searcher:
 
     executor: Callable[[list[Point]], Executor]
     parallel: int = 1
-    progress: StudyProgress | None = None
+    progress: StudyDisplay | None = None
 
     def __init__(
         self,
@@ -335,14 +311,15 @@ class _Searcher:
         study = candidate_study(spec, points, self.seen)
         error: CnnlabError | None = None
         try:
-            run_study(
-                study,
-                self.out,
-                self.executor(points),
-                self.progress,
-                trials=unique,
-                estimate=False,
-            )
+            with quieted(self.progress):  # the search says which candidate runs
+                run_study(
+                    study,
+                    self.out,
+                    self.executor(points),
+                    self.progress,
+                    trials=unique,
+                    estimate=False,
+                )
         except CnnlabError as err:  # a diverged candidate: the others are recorded
             error = err
         self.seen.extend(points)

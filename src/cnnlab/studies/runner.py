@@ -32,7 +32,7 @@ from cnnlab.studies.trial import (
     check_study,
     plan_trials,
 )
-from cnnlab.training.progress import StudyProgress
+from cnnlab.training.display import StudyDisplay
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
 from cnnlab.util.machine import environment, pick_device
@@ -108,7 +108,7 @@ def run_study(
     study: Study,
     out: str | Path,
     executor: Executor | None = None,
-    progress: StudyProgress | None = None,
+    progress: StudyDisplay | None = None,
     on_finished: Callable[[TrialOutcome], None] | None = None,
     trials: Sequence[Trial] | None = None,
     estimate: bool = True,
@@ -150,7 +150,7 @@ def run_study(
 
 
 def _estimate(
-    executor: Executor, trials: list[Trial], study_dir: Path, progress: StudyProgress
+    executor: Executor, trials: list[Trial], study_dir: Path, progress: StudyDisplay
 ) -> list[float] | None:
     """Print the study's time estimate; each trial's expected seconds, or None.
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import TrialOutcome
-from cnnlab.training.progress import StudyProgress
+from cnnlab.training.display import StudyDisplay
 
 
 @dataclass
@@ -28,7 +28,7 @@ class StudyRun:
     trials: list[Trial]
     out: Path
     store: Store
-    progress: StudyProgress | None = None
+    progress: StudyDisplay | None = None
     # Called in this process with each trial once it is finished and recorded in
     # the store (trained, resumed, skipped or stopped early), e.g. to log it.
     on_finished: Callable[[TrialOutcome], None] | None = None

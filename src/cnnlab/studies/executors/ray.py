@@ -233,7 +233,7 @@ class _Book:
         self.finished(self.outcomes[k])
         if self.progress is not None:
             self.progress.trial_start(k, self.total, trial.label, trial.seed)
-            self.progress.trial_end(status)
+            self.progress.trial_end(k, status)
 
     def _say(self, job: _Job, text: str) -> None:
         if self.progress is not None:
@@ -265,7 +265,7 @@ class _Book:
             )
             self._say(job, f"{job.outcome}, {score}")
             if self.progress is not None:
-                self.progress.trial_end(job.outcome)
+                self.progress.trial_end(job.k, job.outcome)
             return
         self.db.save_epochs(job.trial_id, result["history"])  # the whole history
         row = {key: result.get(key) for key in HISTORY_KEYS}
@@ -290,7 +290,7 @@ class _Book:
         self.finished(self.outcomes[job.k])
         self._say(job, f"stopped early at epoch {scored['stopped_epoch']} (ASHA)")
         if self.progress is not None:
-            self.progress.trial_end(Outcome.STOPPED_EARLY)
+            self.progress.trial_end(job.k, Outcome.STOPPED_EARLY)
 
     def mark_unfinished(self) -> None:
         """Jobs Ray did not finish -> 'interrupted', as the in-process executor does."""
