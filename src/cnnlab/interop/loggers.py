@@ -35,6 +35,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import ModelInfo, infer
 from cnnlab.nn.summary import format_summary
 from cnnlab.training import runs
+from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import atomic_write_text, check_inside
 from cnnlab.util.text import slug
@@ -44,7 +45,7 @@ DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"  # MLflow's own default: `mlflow ui` 
 DEFAULT_TB_DIR = "tb-logs"
 SINGLE_RUNS = "cnnlab"  # the experiment (and TensorBoard folder) of `cnnlab train`
 ARTIFACTS = (runs.SPEC_FILE, runs.RUN_FILE, runs.HISTORY_FILE, runs.CURVES_FILE)
-EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+EPOCH_METRICS = HISTORY_KEYS[1:]  # a history row's numbers, but the epoch
 KEY_TAG = "cnnlab.run_key"  # a hash of the run folder's path: what finds a copy
 FINGERPRINT_TAG = "cnnlab.fingerprint"  # set last: a half-logged copy has none
 # MLflow retries a refused connection for about 4 minutes by default; a study waits

@@ -41,6 +41,7 @@ from cnnlab.search.tuner import (
     storage_url,
 )
 from cnnlab.studies.executors import Executor
+from cnnlab.studies.results import TrialResult
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
@@ -52,7 +53,6 @@ FINAL_SUFFIX = "-final"
 # Points drawn in a row that cannot be built before the search gives up: the space
 # is then mostly invalid, and sampling on would only spin.
 MAX_INVALID_IN_A_ROW = 200
-_SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.FAILED)
 
 
 @dataclass
@@ -325,20 +325,20 @@ class _Searcher:
         self.seen.extend(points)
         with Store(self.out / STORE_FILE) as store:
             rows = {r.label: r for r in store.trials(spec.name)}
-        settled = [rows[p.key].status in _SETTLED for p in points if p.key in rows]
+        settled = [_settled(rows[p.key].status) for p in points if p.key in rows]
         if error is not None and not (len(settled) == len(points) and all(settled)):
             raise error
         for trial, point in batch:
             self._tell(trial, point, rows[point.key], error)
 
     def _tell(
-        self, trial: Any, point: Point, row: Any, error: CnnlabError | None
+        self, trial: Any, point: Point, row: TrialResult, error: CnnlabError | None
     ) -> None:
         state = self.optuna.trial.TrialState
         metric = self.spec.objectives[0]
         last = row.history[-1] if row.history else {}
         value = last.get(metric)
-        if row.status == Status.FAILED:  # diverged: a real result, not a budget leak
+        if row.status is Status.FAILED:  # diverged: a real result, not a budget leak
             trial.set_user_attr("failed", str(error or "training diverged"))
             self.study.tell(trial, state=state.FAIL)
             self.tally.trained += 1
@@ -348,7 +348,7 @@ class _Searcher:
             return
         self.tally.trained += 1
         k = self.tally.trained
-        if row.status == "stopped_early" or value is None:
+        if row.status is Status.STOPPED_EARLY or value is None:
             self.study.tell(trial, state=state.PRUNED)
             self.tally.pruned += 1
             what = f"pruned after epoch {len(row.history)}"
@@ -365,6 +365,11 @@ class _Searcher:
             f"Candidate {k}/{self.budget} {point.key}: {what} | best {self.tally.best}"
             f" | pruned {self.tally.pruned}, invalid {self.tally.invalid}"
         )
+
+
+def _settled(status: Status) -> bool:
+    """A candidate with a result to tell: finished, or diverged (a real result)."""
+    return status.finished or status is Status.FAILED
 
 
 def _best_text(optuna: Any, study: Any, metric: str) -> str:

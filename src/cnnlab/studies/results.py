@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnlab.training.status import Status
+
 
 @dataclass(frozen=True)
 class TrialResult:
@@ -22,7 +24,7 @@ class TrialResult:
     params: int  # total parameters, Keras's count
     flops: int  # forward FLOPs per sample (training is ~3x)
     history: tuple[dict[str, Any], ...]  # epoch, loss, acc, val_loss, val_acc, seconds
-    status: str  # completed | interrupted | running | stopped_early
+    status: Status  # `status.finished`: it needs no more training
     test_loss: float | None = None
     test_acc: float | None = None
     train_clean_loss: float | None = None  # after the last epoch, dropout off
@@ -35,6 +37,9 @@ class TrialResult:
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the training config
     spec: dict[str, Any] = field(default_factory=dict)  # the architecture document
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # from its text too
 
     def column(self, key: str) -> list[Any]:
         return [row.get(key) for row in self.history]

@@ -32,6 +32,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 
 SCHEMA_VERSION = 2  # 2: trials.test_reads, the predictions table
@@ -90,7 +91,6 @@ _REQUIRED_COLUMNS = {  # what cnnlab reads, checked in a store it did not create
     "epochs": ("trial_id", "epoch"),
 }
 _ARRAY_TYPES = {"labels": np.uint8, "predicted": np.uint8, "true_prob": np.float16}
-_EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
 
 class Store:
@@ -397,7 +397,7 @@ class Store:
         rows = self.db.execute(
             "SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)
         )
-        return tuple({k: r[k] for k in _EPOCH_KEYS} for r in rows)
+        return tuple({k: r[k] for k in HISTORY_KEYS} for r in rows)
 
     def run_path(self, trial_id: int) -> Path:
         row = self.db.execute("SELECT run_path FROM trials WHERE id=?", (trial_id,))
@@ -427,7 +427,7 @@ class Store:
                 params=r["params"],
                 flops=r["flops"],
                 history=self.history(r["id"]),
-                status=r["status"],
+                status=Status(r["status"]),
                 test_loss=r["test_loss"],
                 test_acc=r["test_acc"],
                 train_clean_loss=r["train_clean_loss"],
@@ -471,7 +471,7 @@ def _replace_epochs(
     db.executemany(
         "INSERT INTO epochs (trial_id, epoch, loss, acc, val_loss, val_acc, seconds)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(trial_id, *(row.get(k) for k in _EPOCH_KEYS)) for row in rows],
+        [(trial_id, *(row.get(k) for k in HISTORY_KEYS)) for row in rows],
     )
 
 

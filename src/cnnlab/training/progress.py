@@ -24,6 +24,7 @@ from cnnlab.training.display import (
     outcome_text,
     trial_line,
 )
+from cnnlab.training.metrics import EPOCH_METRICS
 from cnnlab.training.status import Outcome
 from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 def format_epoch_line(row: dict[str, Any], epochs: int) -> str:
     """'Epoch 3/12 - 4.1s - loss: 0.0898 - acc: 0.9718 - val_loss: ...' (Keras)."""
     parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['seconds']:.1f}s"]
-    for key in ("loss", "acc", "val_loss", "val_acc"):
+    for key in EPOCH_METRICS:
         if row.get(key) is not None:
             parts.append(f"{key}: {row[key]:.4f}")
     return " - ".join(parts)
