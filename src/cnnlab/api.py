@@ -404,7 +404,7 @@ def list_trials(
     filtered by study name, architecture label and status."""
     with _open_store(out) as store:
         rows = store.trial_rows(study, arch, None if status is None else str(status))
-        return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]
+        return [r.as_dict() | {"epochs": len(store.history(r.id))} for r in rows]
 
 
 # ------------------------------------------------------------------------ logging

@@ -89,8 +89,8 @@ def overturned(
 def write_best(result: SearchResult, store: Store, label: str, path: Path) -> Path:
     """The winner as an architecture file with the `train:` block it was trained
     with (the finalists' settings; `cnnlab train best.yaml` trains it again)."""
-    row = next(r for r in store.trial_rows(result.final_study) if r["label"] == label)
-    spec, config = json.loads(row["spec"]), json.loads(row["config"])
+    row = next(r for r in store.trial_rows(result.final_study) if r.label == label)
+    spec, config = row.spec, row.config
     default = TrainConfig().to_dict()
     train = {k: v for k, v in config.items()
              if k != "seed" and (k in _ALWAYS or v != default[k])}  # fmt: skip

@@ -31,7 +31,7 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-from cnnlab.studies.results import StudyInfo, TrialResult
+from cnnlab.studies.results import StudyInfo, TrialResult, TrialRow
 from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 
@@ -384,14 +384,15 @@ class Store:
         study: str | None = None,
         label: str | None = None,
         status: str | None = None,
-    ) -> list[sqlite3.Row]:
+    ) -> list[TrialRow]:
         """Trial rows filtered by study, label and status, in insertion order."""
         sql, args = "SELECT * FROM trials WHERE 1=1", []
         for column, value in (("study", study), ("label", label), ("status", status)):
             if value is not None:
                 sql += f" AND {column}=?"
                 args.append(value)
-        return list(self.db.execute(sql + " ORDER BY id", args))
+        rows = self.db.execute(sql + " ORDER BY id", args)
+        return [TrialRow.from_columns(dict(r)) for r in rows]
 
     def history(self, trial_id: int) -> tuple[dict[str, Any], ...]:
         rows = self.db.execute(
@@ -418,27 +419,7 @@ class Store:
     def trials(self, study: str) -> list[TrialResult]:
         """Every trial of a study with its history, as analysis and reports use them."""
         return [
-            TrialResult(
-                study=r["study"],
-                label=r["label"],
-                seed=r["seed"],
-                arch_name=r["arch_name"],
-                optimizer=r["optimizer"],
-                params=r["params"],
-                flops=r["flops"],
-                history=self.history(r["id"]),
-                status=Status(r["status"]),
-                test_loss=r["test_loss"],
-                test_acc=r["test_acc"],
-                train_clean_loss=r["train_clean_loss"],
-                train_clean_acc=r["train_clean_acc"],
-                stopped_epoch=r["stopped_epoch"],
-                run_path=r["run_path"],
-                test_reads=r["test_reads"],
-                predictions=self.predictions(r["id"]),
-                config=json.loads(r["config"]),
-                spec=json.loads(r["spec"]),
-            )
+            r.result(self.history(r.id), self.predictions(r.id))
             for r in self.trial_rows(study)
         ]
 

@@ -165,7 +165,7 @@ def _work(trial: Trial, study: Study, out: Path, k: int) -> WorkerResult:
         return WorkerResult(crash=traceback.format_exc())
     finally:
         _in_trial = False
-    acc = next((r["test_acc"] for r in rows if r["seed"] == trial.seed), None)
+    acc = next((r.test_acc for r in rows if r.seed == trial.seed), None)
     return WorkerResult(
         outcome.outcome, test_acc=acc, seconds=time.perf_counter() - started
     )
