@@ -41,10 +41,11 @@ from cnnlab.search.engine import run_search as _run_search
 from cnnlab.search.report import SearchReport, build_search_report
 from cnnlab.search.space import SearchSpec, parse_search
 from cnnlab.search.tuner import import_optuna
+from cnnlab.studies.layout import DEFAULT_OUT, StudyLayout
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, override, study_folder
+from cnnlab.studies.study import Study, override
 from cnnlab.studies.study import load_study as _load_study_file
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_history as _plot_history
@@ -333,7 +334,7 @@ def load_study(
 
 def run_study(
     study: Study | str | Path,
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     *,
     executor: Literal["local", "ray"] = "local",
     workers: int | None = None,
@@ -373,9 +374,9 @@ def run_study(
     return open_report(study.name, out)
 
 
-def store_path(out: str | Path = "studies") -> Path:
+def store_path(out: str | Path = DEFAULT_OUT) -> Path:
     """The study store of the output folder `out`."""
-    return Path(out) / STORE_FILE
+    return StudyLayout(out).store
 
 
 def _open_store(out: str | Path) -> Store:
@@ -388,14 +389,14 @@ def _open_store(out: str | Path) -> Store:
     return Store(path)
 
 
-def open_report(study: str, out: str | Path = "studies") -> StudyReport:
+def open_report(study: str, out: str | Path = DEFAULT_OUT) -> StudyReport:
     """Rebuild a study's report from its store, without training."""
     with _open_store(out) as store:
-        return build_report(store, study, study_folder(Path(out), study) / "report")
+        return build_report(store, study, StudyLayout(out).report(study))
 
 
 def list_trials(
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     study: str | None = None,
     arch: str | None = None,
     status: Status | str | None = None,
@@ -419,7 +420,7 @@ def make_logger(kind: str, uri: str | None = None) -> RunLogger:
 
 
 def export_study(
-    study: str, to: str, uri: str | None = None, out: str | Path = "studies"
+    study: str, to: str, uri: str | None = None, out: str | Path = DEFAULT_OUT
 ) -> int:
     """Copy a study's finished trials from its store and run folders to MLflow or
     TensorBoard, without training; returns how many the backend now holds."""
@@ -484,7 +485,7 @@ def load_search(
 
 def run_search(
     search: SearchSpec | str | Path,
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     *,
     trials: int | None = None,
     time_budget: float | None = None,

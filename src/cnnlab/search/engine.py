@@ -41,10 +41,11 @@ from cnnlab.search.tuner import (
     storage_url,
 )
 from cnnlab.studies.executors import Executor
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.results import TrialResult
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
+from cnnlab.studies.study import Study, StudyArch, Trial
 from cnnlab.training.display import StudyDisplay, quieted
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import folder_lock
@@ -99,7 +100,7 @@ def run_search(
         _executor(spec, [], executor, None, address, cpus_per_trial)
     started = time.perf_counter()
     say = progress.message if progress is not None else (lambda text: None)
-    with folder_lock(out / spec.name / "search", f"search '{spec.name}'"):
+    with folder_lock(StudyLayout(out).search(spec.name), f"search '{spec.name}'"):
         study = _open_optuna(optuna, spec, out)
         _recover(optuna, study, say)
         tally = _tally(optuna, study)
@@ -323,7 +324,7 @@ class _Searcher:
         except CnnlabError as err:  # a diverged candidate: the others are recorded
             error = err
         self.seen.extend(points)
-        with Store(self.out / STORE_FILE) as store:
+        with Store(StudyLayout(self.out).store) as store:
             rows = {r.label: r for r in store.trials(spec.name)}
         settled = [_settled(rows[p.key].status) for p in points if p.key in rows]
         if error is not None and not (len(settled) == len(points) and all(settled)):

@@ -27,8 +27,8 @@ from cnnlab.reporting.report import (
 )
 from cnnlab.search.engine import SearchResult, ranked
 from cnnlab.search.tuner import import_optuna, storage_url
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import save_figure
 from cnnlab.util.fsio import atomic_write_text
@@ -113,7 +113,8 @@ def build_search_report(result: SearchResult) -> SearchReport:
     """Build the finalists' study report, best.yaml and the search report."""
     optuna = import_optuna()
     spec, out = result.spec, result.out
-    folder = out / spec.name / "report"
+    layout = StudyLayout(out)
+    folder = layout.report(spec.name)
     study = optuna.load_study(study_name=spec.name, storage=storage_url(out))
     trials = ranked(optuna, study, spec)
     final = None
@@ -121,10 +122,10 @@ def build_search_report(result: SearchResult) -> SearchReport:
     flips = (0, 0)
     verdicts: list[str] = []
     final_rows: list[list[str]] = []
-    with Store(out / STORE_FILE) as store:
+    with Store(layout.store) as store:
         if result.final_study:
             final = build_report(
-                store, result.final_study, out / result.final_study / "report"
+                store, result.final_study, layout.report(result.final_study)
             )
             val = compare_to_best(final.trials, "val_acc")
             means = {r.label: r.val_acc.mean for r in comparison_rows(final.trials)

@@ -23,9 +23,10 @@ from cnnlab.studies.estimate import estimate_study
 from cnnlab.studies.executors import Executor, StudyRun
 from cnnlab.studies.executors.local import LocalExecutor
 from cnnlab.studies.executors.pool import PoolExecutor
+from cnnlab.studies.layout import STORE_FILE, StudyLayout
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial, study_folder
+from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import (
     TrialOutcome,
     check_not_shortened,
@@ -90,7 +91,7 @@ def check_study_out(out: Path) -> None:
                 "would be deleted by `cnnlab train --overwrite`. Choose an --out "
                 "outside it."
             )
-        if folder != real and (folder / STORE_FILE).is_file():
+        if folder != real and StudyLayout(folder).store.is_file():
             raise CnnlabError(
                 f"{out}: is inside {_shown(folder)}, the output folder of other "
                 f"studies (it holds {STORE_FILE}). Use --out {_shown(folder)} to add "
@@ -123,14 +124,15 @@ def run_study(
     executor = executor or make_executor(study)
     check_study(study)
     check_study_out(out)
-    study_dir = study_folder(out, study.name)
+    layout = StudyLayout(out)
+    study_dir = layout.study(study.name)
     trials = study.trials() if trials is None else list(trials)
     for trial in trials:  # before the store changes
         check_not_shortened(trial, trial.run_dir(study_dir))
     device = pick_device(study.archs[0].config.device)
     with (
         folder_lock(study_dir, f"study '{study.name}'"),
-        Store(out / STORE_FILE) as store,
+        Store(layout.store) as store,
     ):
         for trial in trials:
             remove_temp_files(trial.run_dir(study_dir))  # what killed writes left

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import TrialOutcome
@@ -43,7 +44,7 @@ class StudyRun:
 
     @property
     def study_dir(self) -> Path:
-        return self.out / self.study.name
+        return StudyLayout(self.out).study(self.study.name)
 
 
 class Executor(Protocol):

@@ -40,8 +40,9 @@ from rich.console import Console
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.cpus import CpuSplit
 from cnnlab.studies.executors import StudyRun
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial
+from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import TrialOutcome, run_trial
 from cnnlab.training.loop import REPORT_SECONDS
 from cnnlab.training.progress import ParallelDisplay
@@ -153,9 +154,10 @@ def _work(trial: Trial, study: Study, out: Path, k: int) -> WorkerResult:
     try:
         if _stopping or _stop_event.is_set():
             return WorkerResult(stopped=True)
-        with Store(out / STORE_FILE) as store:
+        layout = StudyLayout(out)
+        with Store(layout.store) as store:
             reporter = _QueueReporter(k, _updates)
-            outcome = run_trial(trial, study, store, out / study.name, reporter)
+            outcome = run_trial(trial, study, store, layout.study(study.name), reporter)
             rows = store.trial_rows(study.name, trial.label)
     except KeyboardInterrupt:
         return WorkerResult(stopped=True)
