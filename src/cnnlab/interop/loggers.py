@@ -38,6 +38,7 @@ from cnnlab.training import runs
 from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import atomic_write_text, check_inside
+from cnnlab.util.messages import must_be_one_of
 from cnnlab.util.text import slug
 
 LOG_KINDS = ("mlflow", "tensorboard")
@@ -368,9 +369,7 @@ def log_location(kind: str, uri: str | None = None) -> str:
 def make_logger(kind: str, uri: str | None = None, flag: str = "--log") -> RunLogger:
     """The logger `--log KIND [--log-uri URI]` asks for; its package must be there."""
     if kind not in LOG_KINDS:
-        raise CnnlabError(
-            f"{flag} must be one of {', '.join(LOG_KINDS)}. Received: {kind!r}."
-        )
+        raise CnnlabError(must_be_one_of(flag, LOG_KINDS, repr(kind)))
     module, name = _NEEDS[kind]
     if find_spec(module) is None:
         raise CnnlabError(f"{flag} {kind} needs {name}: pip install 'cnnlab[interop]'")

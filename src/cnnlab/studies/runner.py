@@ -37,6 +37,7 @@ from cnnlab.training.display import StudyDisplay
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
 from cnnlab.util.machine import environment, pick_device
+from cnnlab.util.messages import must_be_one_of
 
 EXECUTORS = ("local", "ray")
 
@@ -52,10 +53,8 @@ def make_executor(
     """The executor for `study`: 'local' runs in this process, or in worker
     processes when the CPU split says so (`cnnlab.studies.cpus`); 'ray' on Ray."""
     if executor not in EXECUTORS:
-        raise CnnlabError(
-            f"executor must be one of {', '.join(EXECUTORS)}. "
-            f"Received: executor={executor!r}."
-        )
+        received = f"executor={executor!r}"
+        raise CnnlabError(must_be_one_of("executor", EXECUTORS, received))
     ray_only = {"address": address, "early_stop": early_stop}
     ray_only["cpus_per_trial"] = cpus_per_trial
     if executor == "ray":

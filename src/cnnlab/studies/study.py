@@ -63,6 +63,7 @@ from cnnlab.studies.layout import STORE_FILE as STORE_FILE  # its home: layout
 from cnnlab.training.config import MAX_SEED, TrainConfig
 from cnnlab.training.loop import TrainState
 from cnnlab.util.fsio import check_inside
+from cnnlab.util.messages import unknown_key
 from cnnlab.util.text import (
     MAX_SLUG,
     did_you_mean,
@@ -183,12 +184,7 @@ def _check_keys(
 ) -> None:
     for key in doc:
         if key not in allowed:
-            hint = did_you_mean(key, allowed)
-            raise _fail(
-                source,
-                where,
-                f"unknown key {show_value(key)}.{hint} Allowed: {', '.join(allowed)}.",
-            )
+            raise _fail(source, where, unknown_key(key, allowed))
 
 
 def _train_config(base: TrainConfig, doc: Any, source: str, where: str) -> TrainConfig:

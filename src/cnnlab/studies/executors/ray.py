@@ -69,6 +69,7 @@ from cnnlab.training.session import (
 )
 from cnnlab.training.status import Outcome, Status
 from cnnlab.util.machine import pick_device
+from cnnlab.util.messages import must_be_one_of
 
 INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
 EARLY_STOPPERS = ("asha",)
@@ -133,9 +134,9 @@ class RayExecutor:
 
 def _check_options(study: Study, early_stop: str | None, cpus: float) -> None:
     if early_stop is not None and early_stop not in EARLY_STOPPERS:
+        received = f"early_stop={early_stop!r}"
         raise CnnlabError(
-            f"early_stop must be one of {', '.join(EARLY_STOPPERS)} or left out. "
-            f"Received: early_stop={early_stop!r}."
+            must_be_one_of("early_stop", EARLY_STOPPERS, received, also=" or left out")
         )
     if not (isinstance(cpus, int | float) and 0 < cpus < float("inf")):
         raise CnnlabError(
