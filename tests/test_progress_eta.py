@@ -31,7 +31,13 @@ from cnnlab.studies.study import load_study
 from cnnlab.training import loop, progress
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import REPORT_SECONDS, fit
-from cnnlab.training.progress import RichReporter, StudyClock
+from cnnlab.training.progress import (
+    NotebookStudyProgress,
+    RichReporter,
+    StudyClock,
+    StudyProgress,
+)
+from cnnlab.training.status import Outcome
 from cnnlab.util.units import format_duration
 from helpers import CLI_ENV, TINY_NET, cli_command
 
@@ -293,3 +299,46 @@ def test_parallel_workers_show_a_live_line_per_running_trial(tmp_path: Path) -> 
         assert re.search(line, shown), shown
     assert re.search(r"Study w .* 0/2 .*eta ~\d+m\d\ds", shown)  # the cost ETA
     assert "Trial 1/2: slow, seed 0 - trained in" in shown
+
+
+def test_every_display_says_a_trial_the_same_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = io.StringIO()
+    console = Console(file=stream, width=200)
+    terminal, notebook = StudyProgress(console), NotebookStudyProgress()
+    pool = terminal.for_workers(2)
+    for display in (terminal, notebook, pool):
+        with display:
+            display.study_start("s", 2)
+            display.trial_start(1, 2, "conv5-tiny", 0)
+            display.trial_end(1, Outcome.TRAINED, 1.25, 0.5)
+            display.trial_start(2, 2, "conv5-tiny", 1)
+            display.trial_end(2, Outcome.SKIPPED)
+    lines = [x for x in stream.getvalue().splitlines() if x]  # bars start, stop
+    serial = ["Trial 1/2: conv5-tiny, seed 0", "Trial 2/2: conv5-tiny, seed 1",
+              "  already complete: skipped"]  # fmt: skip
+    assert lines[:3] == serial  # the terminal's
+    assert capsys.readouterr().out.splitlines() == ["Study s: 2 trials", *serial]
+    assert lines[3:] == [  # the pool's: a line per trial once it is finished
+        "Trial 1/2: conv5-tiny, seed 0 - trained in 1.2s - test acc 0.5000",
+        "Trial 2/2: conv5-tiny, seed 1 - already complete: skipped",
+    ]
+
+
+def test_a_quiet_display_says_no_trial_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = io.StringIO()
+    terminal = StudyProgress(Console(file=stream, width=200))
+    notebook = NotebookStudyProgress()
+    for display in (terminal, notebook, terminal.for_workers(2)):
+        display.quiet = True
+        with display:
+            display.study_start("s", 1)
+            display.trial_start(1, 1, "net", 0)
+            display.trial_end(1, Outcome.SKIPPED)
+            display.message("Candidate 1/1 ...")  # what the search says
+    lines = [x for x in stream.getvalue().splitlines() if x]  # bars start, stop
+    assert lines == ["Candidate 1/1 ..."] * 2
+    assert capsys.readouterr().out.splitlines() == ["Candidate 1/1 ..."]
