@@ -1,5 +1,6 @@
 """Jupyter as a front end: examples/notebook-study.ipynb executed in a real kernel,
-and the pieces that make it work (inline curves, quiet progress outside a notebook)."""
+cnnlab.train, run_study and run_search each called in one, and the pieces that make
+it work (inline curves, quiet progress outside a notebook)."""
 
 import base64
 import io

@@ -316,8 +316,8 @@ def test_every_display_says_a_trial_the_same_way(
             display.trial_start(2, 2, "conv5-tiny", 1)
             display.trial_end(2, Outcome.SKIPPED)
     lines = [x for x in stream.getvalue().splitlines() if x]  # bars start, stop
-    serial = ["Trial 1/2: conv5-tiny, seed 0", "Trial 2/2: conv5-tiny, seed 1",
-              "  already complete: skipped"]  # fmt: skip
+    first, second = "Trial 1/2: conv5-tiny, seed 0", "Trial 2/2: conv5-tiny, seed 1"
+    serial = [first, second, "  already complete: skipped"]
     assert lines[:3] == serial  # the terminal's
     assert capsys.readouterr().out.splitlines() == ["Study s: 2 trials", *serial]
     assert lines[3:] == [  # the pool's: a line per trial once it is finished
