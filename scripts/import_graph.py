@@ -1,10 +1,11 @@
 """Print the package's import graph, as read from its import statements.
 
-    python3 scripts/import_graph.py [SRC]      # SRC defaults to src/cnnlab
+    python3 scripts/import_graph.py [SRC]            # SRC defaults to src/cnnlab
+    python3 scripts/import_graph.py --longest 15     # then the longest functions
 
-Each line is `module -> imported, imported, ...` (cnnlab modules only, every import
-statement counted, also those inside functions), then the cycles, if any. The layer
-test (tests/test_layers.py) reads the same graph.
+Each line is `module (lines) -> imported, imported, ...` (cnnlab modules only, every
+import statement counted, also those inside functions), then the cycles, if any.
+The layer test (tests/test_layers.py) reads the same graph.
 """
 
 from __future__ import annotations
@@ -68,11 +69,29 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def longest_functions(src: Path, count: int) -> list[tuple[int, str]]:
+    """The `count` longest functions under `src`: (lines, module:name)."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                found.append((lines, f"{module_name(path, src)}:{node.name}"))
+    return sorted(found, reverse=True)[:count]
+
+
 def main(argv: list[str]) -> int:
+    longest = 0
+    if "--longest" in argv:
+        at = argv.index("--longest")
+        longest = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
     src = Path(argv[0]) if argv else Path(__file__).parents[1] / "src" / "cnnlab"
     graph = import_graph(src)
+    files = {module_name(p, src): p for p in sorted(src.rglob("*.py"))}
     for module, targets in graph.items():
-        print(f"{module} -> {', '.join(sorted(targets)) or '(none)'}")
+        lines = len(files[module].read_text(encoding="utf-8").splitlines())
+        print(f"{module} ({lines}) -> {', '.join(sorted(targets)) or '(none)'}")
     loops = cycles(graph)
     print(
         f"\n{len(graph)} modules, {sum(map(len, graph.values()))} import edges, "
@@ -80,6 +99,10 @@ def main(argv: list[str]) -> int:
     )
     for loop in loops:
         print("  cycle: " + " -> ".join(loop))
+    if longest:
+        print(f"\nThe {longest} longest functions (lines):")
+        for lines, name in longest_functions(src, longest):
+            print(f"  {lines:4d}  {name}")
     return 0
 
 

@@ -282,3 +282,36 @@ def test_time_budget_stops_sampling_then_the_finalists_run(tmp_path: Path) -> No
     trained = [t for t in optuna_trials(tmp_path / "out") if t.state.name == "COMPLETE"]
     assert 1 <= len(trained) < 50
     assert report.final is not None and len(report.final.trials) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_mid_search_is_one_line_exit_143_then_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (kill, systemd, Slurm) ends a search as it ends every command: 143
+    and one line saying what is kept; running it again finishes the search."""
+    space = {"units": {"int": [8, 64]}}
+    search = {"trials": 3, "finalists": 1, "space": space, "architecture": DENSE}
+    train = {"epochs": 3, "train_limit": 2000, "test_limit": 200, "val_size": 300}
+    write_search(tmp_path, search, train)
+    args = ("search", "s.yaml", "--out", "out")
+    proc = subprocess.Popen(cli_command(*args), cwd=tmp_path, env=os.environ | CLI_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "out").glob("s/runs/*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no candidate finished an epoch"
+        time.sleep(0.1)
+    proc.terminate()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        "interrupted (SIGTERM): finished candidates and the last epoch are saved in "
+        "out. Run the same command again to resume."
+    )
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.code == 0, result.err
+    states = [t.state.name for t in optuna_trials(tmp_path / "out")]
+    assert "RUNNING" not in states, states  # the interrupted candidate was closed
+    assert states.count("COMPLETE") >= 3, states
+    assert "Winner: " in result.out

@@ -32,7 +32,12 @@ from cnnlab.data.datasets import load_dataset, split_dataset
 from cnnlab.data.images import load_image
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn.model import Network, build_model
-from cnnlab.nn.presets import resolve_architecture
+from cnnlab.nn.presets import (
+    load_preset,
+    preset_names,
+    recipe_names,
+    resolve_architecture,
+)
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.nn.summary import format_summary
@@ -47,7 +52,7 @@ from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, override
 from cnnlab.studies.study import load_study as _load_study_file
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import TrainConfig, overridden, recipe_config
 from cnnlab.training.curves import plot_history as _plot_history
 from cnnlab.training.loop import (
     EVAL_BATCH,
@@ -74,6 +79,7 @@ from cnnlab.training.status import Status
 from cnnlab.util.machine import available_memory
 
 if TYPE_CHECKING:
+    from cnnlab.interop.export import Signature
     from cnnlab.interop.loggers import RunLogger
 
 
@@ -98,6 +104,54 @@ def summary(arch: Architecture | str, num_classes: int | None = None) -> str:
     if not isinstance(arch, Architecture):
         arch = load(arch)
     return format_summary(infer(arch, num_classes))
+
+
+def train_config(arch: str | Path, **changes: Any) -> TrainConfig:
+    """The settings `cnnlab train ARCH --flag ...` trains with: a recipe's own
+    (`fast`), else the notebook's protocol, then `changes` (None: unchanged) on
+    top. `val_size` without a hold-out is an error, as the flag is."""
+    return overridden(recipe_config(arch), changes)
+
+
+def recipe_changes(arch: str | Path, config: TrainConfig) -> dict[str, Any]:
+    """The settings a recipe sets apart from TrainConfig(), with the values
+    `config` (the recipe's, after flags) trains with; {} for other nets."""
+    default = TrainConfig().to_dict()
+    recipe = recipe_config(arch).to_dict()
+    return {k: getattr(config, k) for k, v in recipe.items() if v != default[k]}
+
+
+@dataclass(frozen=True)
+class PresetFacts:
+    """A built-in network: the notebook's numbering (None for recipes), what it
+    is, its size and cost, and a recipe's own training settings."""
+
+    number: int | None
+    name: str
+    description: str
+    params: int
+    flops: int
+    training: dict[str, Any]
+
+
+def presets() -> list[PresetFacts]:
+    """The built-in networks (the notebook's nine, then the recipes)."""
+    recipes = recipe_names()
+    plain = [name for name in preset_names() if name not in recipes]
+    facts = []
+    for number, name in [*enumerate(plain, start=1), *((None, r) for r in recipes)]:
+        info = infer(load_preset(name))
+        facts.append(
+            PresetFacts(
+                number,
+                name,
+                info.arch.description,
+                info.total,
+                info.flops,
+                recipe_changes(name, recipe_config(name)),
+            )
+        )
+    return facts
 
 
 @contextmanager
@@ -134,7 +188,13 @@ def train(
     log: RunLogger | None = None,
 ) -> RunResult:
     """Train an architecture into a new run folder and score it on the test set;
-    with `log`, copy the finished run to MLflow or TensorBoard (never fails it)."""
+    with `log`, copy the finished run to MLflow or TensorBoard (never fails it).
+
+    Without `config`, a recipe's name or file (`"fast"`) trains with the recipe's
+    settings, anything else with TrainConfig(): what `cnnlab train NAME` does.
+    """
+    if config is None and not isinstance(arch, Architecture):
+        config = train_config(arch)
     if not isinstance(arch, Architecture):
         arch = load(arch)
     path = Path(out) if out is not None else default_run_path(arch.name)
@@ -307,29 +367,13 @@ def import_model(source: str | Path, out: str | Path | None = None) -> Any:
 
 
 def load_study(
-    name_or_path: str | Path,
-    *,
-    seeds: Sequence[int] | None = None,
-    epochs: int | None = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    val_size: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
+    name_or_path: str | Path, *, seeds: Sequence[int] | None = None, **overrides: Any
 ) -> Study:
-    """A built-in study ('quickstart', 'seed') or a study YAML file, with settings
-    changed for every architecture where given (as `cnnlab study` flags do)."""
-    study = _load_study_file(name_or_path)
-    return override(
-        study,
-        seeds=seeds,
-        epochs=epochs,
-        train_limit=train_limit,
-        test_limit=test_limit,
-        val_size=val_size,
-        threads=threads,
-        device=device,
-    )
+    """A built-in study ('quickstart', 'seed') or a study YAML file, with `seeds`
+    and the training settings of `overrides` (TrainConfig's OVERRIDES: epochs,
+    train_limit, test_limit, val_size, threads, device...) changed for every
+    architecture where given, as `cnnlab study` flags do."""
+    return override(_load_study_file(name_or_path), seeds=seeds, **overrides)
 
 
 def run_study(
@@ -454,27 +498,26 @@ def export_run(
     return export_network(model, format, path, names)
 
 
+def export_signature(
+    run: str | Path, format: Literal["onnx", "keras", "torchscript"]
+) -> Signature:
+    """What `format`'s export of a run takes and gives, and how to load it."""
+    from cnnlab.interop.export import check_format, signature
+
+    check_format(format)
+    return signature(open_run(run).architecture(), format)
+
+
 # ------------------------------------------------------------------------ search
 
 
 def load_search(
-    name_or_path: str | Path,
-    *,
-    seeds: Sequence[int] | None = None,
-    epochs: int | None = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    val_size: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
+    name_or_path: str | Path, *, seeds: Sequence[int] | None = None, **overrides: Any
 ) -> SearchSpec:
-    """A study file with a `search:` block, validated (docs/search.md); the flags
-    change every candidate's and finalist's training settings, `seeds` the
-    finalists' seeds."""
-    study = load_study(
-        name_or_path, seeds=seeds, epochs=epochs, train_limit=train_limit,
-        test_limit=test_limit, val_size=val_size, threads=threads, device=device,
-    )  # fmt: skip
+    """A study file with a `search:` block, validated (docs/search.md); `overrides`
+    (as in load_study) change every candidate's and finalist's training settings,
+    `seeds` the finalists' seeds."""
+    study = load_study(name_or_path, seeds=seeds, **overrides)
     if study.search is None:
         raise CnnlabError(
             f"{study.source}: has no 'search' block, so there is nothing to search. "

@@ -18,7 +18,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.util.fsio import check_inside
 from cnnlab.util.text import MAX_SLUG, show_value, slug
 
-DEFAULT_OUT = "studies"  # where studies and searches go without --out
+DEFAULT_OUT = Path("studies")  # where studies and searches go without --out
 STORE_FILE = "cnnlab.sqlite"
 RUNS_FOLDER = "runs"
 

@@ -58,9 +58,10 @@ from cnnlab.nn.spec import (
     parse_architecture,
     parse_yaml,
 )
+from cnnlab.studies.layout import DEFAULT_OUT as DEFAULT_OUT  # its home: layout
 from cnnlab.studies.layout import RUNS_FOLDER, StudyLayout
 from cnnlab.studies.layout import STORE_FILE as STORE_FILE  # its home: layout
-from cnnlab.training.config import MAX_SEED, TrainConfig
+from cnnlab.training.config import MAX_SEED, OVERRIDES, TrainConfig, overridden
 from cnnlab.training.loop import TrainState
 from cnnlab.util.fsio import check_inside
 from cnnlab.util.messages import unknown_key
@@ -503,15 +504,33 @@ def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> St
 def override(study: Study, **changes: Any) -> Study:
     """The study with training settings changed for every architecture (CLI flags).
 
-    `seeds` replaces the study's seeds, checked as a study file's are.
+    `seeds` replaces the study's seeds, checked as a study file's are; the other
+    keys are TrainConfig's OVERRIDES, checked as flags are (training.config).
     """
     seeds = changes.pop("seeds", None)
+    unknown = sorted(show_value(k) for k in changes if k not in OVERRIDES)
+    if unknown:
+        raise CnnlabError(
+            f"a study's settings cannot be overridden by {', '.join(unknown)}; "
+            f"the ones that can: seeds, {', '.join(OVERRIDES)}."
+        )
     if seeds is not None:
+        if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
+            raise CnnlabError(
+                f"seeds must be a list of integers such as [0, 1, 2]. Received: "
+                f"seeds={show_value(seeds)}."
+            )
         seeds = _parse_seeds(list(seeds), "--seeds", where="")
     archs = tuple(
-        dataclasses.replace(a, config=a.config.replace(**changes)) for a in study.archs
+        dataclasses.replace(
+            a,
+            config=overridden(a.config, changes, f"{study.source} (net {a.label})"),
+        )
+        for a in study.archs
     )
-    train = None if study.train is None else study.train.replace(**changes)
+    train = (
+        None if study.train is None else overridden(study.train, changes, study.source)
+    )
     return dataclasses.replace(
         study, archs=archs, seeds=tuple(seeds) if seeds else study.seeds, train=train
     )
