@@ -46,10 +46,11 @@ from cnnlab.search.engine import run_search as _run_search
 from cnnlab.search.report import SearchReport, build_search_report
 from cnnlab.search.space import SearchSpec, parse_search
 from cnnlab.search.tuner import import_optuna
+from cnnlab.studies.layout import DEFAULT_OUT, StudyLayout
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import DEFAULT_OUT, STORE_FILE, Study, override, study_folder
+from cnnlab.studies.study import Study, override
 from cnnlab.studies.study import load_study as _load_study_file
 from cnnlab.training.config import TrainConfig, overridden, recipe_config
 from cnnlab.training.curves import plot_history as _plot_history
@@ -419,7 +420,7 @@ def run_study(
 
 def store_path(out: str | Path = DEFAULT_OUT) -> Path:
     """The study store of the output folder `out`."""
-    return Path(out) / STORE_FILE
+    return StudyLayout(out).store
 
 
 def _open_store(out: str | Path) -> Store:
@@ -435,7 +436,7 @@ def _open_store(out: str | Path) -> Store:
 def open_report(study: str, out: str | Path = DEFAULT_OUT) -> StudyReport:
     """Rebuild a study's report from its store, without training."""
     with _open_store(out) as store:
-        return build_report(store, study, study_folder(Path(out), study) / "report")
+        return build_report(store, study, StudyLayout(out).report(study))
 
 
 def list_trials(
@@ -448,7 +449,7 @@ def list_trials(
     filtered by study name, architecture label and status."""
     with _open_store(out) as store:
         rows = store.trial_rows(study, arch, None if status is None else str(status))
-        return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]
+        return [r.as_dict() | {"epochs": len(store.history(r.id))} for r in rows]
 
 
 # ------------------------------------------------------------------------ logging

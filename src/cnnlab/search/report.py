@@ -42,8 +42,8 @@ from cnnlab.reporting.wording import comparison_text
 from cnnlab.search.engine import SearchResult, ranked
 from cnnlab.search.space import values_text
 from cnnlab.search.tuner import import_optuna, storage_url
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import save_figure
 from cnnlab.util.fsio import atomic_write_text
@@ -136,8 +136,8 @@ def overturned(
 def write_best(result: SearchResult, store: Store, label: str, path: Path) -> Path:
     """The winner as an architecture file with the `train:` block it was trained
     with (the finalists' settings; `cnnlab train best.yaml` trains it again)."""
-    row = next(r for r in store.trial_rows(result.final_study) if r["label"] == label)
-    spec, config = json.loads(row["spec"]), json.loads(row["config"])
+    row = next(r for r in store.trial_rows(result.final_study) if r.label == label)
+    spec, config = row.spec, row.config
     default = TrainConfig().to_dict()
     train = {
         k: v
@@ -163,9 +163,10 @@ def build_search_report(result: SearchResult) -> SearchReport:
     """Build the finalists' study report, best.yaml and the search report."""
     optuna = import_optuna()
     spec, out = result.spec, result.out
-    folder = out / spec.name / "report"
+    layout = StudyLayout(out)
+    folder = layout.report(spec.name)
     study = optuna.load_study(study_name=spec.name, storage=storage_url(out))
-    with Store(out / STORE_FILE) as store:
+    with Store(layout.store) as store:
         facts = search_facts(result, optuna, study, store)
         best_file = None
         if facts.best_key is not None:

@@ -12,6 +12,7 @@ from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.schedule import SCHEDULES
+from cnnlab.util.messages import must_be_one_of, received
 from cnnlab.util.text import is_int, is_number, show_value
 
 VALIDATIONS = ("holdout", "test", "none")
@@ -304,10 +305,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
-        raise CnnlabError(
-            f"{name} must be one of {', '.join(choices)}. "
-            f"Received: {name}={show_value(value)}."
-        )
+        raise CnnlabError(must_be_one_of(name, choices, received(name, value)))
 
 
 def recipe_config(name_or_path: str | Path) -> TrainConfig:

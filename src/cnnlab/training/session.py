@@ -36,6 +36,7 @@ from cnnlab.training.loop import (
     fit,
     score,
 )
+from cnnlab.training.metrics import EPOCH_METRICS
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
     CURVES_FILE,
@@ -78,7 +79,7 @@ class RunResult:
         """The run's folder and scores as a small HTML table (Jupyter shows it)."""
         last = self.history.epochs[-1] if self.history.epochs else {}
         rows = [("run folder", str(self.path)), ("epochs", str(len(self.history)))]
-        for key in ("loss", "acc", "val_loss", "val_acc"):
+        for key in EPOCH_METRICS:
             value = last.get(key)
             rows.append((f"final {key}", "-" if value is None else f"{value:.4f}"))
         if self.test_loss is not None and self.test_acc is not None:
