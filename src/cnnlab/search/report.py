@@ -11,7 +11,6 @@ diagnosis) is built by `cnnlab.reporting.report`.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
