@@ -21,8 +21,10 @@ from cnnlab.reporting.diagnosis import (
     OVERFIT_RISE,
     diagnose,
     diagnose_all,
+    has_dropout,
     shared_notes,
 )
+from cnnlab.reporting.wording import comparison_text
 from cnnlab.studies.results import TrialResult
 
 # The notebook's section 3 net (412 parameters): its logged running train loss and
@@ -185,9 +187,9 @@ def test_welch_p_value_matches_hand_computation() -> None:
     assert b.difference == pytest.approx(-0.01)
     assert b.p_value == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
     assert b.significant is False
-    assert b.verdict == (
+    assert comparison_text(b) == (
         f"b: 97.00% vs 98.00% for a, difference -1.00 points, Welch's t-test "
-        f"p = {b.p_value:.2g}, Holm-adjusted p = {b.p_value:.2g} (n = 4 vs 3): "
+        f"p = {b.p_value:.2g} (n = 4 vs 3): "
         "within seed noise, not a ranking."
     )
 
@@ -219,15 +221,17 @@ def test_clearly_different_label_is_significant() -> None:
         "medium",
         0.0,
     )
-    assert medium.verdict == "medium: 99.16% (n = 3), best test_acc."
+    assert comparison_text(medium) == "medium: 99.16% (n = 3), best test_acc."
     assert medium.p_value is None and medium.significant is None
     assert (
         tiny.significant is True and tiny.p_value is not None and tiny.p_value < 0.001
     )
-    assert tiny.verdict.startswith(
+    assert comparison_text(tiny).startswith(
         "tiny: 88.10% vs 99.16% for medium, difference -11.05 points, Welch's t-test p "
     )
-    assert tiny.verdict.endswith("(n = 3 vs 3): larger than seed-to-seed noise.")
+    assert comparison_text(tiny).endswith(
+        "(n = 3 vs 3): larger than seed-to-seed noise."
+    )
 
 
 def test_overlapping_noise_is_not_a_ranking() -> None:
@@ -235,10 +239,10 @@ def test_overlapping_noise_is_not_a_ranking() -> None:
         "b", [0.9915, 0.9905, 0.9925]
     )
     a, b = compare_to_best(trials, alpha=0.05)
-    assert b.verdict == "b: 99.15% (n = 3), best test_acc."
+    assert comparison_text(b) == "b: 99.15% (n = 3), best test_acc."
     assert a.p_value is not None and a.p_value > 0.5
     assert a.significant is False
-    assert a.verdict.endswith("within seed noise, not a ranking.")
+    assert comparison_text(a).endswith("within seed noise, not a ranking.")
 
 
 def test_one_seed_gives_no_p_value() -> None:
@@ -247,7 +251,7 @@ def test_one_seed_gives_no_p_value() -> None:
     )
     one, _ = compare_to_best(trials)
     assert one.p_value is None and one.significant is None
-    assert one.verdict == (
+    assert comparison_text(one) == (
         "one: 98.00% vs 99.16% for best, difference -1.16 points (n = 1 vs 3): "
         "only one seed: run more seeds to tell a difference from noise."
     )
@@ -257,7 +261,7 @@ def test_zero_variance_on_both_sides_gives_no_p_value() -> None:
     trials = with_test_acc("a", [0.99, 0.99]) + with_test_acc("b", [0.98, 0.98])
     _, b = compare_to_best(trials)
     assert b.p_value is None and b.significant is None
-    assert "same value on both sides" in b.verdict
+    assert "same value on both sides" in comparison_text(b)
 
 
 def test_loss_metric_picks_the_lowest() -> None:
@@ -272,7 +276,7 @@ def test_loss_metric_picks_the_lowest() -> None:
     high_cmp, low_cmp = compare_to_best(high + low, metric="test_loss")
     assert high_cmp.best_label == low_cmp.label == "low"
     assert high_cmp.difference == pytest.approx(0.02)
-    assert high_cmp.verdict.startswith(
+    assert comparison_text(high_cmp).startswith(
         "high: 0.0500 vs 0.0300 for low, difference +0.0200, "
     )
 
@@ -280,7 +284,7 @@ def test_loss_metric_picks_the_lowest() -> None:
 def test_history_metrics_and_missing_metrics() -> None:
     trials = [trial("a", 0, history([0.3, 0.2], val_loss=[0.2, 0.1]))]
     assert (
-        compare_to_best(trials, metric="val_loss")[0].verdict
+        comparison_text(compare_to_best(trials, metric="val_loss")[0])
         == "a: 0.1000 (n = 1), best val_loss."
     )
     assert compare_to_best(trials, metric="test_acc") == []
@@ -442,6 +446,25 @@ def test_train_loss_above_validation_with_clean_loss_below_is_dropout_gap() -> N
     assert shared_notes([d, d]) == [DROPOUT_NOTE]
     assert "training mode (dropout on)" in DROPOUT_NOTE
     assert d.advice == "Nothing to fix."
+
+
+def test_without_dropout_the_gap_is_the_running_mean_not_dropout() -> None:
+    loss = [0.300, 0.120, 0.090, 0.075, 0.065]
+    val_loss = [0.090, 0.060, 0.050, 0.045, 0.040]
+    dense = {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}
+    trials = seeds_around("plain", loss, val_loss, train_clean_loss=0.025, spec=dense)
+    d = diagnose("plain", trials, best_acc=None)
+    assert d.verdict == "good fit"
+    assert "dropout" not in d.text
+    assert "the mean over an epoch in which the net was still improving" in d.text
+    assert shared_notes([d]) == []
+    with_dropout = {
+        "name": "dropout-free name",
+        "layers": [{"type": "Dense", "units": 10}, {"type": "Dropout", "rate": 0.5}],
+    }
+    trials = seeds_around("drop", loss, val_loss, spec=with_dropout)
+    assert diagnose("drop", trials, best_acc=None).verdict == "dropout gap"
+    assert not has_dropout({"name": "dropout", "layers": [{"type": "Dense"}]})
 
 
 def test_dropout_gap_that_clean_loss_does_not_explain_says_so() -> None:

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -68,9 +69,9 @@ def _study(tmp_path: Path, **train: object) -> object:
     return parse_study(doc, source="s.yaml", base_dir=tmp_path)
 
 
-def _row(store: Store, study: str = "s") -> sqlite3.Row:
+def _row(store: Store, study: str = "s") -> dict[str, Any]:
     (row,) = store.trial_rows(study)
-    return row
+    return row.as_dict()
 
 
 def test_a_refused_trial_leaves_its_row_as_it_was(tmp_path: Path) -> None:
@@ -217,9 +218,9 @@ def test_run_study_sweeps_and_marks_before_it_starts(tmp_path: Path) -> None:
     assert [o.status for o in outcomes] == ["skipped"]
     assert not (run.path / ".checkpoint.pt.tmp-4242").exists()
     with Store(tmp_path / "out" / "cnnlab.sqlite") as store:
-        status = {r["label"]: r["status"] for r in store.trial_rows("s")}
+        status = {r.label: r.status for r in store.trial_rows("s")}
         assert status == {"gone": "interrupted", "net": "completed"}
-        assert store.history(store.trial_rows("s", "net")[0]["id"])[0]["loss"] == 0.5
+        assert store.history(store.trial_rows("s", "net")[0].id)[0]["loss"] == 0.5
 
 
 # ------------------------------------------ found here, in files others own

@@ -1,8 +1,10 @@
 """Jupyter as a front end: examples/notebook-study.ipynb executed in a real kernel,
-and the pieces that make it work (inline curves, quiet progress outside a notebook)."""
+cnnlab.train, run_study and run_search each called in one, and the pieces that make
+it work (inline curves, quiet progress outside a notebook)."""
 
 import base64
 import io
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -169,6 +171,148 @@ def test_study_shows_each_trial_and_its_epochs(executed: tuple[Any, Path]) -> No
     assert "Trial 1/6: conv5-tiny, seed 0" in text and "Trial 6/6:" in text
     assert text.count("Epoch 1/1 - ") == 6
     assert any(line.startswith("Trial ") for line in shown(cell, "text/plain"))
+
+
+# train, run_study and run_search in a kernel, on a few MNIST images -------------
+
+# The kernel's clock, injected: every reading of time.monotonic by the training loop
+# and the displays is a quarter second after the last, so what is drawn (reports,
+# rates, ETAs) does not depend on the machine's speed or load.
+CLOCK_CELL = """\
+import itertools, time, types
+from cnnlab.training import loop, progress
+readings = itertools.count(0.0, 0.25)
+clock = types.SimpleNamespace(monotonic=lambda: next(readings),
+                              perf_counter=time.perf_counter)
+loop.time = progress.time = clock
+import cnnlab"""
+TINY = "train_limit=400, val_size=100, test_limit=100"
+API_CELLS = {
+    "train": "result = cnnlab.train('net.yaml', cnnlab.TrainConfig(epochs=1, "
+    + TINY
+    + "), out='runs/net')",
+    "run_study": "study = cnnlab.run_study(cnnlab.load_study('study.yaml'), 'studies')",
+    "run_search": "found = cnnlab.run_search('search.yaml', 'studies')",
+}
+STUDY_FILE = """\
+name: nb
+seeds: [0, 1]
+train: {epochs: 1, train_limit: 400, val_size: 100, test_limit: 100}
+architectures: [{label: net, spec: {layers: [Flatten, {Dense: {units: 10}}]}}]
+"""
+SEARCH_FILE = """\
+name: hunt
+seeds: [0]
+train: {epochs: 1, train_limit: 400, val_size: 100, test_limit: 100}
+search:
+  sampler: grid
+  finalists: 1
+  space: {units: {choice: [4, 8]}}
+  architecture:
+    layers: [Flatten, {Dense: {units: $units, activation: relu}},
+             {Dense: {units: 10, activation: softmax}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def api_notebook(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A notebook calling cnnlab.train, run_study and run_search, executed in a
+    python3 kernel (with the injected clock) in a folder of its own."""
+    for module in ("nbformat", "nbclient", "ipykernel", "optuna"):
+        pytest.importorskip(module, reason="comes with the test and search extras")
+    import nbclient
+    import nbformat
+
+    folder = tmp_path_factory.mktemp("api-notebook")
+    (folder / "net.yaml").write_text(
+        "name: net\nlayers: [Flatten, {Dense: {units: 10, activation: softmax}}]\n"
+    )
+    (folder / "study.yaml").write_text(STUDY_FILE)
+    (folder / "search.yaml").write_text(SEARCH_FILE)
+    cells = [CLOCK_CELL, *API_CELLS.values(), "study"]
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in cells]
+    )
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(folder)}},
+    )
+    executed = client.execute()
+    nbformat.write(executed, folder / "executed.ipynb")  # to read when a test fails
+    return executed, folder
+
+
+# The progress line as the kernel last drew it: "Epoch e/E [bar] steps - rate - ..."
+EPOCH_LINE = (
+    r"Epoch 1/1 \[=+\] (?P<steps>\d+)/(?P=steps) - [\d,]+ samples/s - \d+\.\ds - "
+    r"loss \d\.\d{4} - acc \d\.\d{4}"
+)
+
+
+@pytest.mark.slow
+def test_train_in_a_kernel_draws_its_epoch_and_prints_its_line(
+    api_notebook: tuple[Any, Path],
+) -> None:
+    notebook, folder = api_notebook
+    cell = code_cell(notebook, API_CELLS["train"], whole=True)
+    printed = streamed(cell).splitlines()
+    assert printed[0] == "Run folder: runs/net"
+    assert re.fullmatch(
+        r"Epoch 1/1 - \d+\.\ds - loss: \d\.\d{4} - acc: \d\.\d{4} - "
+        r"val_loss: \d\.\d{4} - val_acc: \d\.\d{4}",
+        printed[1],
+    ), printed
+    (line,) = shown(cell, "text/plain")  # one line, redrawn in place
+    assert re.fullmatch(EPOCH_LINE, line), line
+    assert (folder / "runs" / "net" / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_run_study_in_a_kernel_shows_each_trial(
+    api_notebook: tuple[Any, Path],
+) -> None:
+    notebook, _ = api_notebook
+    cell = code_cell(notebook, API_CELLS["run_study"], whole=True)
+    printed = streamed(cell).splitlines()
+    trials = [line for line in printed if line.startswith("Trial ")]
+    assert trials == ["Trial 1/2: net, seed 0", "Trial 2/2: net, seed 1"]
+    assert "Study nb: 2 trials" in printed
+    assert sum(line.startswith("Epoch 1/1 - ") for line in printed) == 2
+    lines = shown(cell, "text/plain")
+    assert len(lines) == 2, lines  # one progress line per trial
+    for k, line in enumerate(lines, start=1):
+        prefix = rf"Trial {k}/2 - (study eta ~\d+m\d\ds - )?"
+        assert re.fullmatch(prefix + EPOCH_LINE, line), line
+    (table,) = shown(code_cell(notebook, "study", whole=True), "text/html")
+    assert "<table" in table and "net" in table
+
+
+@pytest.mark.slow
+def test_run_search_in_a_kernel_shows_candidates_then_finalists(
+    api_notebook: tuple[Any, Path],
+) -> None:
+    notebook, folder = api_notebook
+    cell = code_cell(notebook, API_CELLS["run_search"], whole=True)
+    printed = streamed(cell).splitlines()
+    candidates = [line for line in printed if line.startswith("Candidate ")]
+    assert [line.split()[1] for line in candidates] == ["1/2", "2/2"], printed
+    assert all(": val_loss " in line and "| best " in line for line in candidates)
+    # Candidates are quiet (the search says which one runs): no study header or
+    # trial line of their own; the final stage is an ordinary study.
+    final = printed.index("Final stage: 1 net(s) x 1 seeds")
+    assert not any(line.startswith(("Study ", "Trial ")) for line in printed[:final])
+    assert "Study hunt-final: 1 trials" in printed[final:]
+    assert any(line.startswith("Trial 1/1: ") for line in printed[final:])
+    epochs = [line for line in printed if line.startswith("Epoch 1/1 - ")]
+    assert len(epochs) == 3  # two candidates, one finalist
+    for line in shown(cell, "text/plain"):
+        assert re.fullmatch(
+            r"(Trial 1/1 - (study eta ~\d+m\d\ds - )?)?" + EPOCH_LINE, line
+        )
+    assert (folder / "studies" / "hunt" / "best.yaml").is_file()
+    assert (folder / "studies" / "hunt" / "report" / "report.md").is_file()
 
 
 if __name__ == "__main__":

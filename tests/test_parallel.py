@@ -180,7 +180,7 @@ def test_parallel_results_equal_the_serial_ones(two_runs: tuple[Path, str]) -> N
     assert parallel == serial  # bitwise: 1 thread each, same seeds
     assert len(parallel) == 4 and {t[2] for t in parallel} == {"completed"}
     with Store(folder / "parallel" / "cnnlab.sqlite") as store:
-        keys = [(r["label"], r["seed"]) for r in store.trial_rows("par")]
+        keys = [(r.label, r.seed) for r in store.trial_rows("par")]
         assert sorted(keys) == sorted(set(keys)) and len(keys) == 4
         assert store.study("par").environment["workers"] == 2
     runs = folder / "parallel" / "par" / "runs"

@@ -72,7 +72,7 @@ def results(out: Path, study: str) -> list[tuple]:
 def rows(out: Path) -> list[dict]:
     """The store's trial rows as written, but for the row id, run folder and time."""
     with Store(out / STORE_FILE) as store:
-        found = [dict(r) for r in store.trial_rows("tiny")]
+        found = [r.as_dict() for r in store.trial_rows("tiny")]
     for row in found:
         assert Path(row.pop("run_path")).parent == out / "tiny" / "runs"
         del row["id"], row["updated"]

@@ -94,6 +94,12 @@ def test_grid_is_the_cartesian_product_and_only_finalists_read_the_test_set(
     assert report.best_file is not None and report.best_file.is_file()
     text = report.markdown_path.read_text()
     assert "overturned" in text and "## Finalists" in text
+    # finalists are shown by their values; their keys stay the store's labels
+    finalists = text.split("## Finalists")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(finalists) == 2 and all(r.startswith("| units=") for r in finalists)
+    assert all(" lr=0.0" in r for r in finalists)
+    assert not any("c-" in line for line in report.lines)
+    assert {r[1][:2] for r in final_rows} == {"c-"}
 
 
 @pytest.mark.slow
@@ -282,3 +288,36 @@ def test_time_budget_stops_sampling_then_the_finalists_run(tmp_path: Path) -> No
     trained = [t for t in optuna_trials(tmp_path / "out") if t.state.name == "COMPLETE"]
     assert 1 <= len(trained) < 50
     assert report.final is not None and len(report.final.trials) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_mid_search_is_one_line_exit_143_then_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (kill, systemd, Slurm) ends a search as it ends every command: 143
+    and one line saying what is kept; running it again finishes the search."""
+    space = {"units": {"int": [8, 64]}}
+    search = {"trials": 3, "finalists": 1, "space": space, "architecture": DENSE}
+    train = {"epochs": 3, "train_limit": 2000, "test_limit": 200, "val_size": 300}
+    write_search(tmp_path, search, train)
+    args = ("search", "s.yaml", "--out", "out")
+    proc = subprocess.Popen(cli_command(*args), cwd=tmp_path, env=os.environ | CLI_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "out").glob("s/runs/*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no candidate finished an epoch"
+        time.sleep(0.1)
+    proc.terminate()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        "interrupted (SIGTERM): finished candidates and the last epoch are saved in "
+        "out. Run the same command again to resume."
+    )
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.code == 0, result.err
+    states = [t.state.name for t in optuna_trials(tmp_path / "out")]
+    assert "RUNNING" not in states, states  # the interrupted candidate was closed
+    assert states.count("COMPLETE") >= 3, states
+    assert "Winner: " in result.out

@@ -1,85 +1,75 @@
-"""cnnlab: design, train and compare convolutional networks on MNIST-family data."""
+"""cnnlab: design, train and compare convolutional networks on image data.
+
+The public names load on first use (PEP 562), so `import cnnlab` and the
+`cnnlab` command start without PyTorch: the command sets its signal handlers
+before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from cnnlab._version import __version__ as __version__
-from cnnlab.api import (
-    Prediction,
-    RunResult,
-    evaluate_run,
-    export_run,
-    export_study,
-    import_model,
-    list_trials,
-    load,
-    load_model,
-    load_search,
-    load_study,
-    open_report,
-    plot_history,
-    predict,
-    resume,
-    run_search,
-    run_study,
-    summary,
-    train,
-)
-from cnnlab.errors import CnnlabError, DataError, RunError, SpecError
-from cnnlab.nn.model import build_model
-from cnnlab.nn.spec import (
-    Activation,
-    Architecture,
-    AveragePooling2D,
-    BatchNormalization,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    LeakyReLU,
-    MaxPooling2D,
-    load_architecture,
-)
-from cnnlab.reporting.report import StudyReport
-from cnnlab.studies.study import Study
-from cnnlab.training.config import TrainConfig
-from cnnlab.training.status import Status
+from cnnlab.errors import CnnlabError as CnnlabError
+from cnnlab.errors import DataError as DataError
+from cnnlab.errors import RunError as RunError
+from cnnlab.errors import SpecError as SpecError
 
-__all__ = [
-    "Activation",
-    "Architecture",
-    "AveragePooling2D",
-    "BatchNormalization",
-    "CnnlabError",
-    "Conv2D",
-    "DataError",
-    "Dense",
-    "Dropout",
-    "Flatten",
-    "LeakyReLU",
-    "MaxPooling2D",
-    "Prediction",
-    "RunError",
-    "RunResult",
-    "SpecError",
-    "Status",
-    "Study",
-    "StudyReport",
-    "TrainConfig",
-    "build_model",
-    "evaluate_run",
-    "export_run",
-    "export_study",
-    "import_model",
-    "list_trials",
-    "load",
-    "load_architecture",
-    "load_model",
-    "load_search",
-    "load_study",
-    "open_report",
-    "plot_history",
-    "predict",
-    "resume",
-    "run_search",
-    "run_study",
-    "summary",
-    "train",
-]
+# Each public name and the module it lives in.
+_HOMES = {
+    "Activation": "cnnlab.nn.spec",
+    "Architecture": "cnnlab.nn.spec",
+    "AveragePooling2D": "cnnlab.nn.spec",
+    "BatchNormalization": "cnnlab.nn.spec",
+    "build_model": "cnnlab.nn.model",
+    "Conv2D": "cnnlab.nn.spec",
+    "Dense": "cnnlab.nn.spec",
+    "Dropout": "cnnlab.nn.spec",
+    "evaluate_run": "cnnlab.api",
+    "export_run": "cnnlab.api",
+    "export_signature": "cnnlab.api",
+    "export_study": "cnnlab.api",
+    "Flatten": "cnnlab.nn.spec",
+    "import_model": "cnnlab.api",
+    "LeakyReLU": "cnnlab.nn.spec",
+    "list_trials": "cnnlab.api",
+    "load": "cnnlab.api",
+    "load_architecture": "cnnlab.nn.spec",
+    "load_model": "cnnlab.api",
+    "load_search": "cnnlab.api",
+    "load_study": "cnnlab.api",
+    "MaxPooling2D": "cnnlab.nn.spec",
+    "open_report": "cnnlab.api",
+    "plot_history": "cnnlab.api",
+    "predict": "cnnlab.api",
+    "presets": "cnnlab.api",
+    "PresetFacts": "cnnlab.api",
+    "Prediction": "cnnlab.api",
+    "resume": "cnnlab.api",
+    "run_search": "cnnlab.api",
+    "run_study": "cnnlab.api",
+    "RunResult": "cnnlab.api",
+    "Status": "cnnlab.training.status",
+    "Study": "cnnlab.studies.study",
+    "StudyReport": "cnnlab.reporting.report",
+    "summary": "cnnlab.api",
+    "train": "cnnlab.api",
+    "train_config": "cnnlab.api",
+    "TrainConfig": "cnnlab.training.config",
+}
+
+__all__ = sorted([*_HOMES, "CnnlabError", "DataError", "RunError", "SpecError"])
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -32,7 +32,12 @@ from cnnlab.data.datasets import load_dataset, split_dataset
 from cnnlab.data.images import load_image
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn.model import Network, build_model
-from cnnlab.nn.presets import resolve_architecture
+from cnnlab.nn.presets import (
+    load_preset,
+    preset_names,
+    recipe_names,
+    resolve_architecture,
+)
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.nn.summary import format_summary
@@ -41,12 +46,13 @@ from cnnlab.search.engine import run_search as _run_search
 from cnnlab.search.report import SearchReport, build_search_report
 from cnnlab.search.space import SearchSpec, parse_search
 from cnnlab.search.tuner import import_optuna
+from cnnlab.studies.layout import DEFAULT_OUT, StudyLayout
 from cnnlab.studies.runner import make_executor
 from cnnlab.studies.runner import run_study as _run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, override, study_folder
+from cnnlab.studies.study import Study, override
 from cnnlab.studies.study import load_study as _load_study_file
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import TrainConfig, overridden, recipe_config
 from cnnlab.training.curves import plot_history as _plot_history
 from cnnlab.training.loop import (
     EVAL_BATCH,
@@ -73,6 +79,7 @@ from cnnlab.training.status import Status
 from cnnlab.util.machine import available_memory
 
 if TYPE_CHECKING:
+    from cnnlab.interop.export import Signature
     from cnnlab.interop.loggers import RunLogger
 
 
@@ -97,6 +104,54 @@ def summary(arch: Architecture | str, num_classes: int | None = None) -> str:
     if not isinstance(arch, Architecture):
         arch = load(arch)
     return format_summary(infer(arch, num_classes))
+
+
+def train_config(arch: str | Path, **changes: Any) -> TrainConfig:
+    """The settings `cnnlab train ARCH --flag ...` trains with: a recipe's own
+    (`fast`), else the notebook's protocol, then `changes` (None: unchanged) on
+    top. `val_size` without a hold-out is an error, as the flag is."""
+    return overridden(recipe_config(arch), changes)
+
+
+def recipe_changes(arch: str | Path, config: TrainConfig) -> dict[str, Any]:
+    """The settings a recipe sets apart from TrainConfig(), with the values
+    `config` (the recipe's, after flags) trains with; {} for other nets."""
+    default = TrainConfig().to_dict()
+    recipe = recipe_config(arch).to_dict()
+    return {k: getattr(config, k) for k, v in recipe.items() if v != default[k]}
+
+
+@dataclass(frozen=True)
+class PresetFacts:
+    """A built-in network: the notebook's numbering (None for recipes), what it
+    is, its size and cost, and a recipe's own training settings."""
+
+    number: int | None
+    name: str
+    description: str
+    params: int
+    flops: int
+    training: dict[str, Any]
+
+
+def presets() -> list[PresetFacts]:
+    """The built-in networks (the notebook's nine, then the recipes)."""
+    recipes = recipe_names()
+    plain = [name for name in preset_names() if name not in recipes]
+    facts = []
+    for number, name in [*enumerate(plain, start=1), *((None, r) for r in recipes)]:
+        info = infer(load_preset(name))
+        facts.append(
+            PresetFacts(
+                number,
+                name,
+                info.arch.description,
+                info.total,
+                info.flops,
+                recipe_changes(name, recipe_config(name)),
+            )
+        )
+    return facts
 
 
 @contextmanager
@@ -133,7 +188,13 @@ def train(
     log: RunLogger | None = None,
 ) -> RunResult:
     """Train an architecture into a new run folder and score it on the test set;
-    with `log`, copy the finished run to MLflow or TensorBoard (never fails it)."""
+    with `log`, copy the finished run to MLflow or TensorBoard (never fails it).
+
+    Without `config`, a recipe's name or file (`"fast"`) trains with the recipe's
+    settings, anything else with TrainConfig(): what `cnnlab train NAME` does.
+    """
+    if config is None and not isinstance(arch, Architecture):
+        config = train_config(arch)
     if not isinstance(arch, Architecture):
         arch = load(arch)
     path = Path(out) if out is not None else default_run_path(arch.name)
@@ -306,36 +367,18 @@ def import_model(source: str | Path, out: str | Path | None = None) -> Any:
 
 
 def load_study(
-    name_or_path: str | Path,
-    *,
-    seeds: Sequence[int] | None = None,
-    epochs: int | None = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    val_size: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
+    name_or_path: str | Path, *, seeds: Sequence[int] | None = None, **overrides: Any
 ) -> Study:
-    """A built-in study ('quickstart', 'seed') or a study YAML file, with settings
-    changed for every architecture where given (as `cnnlab study` flags do)."""
-    study = _load_study_file(name_or_path)
-    return override(
-        study,
-        seeds=seeds,
-        epochs=epochs,
-        train_limit=train_limit,
-        test_limit=test_limit,
-        val_size=val_size,
-        threads=threads,
-        device=device,
-        precision=precision,
-    )
+    """A built-in study ('quickstart', 'seed') or a study YAML file, with `seeds`
+    and the training settings of `overrides` (TrainConfig's OVERRIDES: epochs,
+    train_limit, test_limit, val_size, threads, device...) changed for every
+    architecture where given, as `cnnlab study` flags do."""
+    return override(_load_study_file(name_or_path), seeds=seeds, **overrides)
 
 
 def run_study(
     study: Study | str | Path,
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     *,
     executor: Literal["local", "ray"] = "local",
     workers: int | None = None,
@@ -375,9 +418,9 @@ def run_study(
     return open_report(study.name, out)
 
 
-def store_path(out: str | Path = "studies") -> Path:
+def store_path(out: str | Path = DEFAULT_OUT) -> Path:
     """The study store of the output folder `out`."""
-    return Path(out) / STORE_FILE
+    return StudyLayout(out).store
 
 
 def _open_store(out: str | Path) -> Store:
@@ -390,14 +433,14 @@ def _open_store(out: str | Path) -> Store:
     return Store(path)
 
 
-def open_report(study: str, out: str | Path = "studies") -> StudyReport:
+def open_report(study: str, out: str | Path = DEFAULT_OUT) -> StudyReport:
     """Rebuild a study's report from its store, without training."""
     with _open_store(out) as store:
-        return build_report(store, study, study_folder(Path(out), study) / "report")
+        return build_report(store, study, StudyLayout(out).report(study))
 
 
 def list_trials(
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     study: str | None = None,
     arch: str | None = None,
     status: Status | str | None = None,
@@ -406,7 +449,7 @@ def list_trials(
     filtered by study name, architecture label and status."""
     with _open_store(out) as store:
         rows = store.trial_rows(study, arch, None if status is None else str(status))
-        return [dict(r) | {"epochs": len(store.history(r["id"]))} for r in rows]
+        return [r.as_dict() | {"epochs": len(store.history(r.id))} for r in rows]
 
 
 # ------------------------------------------------------------------------ logging
@@ -421,7 +464,7 @@ def make_logger(kind: str, uri: str | None = None) -> RunLogger:
 
 
 def export_study(
-    study: str, to: str, uri: str | None = None, out: str | Path = "studies"
+    study: str, to: str, uri: str | None = None, out: str | Path = DEFAULT_OUT
 ) -> int:
     """Copy a study's finished trials from its store and run folders to MLflow or
     TensorBoard, without training; returns how many the backend now holds."""
@@ -455,29 +498,26 @@ def export_run(
     return export_network(model, format, path, names)
 
 
+def export_signature(
+    run: str | Path, format: Literal["onnx", "keras", "torchscript"]
+) -> Signature:
+    """What `format`'s export of a run takes and gives, and how to load it."""
+    from cnnlab.interop.export import check_format, signature
+
+    check_format(format)
+    return signature(open_run(run).architecture(), format)
+
+
 # ------------------------------------------------------------------------ search
 
 
 def load_search(
-    name_or_path: str | Path,
-    *,
-    seeds: Sequence[int] | None = None,
-    epochs: int | None = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    val_size: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
+    name_or_path: str | Path, *, seeds: Sequence[int] | None = None, **overrides: Any
 ) -> SearchSpec:
-    """A study file with a `search:` block, validated (docs/search.md); the flags
-    change every candidate's and finalist's training settings, `seeds` the
-    finalists' seeds."""
-    study = load_study(
-        name_or_path, seeds=seeds, epochs=epochs, train_limit=train_limit,
-        test_limit=test_limit, val_size=val_size, threads=threads, device=device,
-        precision=precision,
-    )  # fmt: skip
+    """A study file with a `search:` block, validated (docs/search.md); `overrides`
+    (as in load_study) change every candidate's and finalist's training settings,
+    `seeds` the finalists' seeds."""
+    study = load_study(name_or_path, seeds=seeds, **overrides)
     if study.search is None:
         raise CnnlabError(
             f"{study.source}: has no 'search' block, so there is nothing to search. "
@@ -488,7 +528,7 @@ def load_search(
 
 def run_search(
     search: SearchSpec | str | Path,
-    out: str | Path = "studies",
+    out: str | Path = DEFAULT_OUT,
     *,
     trials: int | None = None,
     time_budget: float | None = None,

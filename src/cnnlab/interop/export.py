@@ -56,6 +56,14 @@ class Signature:
     output_name: str | None
     output_shape: tuple[int | str, ...]
     opset: int | None
+    loader: str  # the call that loads the file, e.g. onnxruntime.InferenceSession
+
+
+LOADERS = {
+    "onnx": "onnxruntime.InferenceSession",
+    "keras": "keras.saving.load_model",
+    "torchscript": "torch.jit.load",
+}
 
 
 def signature(arch: Architecture, fmt: str) -> Signature:
@@ -68,6 +76,7 @@ def signature(arch: Architecture, fmt: str) -> Signature:
         OUTPUT_NAME if named else None,
         ("N", *classes),
         OPSET if fmt == "onnx" else None,
+        LOADERS[fmt],
     )
 
 

@@ -35,8 +35,10 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import ModelInfo, infer
 from cnnlab.nn.summary import format_summary
 from cnnlab.training import runs
+from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import atomic_write_text, check_inside
+from cnnlab.util.messages import must_be_one_of
 from cnnlab.util.text import slug
 
 LOG_KINDS = ("mlflow", "tensorboard")
@@ -44,7 +46,7 @@ DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"  # MLflow's own default: `mlflow ui` 
 DEFAULT_TB_DIR = "tb-logs"
 SINGLE_RUNS = "cnnlab"  # the experiment (and TensorBoard folder) of `cnnlab train`
 ARTIFACTS = (runs.SPEC_FILE, runs.RUN_FILE, runs.HISTORY_FILE, runs.CURVES_FILE)
-EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+EPOCH_METRICS = HISTORY_KEYS[1:]  # a history row's numbers, but the epoch
 KEY_TAG = "cnnlab.run_key"  # a hash of the run folder's path: what finds a copy
 FINGERPRINT_TAG = "cnnlab.fingerprint"  # set last: a half-logged copy has none
 # MLflow retries a refused connection for about 4 minutes by default; a study waits
@@ -367,9 +369,7 @@ def log_location(kind: str, uri: str | None = None) -> str:
 def make_logger(kind: str, uri: str | None = None, flag: str = "--log") -> RunLogger:
     """The logger `--log KIND [--log-uri URI]` asks for; its package must be there."""
     if kind not in LOG_KINDS:
-        raise CnnlabError(
-            f"{flag} must be one of {', '.join(LOG_KINDS)}. Received: {kind!r}."
-        )
+        raise CnnlabError(must_be_one_of(flag, LOG_KINDS, repr(kind)))
     module, name = _NEEDS[kind]
     if find_spec(module) is None:
         raise CnnlabError(f"{flag} {kind} needs {name}: pip install 'cnnlab[interop]'")

@@ -22,7 +22,6 @@ from cnnlab.interop.loggers import RunLogger
 from cnnlab.studies.results import TrialResult
 from cnnlab.studies.trial import TrialOutcome
 from cnnlab.training.runs import RUN_FILE
-from cnnlab.training.status import Status
 
 
 def failure_reason(err: BaseException) -> str:
@@ -121,7 +120,7 @@ def export_trials(
 ) -> int:
     """Log a study's finished trials from the store's records and run folders;
     returns how many the backend now holds (logged now or before)."""
-    done = [t for t in trials if t.status in (Status.COMPLETED, Status.STOPPED_EARLY)]
+    done = [t for t in trials if t.status.finished]
     for k, trial in enumerate(done):
         run_dir = trial_run_dir(trial, out)
         try:

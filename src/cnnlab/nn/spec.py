@@ -17,6 +17,7 @@ import yaml
 
 from cnnlab.errors import SpecError
 from cnnlab.util.fsio import read_bounded
+from cnnlab.util.messages import must_be_one_of, received, unknown_key
 from cnnlab.util.text import did_you_mean, is_int, is_number, show_value
 
 ACTIVATIONS = (
@@ -85,10 +86,7 @@ def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
     if isinstance(value, str) and value.lower() in choices:
         return value.lower()
     hint = did_you_mean(value.lower(), choices) if isinstance(value, str) else ""
-    raise SpecError(
-        f"{what} must be one of {', '.join(choices)}. "
-        f"Received: {what}={show_value(value)}.{hint}"
-    )
+    raise SpecError(must_be_one_of(what, choices, received(what, value), hint))
 
 
 def _rate(value: Any, what: str, example: float) -> float:
@@ -408,11 +406,7 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
         )
     for key in doc:
         if key not in _TOP_KEYS:
-            hint = did_you_mean(key, _TOP_KEYS)
-            raise SpecError(
-                f"{source}: unknown key {show_value(key)}.{hint} "
-                f"Allowed: {', '.join(_TOP_KEYS)}."
-            )
+            raise SpecError(f"{source}: {unknown_key(key, _TOP_KEYS)}")
     entries = doc.get("layers")
     if not isinstance(entries, list) or not entries:
         raise SpecError(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -268,7 +269,8 @@ def protocol(trials: Sequence[TrialResult]) -> Protocol:
 @dataclass(frozen=True)
 class Comparison:
     """One label against the best label on one metric: Welch's t-test, with the
-    p-value Holm-corrected over the k-1 comparisons with the best."""
+    p-value Holm-corrected over the `family` comparisons with the best. Numbers
+    only: `cnnlab.reporting.wording.comparison_text` says it in a sentence."""
 
     label: str
     best_label: str
@@ -276,8 +278,21 @@ class Comparison:
     difference: float  # mean(label) - mean(best)
     p_value: float | None  # None with < 2 seeds on a side or no variance at all
     significant: bool | None  # on the Holm-adjusted p
-    verdict: str  # one sentence; "<label>: 99.16% (n = 3), best val_acc." for the best
     p_holm: float | None = None
+    mean: float = math.nan  # this label's mean over seeds
+    best_mean: float = math.nan
+    n: int = 0  # seeds on this side
+    best_n: int = 0
+    untested: Untested | None = None  # why the t-test could not run
+    family: int = 0  # comparisons Holm's correction ran over
+
+
+class Untested(StrEnum):
+    """Why a comparison has no p-value."""
+
+    ONE_SEED = "one seed"
+    NOT_FINITE = "not finite"
+    NO_VARIANCE = "no variance"
 
 
 def compare_to_best(
@@ -302,10 +317,19 @@ def compare_to_best(
     }
     adjusted = dict(zip(tests, holm([p for p, _ in tests.values()]), strict=True))
     return [
-        _compare(label, values, best, samples[best], metric, alpha,
-                 tests.get(label, (None, "")), adjusted.get(label))
+        _compare(
+            label,
+            values,
+            best,
+            samples[best],
+            metric,
+            alpha,
+            tests.get(label, (None, None)),
+            adjusted.get(label),
+            len(tests),
+        )
         for label, values in samples.items()
-    ]  # fmt: skip
+    ]
 
 
 def _check_metric(metric: str) -> None:
@@ -337,64 +361,52 @@ def _compare(
     best_values: list[float],
     metric: str,
     alpha: float,
-    test: tuple[float | None, str],
+    test: tuple[float | None, Untested | None],
     p_holm: float | None,
+    family: int,
 ) -> Comparison:
     """Compare one label's per-seed values with the best label's."""
     mean = math.fsum(values) / len(values)
     best_mean = math.fsum(best_values) / len(best_values)
-    as_percent = metric.endswith("acc")
+    same = Comparison(
+        label,
+        best,
+        metric,
+        0.0,
+        None,
+        None,
+        mean=mean,
+        best_mean=best_mean,
+        n=len(values),
+        best_n=len(best_values),
+        family=family,
+    )
     if label == best:
-        said = f"{label}: {_metric_text(mean, as_percent)} (n = {len(values)}), "
-        return Comparison(label, best, metric, 0.0, None, None, f"{said}best {metric}.")
-    said = (
-        f"{label}: {_metric_text(mean, as_percent)} vs "
-        f"{_metric_text(best_mean, as_percent)} for {best}, "
-        f"difference {_difference_text(mean - best_mean, as_percent)}"
-    )
-    counts = f"(n = {len(values)} vs {len(best_values)})"
-    p, reason = test
+        return same
+    p, untested = test
     significant = None if p_holm is None else p_holm < alpha
-    if p is not None and p_holm is not None:
-        said += f", Welch's t-test {_p_text(p)}, Holm-adjusted {_p_text(p_holm)}"
-        reason = _MEANING[p_holm < alpha]
-    verdict = f"{said} {counts}: {reason}."
-    return Comparison(
-        label, best, metric, mean - best_mean, p, significant, verdict, p_holm
+    return replace(
+        same,
+        difference=mean - best_mean,
+        p_value=p,
+        significant=significant,
+        p_holm=p_holm,
+        untested=untested,
     )
 
 
-_MEANING = {
-    True: "larger than seed-to-seed noise",
-    False: "within seed noise, not a ranking",
-}
-
-
-def _welch(a: list[float], b: list[float]) -> tuple[float | None, str]:
+def _welch(a: list[float], b: list[float]) -> tuple[float | None, Untested | None]:
     """Welch's two-sided p-value, or None and the reason the test cannot run."""
     if min(len(a), len(b)) < 2:
-        return None, "only one seed: run more seeds to tell a difference from noise"
+        return None, Untested.ONE_SEED
     if not all(math.isfinite(v) for v in a + b):
-        return None, "a seed's value is not finite (diverged?), so the test cannot run"
+        return None, Untested.NOT_FINITE
     if max(a) == min(a) and max(b) == min(b):
         # the t statistic would divide by zero: there is no noise to measure against
-        return None, "every seed gave the same value on both sides, so no test can run"
+        return None, Untested.NO_VARIANCE
     from scipy import stats  # ~0.6 s to import: paid only when statistics are asked for
 
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue), ""
-
-
-def _metric_text(value: float, as_percent: bool) -> str:
-    return f"{value:.2%}" if as_percent else f"{value:.4f}"
-
-
-def _difference_text(value: float, as_percent: bool) -> str:
-    return f"{value * 100:+.2f} points" if as_percent else f"{value:+.4f}"
-
-
-def _p_text(p: float) -> str:
-    """Two significant digits; below 0.0001 only the bound, never 1e-05 notation."""
-    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue), None
 
 
 # ---------------------------------------------------------------- notebook view
@@ -434,7 +446,7 @@ class TestSetCheck:
     sampling_error: float | None  # binomial SE of the best's test accuracy
     per_seed: tuple[tuple[int, McNemar], ...]
     pooled: McNemar | None  # discordant counts summed over the matched seeds
-    text: str
+    test_images: int | None = None  # images the best net's test accuracy is over
 
 
 def test_set_checks(trials: Sequence[TrialResult], best: str) -> list[TestSetCheck]:
@@ -467,9 +479,15 @@ def _test_set_check(
         mine, theirs = t.predictions["test"], other.predictions["test"]
         if not np.array_equal(mine["labels"], theirs["labels"]):
             continue  # scored on other images: no pairing
-        per_seed.append((t.seed, mcnemar(
-            mine["predicted"] == mine["labels"], theirs["predicted"] == theirs["labels"]
-        )))  # fmt: skip
+        per_seed.append(
+            (
+                t.seed,
+                mcnemar(
+                    mine["predicted"] == mine["labels"],
+                    theirs["predicted"] == theirs["labels"],
+                ),
+            )
+        )
     pooled = None
     if per_seed:
         only_a = sum(m.only_a for _, m in per_seed)
@@ -482,31 +500,12 @@ def _test_set_check(
         if best_row.test_acc is None
         else row.test_acc.mean - best_row.test_acc.mean
     )
-    se = best_row.test_se
-    parts = []
-    if difference is not None:
-        said = f"{label} vs {best} on the test set: {difference * 100:+.2f} points"
-        if se is not None:
-            side = "below" if abs(difference) < se else "above"
-            said += (
-                f", {side} the test set's own sampling error ({se * 100:.2f} points, "
-                f"binomial SE on {best_row.test_images:,} images)"
-            )
-        parts.append(said + ".")
-    if pooled is not None:
-        seeds = len(per_seed)
-        over = "1 matched seed" if seeds == 1 else f"{seeds} matched seeds, pooled"
-        said = (
-            f"McNemar's exact test ({over}): {pooled.only_a} images right only for "
-            f"{label}, {pooled.only_b} only for {best}, {_p_text(pooled.p_value)}"
-        )
-        if seeds > 1:
-            said += "; per seed " + ", ".join(
-                f"s{seed} {_p_text(m.p_value)}" for seed, m in per_seed
-            )
-        parts.append(said + ".")
-    else:
-        parts.append("No per-image test predictions on matched seeds: no McNemar test.")
     return TestSetCheck(
-        label, best, difference, se, tuple(per_seed), pooled, " ".join(parts)
+        label,
+        best,
+        difference,
+        best_row.test_se,
+        tuple(per_seed),
+        pooled,
+        best_row.test_images,
     )

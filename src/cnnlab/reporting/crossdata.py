@@ -67,9 +67,15 @@ def cross_dataset(trials: Sequence[TrialResult], metric: str) -> CrossData | Non
         for b in datas[i + 1 :]:
             both = [r for r in rows if r.ranked[a] is not None and r.ranked[b]]
             agreement.append(
-                (a, b, kendall([r.ranked[a].mean for r in both],  # type: ignore[union-attr]
-                               [r.ranked[b].mean for r in both]))  # type: ignore[union-attr]
-            )  # fmt: skip
+                (
+                    a,
+                    b,
+                    kendall(
+                        [r.ranked[a].mean for r in both],  # type: ignore[union-attr]
+                        [r.ranked[b].mean for r in both],
+                    ),
+                )  # type: ignore[union-attr]
+            )
     return CrossData(datas, key, rows, tuple(agreement))
 
 

@@ -75,6 +75,7 @@ class _Fit:
     clean_acc: float | None
     test_loss: float | None
     test_acc: float | None
+    dropout: bool | None = None  # the net has a Dropout layer; None: spec not kept
 
     @property
     def train_loss(self) -> tuple[float, str]:
@@ -155,7 +156,23 @@ def _fit_of(trials: list[TrialResult]) -> _Fit:
         clean_acc=final("train_clean_acc"),
         test_loss=final("test_loss"),
         test_acc=final("test_acc"),
+        dropout=has_dropout(trials[0].spec) if trials[0].spec else None,
     )
+
+
+def has_dropout(spec: Any) -> bool:
+    """Whether an architecture document holds a dropout layer anywhere."""
+    if isinstance(spec, str):
+        return "dropout" in spec.lower()
+    if isinstance(spec, dict):  # layer names are keys or list items, never values
+        return any(
+            has_dropout(k) or has_dropout(v)
+            for k, v in spec.items()
+            if k not in ("name", "description", "label")
+        )
+    if isinstance(spec, list | tuple):
+        return any(has_dropout(item) for item in spec)
+    return False
 
 
 def _verdict(fit: _Fit, best_acc: float | None) -> str:
@@ -166,7 +183,7 @@ def _verdict(fit: _Fit, best_acc: float | None) -> str:
         return "overfitting"
     if _underfits(fit, best_acc):
         return "underfitting"
-    if _dropout_gap(fit) is not None:
+    if _dropout_gap(fit) is not None and fit.dropout is not False:
         return "dropout gap"
     return "good fit"
 
@@ -308,7 +325,8 @@ def _underfit_finding(fit: _Fit, best_acc: float | None) -> str:
 
 
 def _dropout_gap(fit: _Fit) -> float | None:
-    """How far running train loss ends above held-out loss, if beyond DROPOUT_GAP."""
+    """How far running train loss ends above held-out loss, if beyond DROPOUT_GAP
+    (named the dropout gap only for a net with dropout)."""
     held = fit.heldout_loss
     if held is None or fit.loss[-1] - held[0] <= DROPOUT_GAP:
         return None
@@ -325,6 +343,13 @@ def _dropout_finding(fit: _Fit, underfit: bool) -> str | None:
         f"Running training loss ends {gap:.4f} above {kind} loss ({fit.loss[-1]:.4f} "
         f"vs {loss:.4f}), the dropout gap"
     )
+    if fit.dropout is False:  # no dropout: the epoch's running mean is the reason
+        said = (
+            f"Running training loss ends {gap:.4f} above {kind} loss "
+            f"({fit.loss[-1]:.4f} vs {loss:.4f}): it is the mean over an epoch in "
+            "which the net was still improving, while the held-out loss is measured "
+            "after it"
+        )
     if underfit:
         return f"{said}; the accuracy, not this gap, shows the underfitting."
     return f"{said}{_clean_check(fit, loss, kind)}."

@@ -33,6 +33,7 @@ from cnnlab.reporting.mistakes import (
 )
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.curves import marker, save_figure
+from cnnlab.training.metrics import METRIC_NAMES
 from cnnlab.training.status import Status
 from cnnlab.util.text import slug
 
@@ -58,12 +59,7 @@ def _colours() -> tuple[tuple[float, ...], ...]:
 # With more labels than this an in-axes legend hides curves; it goes to the right.
 _LEGEND_INSIDE_MAX = 4
 
-_NAMES = {
-    "loss": "training loss",
-    "acc": "training accuracy",
-    "val_loss": "validation loss",
-    "val_acc": "validation accuracy",
-}
+_NAMES = METRIC_NAMES
 
 _COSTS = {
     "params": "parameters (count, log scale)",

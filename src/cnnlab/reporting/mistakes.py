@@ -18,7 +18,6 @@ import numpy as np
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.results import TrialResult
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.status import Status
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,10 @@ def missing_predictions(
 ) -> list[str]:
     """Labels (first-appearance order) with a finished trial lacking `split`
     predictions: trained before predictions were kept, so left out of the matrices."""
-    finished = tuple(status for status in Status if status.finished)
     lacking = [
         trial.label
         for trial in trials
-        if trial.status in finished and answers(trial, split) is None
+        if trial.status.finished and answers(trial, split) is None
     ]
     return list(dict.fromkeys(lacking))
 

@@ -30,6 +30,7 @@ from cnnlab.search.space import (
     SearchSpec,
     build_point,
     sample,
+    values_text,
 )
 from cnnlab.search.tuner import (
     OPTUNA_FILE,
@@ -41,10 +42,12 @@ from cnnlab.search.tuner import (
     storage_url,
 )
 from cnnlab.studies.executors import Executor
+from cnnlab.studies.layout import StudyLayout
+from cnnlab.studies.results import TrialResult
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, StudyArch, Trial
-from cnnlab.training.progress import StudyProgress
+from cnnlab.studies.study import Study, StudyArch, Trial
+from cnnlab.training.display import StudyDisplay, quieted
 from cnnlab.training.status import Status
 from cnnlab.util.fsio import folder_lock
 
@@ -52,7 +55,6 @@ FINAL_SUFFIX = "-final"
 # Points drawn in a row that cannot be built before the search gives up: the space
 # is then mostly invalid, and sampling on would only spin.
 MAX_INVALID_IN_A_ROW = 200
-_SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.FAILED)
 
 
 @dataclass
@@ -76,30 +78,6 @@ class SearchResult:
     seconds: float = 0.0
 
 
-class _Quiet(StudyProgress):
-    """A study display that shows epochs only: the search says which trial it is."""
-
-    def study_start(
-        self, name: str, trials: int, costs: list[float] | None = None
-    ) -> None:
-        pass
-
-    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
-        pass
-
-    def trial_end(self, status: str) -> None:
-        pass
-
-
-def quiet_progress(progress: StudyProgress | None) -> StudyProgress | None:
-    """The display's epoch bars, without a study bar per batch."""
-    if progress is None:
-        return None
-    quiet = _Quiet(progress.console)
-    quiet.progress = progress.progress
-    return quiet
-
-
 def run_search(
     spec: SearchSpec,
     out: str | Path,
@@ -110,7 +88,7 @@ def run_search(
     cpus_per_trial: float | None = None,
     trials: int | None = None,
     time_budget: float | None = None,
-    progress: StudyProgress | None = None,
+    progress: StudyDisplay | None = None,
     final: bool = True,
 ) -> SearchResult:
     """Search `spec`'s space under `out`, then (unless `final` is off) re-train its
@@ -123,7 +101,7 @@ def run_search(
         _executor(spec, [], executor, None, address, cpus_per_trial)
     started = time.perf_counter()
     say = progress.message if progress is not None else (lambda text: None)
-    with folder_lock(out / spec.name / "search", f"search '{spec.name}'"):
+    with folder_lock(StudyLayout(out).search(spec.name), f"search '{spec.name}'"):
         study = _open_optuna(optuna, spec, out)
         _recover(optuna, study, say)
         tally = _tally(optuna, study)
@@ -132,7 +110,7 @@ def run_search(
             spec, points, executor, workers, address, cpus_per_trial
         )
         run.parallel = max(1, workers or (2 if executor == "ray" else 1))
-        run.progress = quiet_progress(progress)
+        run.progress = progress
         run.loop(started, time_budget)
         finalists = pick_finalists(optuna, study, spec)
         result = SearchResult(spec, out, tally, [f.key for f in finalists])
@@ -251,7 +229,7 @@ class _Searcher:
 
     executor: Callable[[list[Point]], Executor]
     parallel: int = 1
-    progress: StudyProgress | None = None
+    progress: StudyDisplay | None = None
 
     def __init__(
         self,
@@ -335,43 +313,44 @@ class _Searcher:
         study = candidate_study(spec, points, self.seen)
         error: CnnlabError | None = None
         try:
-            run_study(
-                study,
-                self.out,
-                self.executor(points),
-                self.progress,
-                trials=unique,
-                estimate=False,
-            )
+            with quieted(self.progress):  # the search says which candidate runs
+                run_study(
+                    study,
+                    self.out,
+                    self.executor(points),
+                    self.progress,
+                    trials=unique,
+                    estimate=False,
+                )
         except CnnlabError as err:  # a diverged candidate: the others are recorded
             error = err
         self.seen.extend(points)
-        with Store(self.out / STORE_FILE) as store:
+        with Store(StudyLayout(self.out).store) as store:
             rows = {r.label: r for r in store.trials(spec.name)}
-        settled = [rows[p.key].status in _SETTLED for p in points if p.key in rows]
+        settled = [_settled(rows[p.key].status) for p in points if p.key in rows]
         if error is not None and not (len(settled) == len(points) and all(settled)):
             raise error
         for trial, point in batch:
             self._tell(trial, point, rows[point.key], error)
 
     def _tell(
-        self, trial: Any, point: Point, row: Any, error: CnnlabError | None
+        self, trial: Any, point: Point, row: TrialResult, error: CnnlabError | None
     ) -> None:
         state = self.optuna.trial.TrialState
         metric = self.spec.objectives[0]
         last = row.history[-1] if row.history else {}
         value = last.get(metric)
-        if row.status == Status.FAILED:  # diverged: a real result, not a budget leak
+        if row.status is Status.FAILED:  # diverged: a real result, not a budget leak
             trial.set_user_attr("failed", str(error or "training diverged"))
             self.study.tell(trial, state=state.FAIL)
             self.tally.trained += 1
             self.tally.failed += 1
-            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.key}: "
+            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.label}: "
                      "training diverged")  # fmt: skip
             return
         self.tally.trained += 1
         k = self.tally.trained
-        if row.status == "stopped_early" or value is None:
+        if row.status is Status.STOPPED_EARLY or value is None:
             self.study.tell(trial, state=state.PRUNED)
             self.tally.pruned += 1
             what = f"pruned after epoch {len(row.history)}"
@@ -385,9 +364,15 @@ class _Searcher:
             what = f"{metric} {value:.4f}, val acc {last.get('val_acc') or 0:.2%}"
         self.tally.best = _best_text(self.optuna, self.study, metric)
         self.say(
-            f"Candidate {k}/{self.budget} {point.key}: {what} | best {self.tally.best}"
-            f" | pruned {self.tally.pruned}, invalid {self.tally.invalid}"
+            f"Candidate {k}/{self.budget} {point.label}: {what}"
+            f" | best {self.tally.best} | pruned {self.tally.pruned}, "
+            f"invalid {self.tally.invalid}"
         )
+
+
+def _settled(status: Status) -> bool:
+    """A candidate with a result to tell: finished, or diverged (a real result)."""
+    return status.finished or status is Status.FAILED
 
 
 def _best_text(optuna: Any, study: Any, metric: str) -> str:
@@ -397,7 +382,7 @@ def _best_text(optuna: Any, study: Any, metric: str) -> str:
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} on the Pareto front"
     best = study.best_trial
-    return f"{best.user_attrs.get('label')} {metric} {best.value:.4f}"
+    return f"{values_text(best.params)} {metric} {best.value:.4f}"
 
 
 def ranked(optuna: Any, study: Any, spec: SearchSpec) -> list[Any]:

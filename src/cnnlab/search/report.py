@@ -1,14 +1,16 @@
 """The search report: what the search tried, what the seeds said of its finalists,
 and the winner as a ready architecture file (best.yaml with its `train:` block).
 
-Facts first (`search_facts`), then figures and text. The finalists' own study
-report (tables, verdicts, diagnosis) is built by `cnnlab.reporting.report`.
+Facts first (`search_facts` -> `SearchFacts`, read from Optuna and the store), then
+best.yaml and the figures, then one document (`search_document`) that
+`cnnlab.reporting.render` writes as Markdown, HTML and CSV. Candidates are shown by
+their values ('units=8 lr=0.003'); their keys (`c-24dafb79c7`) stay the labels of
+the store and the run folders. The finalists' own study report (tables, verdicts,
+diagnosis) is built by `cnnlab.reporting.report`.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -18,17 +20,29 @@ from typing import Any
 
 import yaml
 
-from cnnlab.reporting.analysis import compare_to_best, comparison_rows
-from cnnlab.reporting.report import (
-    StudyReport,
-    build_report,
-    markdown_table,
-    table_cells,
+from cnnlab.reporting.analysis import Comparison, Stat, compare_to_best, comparison_rows
+from cnnlab.reporting.document import (
+    Audience,
+    Builder,
+    Code,
+    Column,
+    ColumnKind,
+    Document,
+    Figure,
+    FigureKind,
+    Paragraph,
+    Style,
+    Table,
+    table,
 )
+from cnnlab.reporting.report import StudyReport, build_report, write_document
+from cnnlab.reporting.study_document import comparison_table
+from cnnlab.reporting.wording import comparison_text
 from cnnlab.search.engine import SearchResult, ranked
+from cnnlab.search.space import values_text
 from cnnlab.search.tuner import import_optuna, storage_url
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import save_figure
 from cnnlab.util.fsio import atomic_write_text
@@ -48,6 +62,7 @@ class SearchReport:
     final: StudyReport | None
     overturned: tuple[int, int] = (0, 0)  # (pairs whose order flipped, pairs)
     figures: dict[str, Path] = field(default_factory=dict)
+    facts: SearchFacts | None = None  # every number the report shows
 
     @property
     def markdown_path(self) -> Path:
@@ -58,21 +73,52 @@ class SearchReport:
         return self.folder / "report.html"
 
 
-def _candidate_rows(trials: list[Any]) -> list[list[str]]:
-    """The best candidates of the search phase, best first."""
-    rows = []
-    for rank, t in enumerate(trials[:TOP_SHOWN], start=1):
-        values = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-        acc = t.user_attrs.get("val_acc")
-        rows.append([str(rank), t.user_attrs["label"], str(t.number), values,
-                     f"{t.values[0]:.4f}", "-" if acc is None else f"{100 * acc:.2f}",
-                     f"{t.user_attrs.get('params', 0):,}",
-                     format_flops(t.user_attrs.get("train_flops", 0))])  # fmt: skip
-    return rows
+@dataclass(frozen=True)
+class Candidate:
+    """One completed candidate of the search phase."""
+
+    rank: int
+    label: str  # its values, 'units=8 lr=0.003'
+    key: str  # its label in the store and its run folder's name
+    trial: int  # Optuna's trial number
+    objective: float
+    val_acc: float | None
+    params: int
+    train_flops: int
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+@dataclass(frozen=True)
+class Finalist:
+    """One net of the final stage, re-trained over the seeds."""
+
+    label: str
+    search_rank: int | None  # None for a baseline (a fixed architecture)
+    search_value: float | None
+    val_acc: Stat | None
+    seeds: int
+    test_acc: float | None
+    comparison: Comparison | None  # on validation accuracy, against the best
+
+
+@dataclass(frozen=True)
+class SearchFacts:
+    """Every number of the search report."""
+
+    name: str
+    objectives: tuple[str, ...]
+    sampler: str
+    pruner: str
+    trained: int
+    pruned: int
+    failed: int
+    invalid: int
+    candidates: list[Candidate]
+    invalid_points: list[tuple[int, dict[str, Any], str]]  # trial, values, why
+    finalists: list[Finalist]
+    comparisons: list[Comparison]  # the finalists on validation accuracy
+    overturned: tuple[int, int]
+    best_key: str | None  # the winner's store label
+    final: StudyReport | None
 
 
 def overturned(
@@ -89,11 +135,14 @@ def overturned(
 def write_best(result: SearchResult, store: Store, label: str, path: Path) -> Path:
     """The winner as an architecture file with the `train:` block it was trained
     with (the finalists' settings; `cnnlab train best.yaml` trains it again)."""
-    row = next(r for r in store.trial_rows(result.final_study) if r["label"] == label)
-    spec, config = json.loads(row["spec"]), json.loads(row["config"])
+    row = next(r for r in store.trial_rows(result.final_study) if r.label == label)
+    spec, config = row.spec, row.config
     default = TrainConfig().to_dict()
-    train = {k: v for k, v in config.items()
-             if k != "seed" and (k in _ALWAYS or v != default[k])}  # fmt: skip
+    train = {
+        k: v
+        for k, v in config.items()
+        if k != "seed" and (k in _ALWAYS or v != default[k])
+    }
     doc = {"name": label, **{k: v for k, v in spec.items() if k != "name"}}
     doc["description"] = (
         f"winner of the search {result.spec.name} (validation mean over seeds)"
@@ -113,101 +162,276 @@ def build_search_report(result: SearchResult) -> SearchReport:
     """Build the finalists' study report, best.yaml and the search report."""
     optuna = import_optuna()
     spec, out = result.spec, result.out
-    folder = out / spec.name / "report"
+    layout = StudyLayout(out)
+    folder = layout.report(spec.name)
     study = optuna.load_study(study_name=spec.name, storage=storage_url(out))
-    trials = ranked(optuna, study, spec)
-    final = None
-    best_file = None
-    flips = (0, 0)
-    verdicts: list[str] = []
-    final_rows: list[list[str]] = []
-    with Store(out / STORE_FILE) as store:
-        if result.final_study:
-            final = build_report(
-                store, result.final_study, out / result.final_study / "report"
+    with Store(layout.store) as store:
+        facts = search_facts(result, optuna, study, store)
+        best_file = None
+        if facts.best_key is not None:
+            best_file = write_best(
+                result, store, facts.best_key, out / spec.name / BEST_FILE
             )
-            val = compare_to_best(final.trials, "val_acc")
-            means = {r.label: r.val_acc.mean for r in comparison_rows(final.trials)
-                     if r.val_acc is not None}  # fmt: skip
-            flips = overturned(result.finalists, means)
-            verdicts = [c.verdict for c in val]
-            best = next((c.best_label for c in val), None)
-            if best is not None:
-                best_file = write_best(result, store, best, out / spec.name / BEST_FILE)
-            final_rows = _final_rows(result, final, val, trials)
     figures = _figures(optuna, study, spec, folder / "figures")
-    counts = (
-        f"{result.tally.trained} candidates trained ({result.tally.pruned} pruned, "
-        f"{result.tally.failed} diverged), "
-        f"{result.tally.invalid} invalid points; sampler {spec.sampler}, pruner "
-        f"{spec.pruner}, objectives {', '.join(spec.objectives)}"
+    best = best_file.read_text(encoding="utf-8") if best_file else ""
+    write_document(search_document(facts, best, figures), folder)
+    lines = summary_lines(facts)
+    return SearchReport(
+        folder, best_file, lines, facts.final, facts.overturned, figures, facts
     )
-    overturn = (
-        f"The seeds overturned {flips[0]} of the {flips[1]} pairwise orders of the "
-        "search's single-seed ranking of the finalists."
+
+
+def search_facts(
+    result: SearchResult, optuna: Any, study: Any, store: Store
+) -> SearchFacts:
+    """What the search tried and what the seeds said, read from Optuna and the store;
+    the finalists' study report is built on the way (it is their facts)."""
+    spec, tally = result.spec, result.tally
+    trials = ranked(optuna, study, spec)
+    names = labels_by_key(study.get_trials(deepcopy=False))
+    final, val, flips, best_key = None, [], (0, 0), None
+    if result.final_study:
+        final = build_report(
+            store, result.final_study, result.out / result.final_study / "report", names
+        )
+        val = compare_to_best(final.trials, "val_acc")
+        means = {
+            r.label: r.val_acc.mean
+            for r in comparison_rows(final.trials)
+            if r.val_acc is not None
+        }
+        order = [names.get(key, key) for key in result.finalists]
+        flips = overturned(order, means)
+        keys = {label: key for key, label in names.items()}
+        best_key = next((keys.get(c.best_label, c.best_label) for c in val), None)
+    return SearchFacts(
+        name=spec.name,
+        objectives=tuple(spec.objectives),
+        sampler=spec.sampler,
+        pruner=spec.pruner,
+        trained=tally.trained,
+        pruned=tally.pruned,
+        failed=tally.failed,
+        invalid=tally.invalid,
+        candidates=_candidates(trials, names),
+        invalid_points=_invalid(optuna, study),
+        finalists=_finalists(final, val, trials, names),
+        comparisons=val,
+        overturned=flips,
+        best_key=best_key,
+        final=final,
     )
-    report = SearchReport(folder, best_file, [counts, overturn, *verdicts], final,
-                          flips, figures)  # fmt: skip
-    headers = ["rank", "candidate", "trial", "values", spec.objectives[0], "val acc %",
-               "params", "train FLOPs/sample"]  # fmt: skip
-    fheaders = [
-        "finalist",
-        "search rank",
-        "search " + spec.objectives[0],
-        "val acc % (mean ± std)",
-        "seeds",
-        "test acc % (mean)",
-        "vs best",
-    ]
-    parts = {
-        "counts": counts,
-        "candidates": (headers, _candidate_rows(trials)),
-        "finalists": (fheaders, final_rows),
-        "overturn": overturn,
-        "verdicts": verdicts,
-        "best": best_file.read_text(encoding="utf-8") if best_file else "",
-        "invalid": _invalid_rows(optuna, study),
+
+
+def labels_by_key(trials: list[Any]) -> dict[str, str]:
+    """Each candidate's key -> its values as text; a key stays where two
+    candidates' texts would read alike (values equal to 3 digits)."""
+    texts = {
+        t.user_attrs["label"]: values_text(t.params)
+        for t in trials
+        if "label" in t.user_attrs
     }
-    atomic_write_text(report.markdown_path, _markdown(result, report, parts))
-    atomic_write_text(report.html_path, _html(result, report, parts))
-    return report
+    seen: dict[str, int] = {}
+    for text in texts.values():
+        seen[text] = seen.get(text, 0) + 1
+    return {
+        key: text if seen[text] == 1 else f"{text} ({key})"
+        for key, text in texts.items()
+    }
 
 
-def _final_rows(
-    result: SearchResult, final: StudyReport, val: list, trials: list[Any]
-) -> list[list[str]]:
+def _candidates(trials: list[Any], names: dict[str, str]) -> list[Candidate]:
+    """The best candidates of the search phase, best first."""
+    return [
+        Candidate(
+            rank,
+            names.get(t.user_attrs["label"], t.user_attrs["label"]),
+            t.user_attrs["label"],
+            t.number,
+            t.values[0],
+            t.user_attrs.get("val_acc"),
+            t.user_attrs.get("params", 0),
+            t.user_attrs.get("train_flops", 0),
+        )
+        for rank, t in enumerate(trials[:TOP_SHOWN], start=1)
+    ]
+
+
+def _finalists(
+    final: StudyReport | None,
+    val: list[Comparison],
+    trials: list[Any],
+    names: dict[str, str],
+) -> list[Finalist]:
+    if final is None:
+        return []
     search_rank = {
-        t.user_attrs["label"]: (i, t.values[0]) for i, t in enumerate(trials, start=1)
+        names.get(t.user_attrs["label"], t.user_attrs["label"]): (i, t.values[0])
+        for i, t in enumerate(trials, start=1)
     }
     verdict = {c.label: c for c in val}
     rows = []
     for r in final.rows:
         rank, value = search_rank.get(r.label, (None, None))
-        c = verdict.get(r.label)
-        tell = (
-            "best"
-            if c is not None and c.label == c.best_label
-            else (
-                "-"
-                if c is None or c.significant is None
-                else ("worse" if c.significant else "cannot be told apart")
+        test = None if r.test_acc is None else r.test_acc.mean
+        rows.append(
+            Finalist(
+                r.label, rank, value, r.val_acc, r.seeds, test, verdict.get(r.label)
             )
         )
-        rows.append([
-            r.label, "baseline" if rank is None else str(rank),
-            "-" if value is None else f"{value:.4f}",
-            "-" if r.val_acc is None else r.val_acc.format(2, 100),
-            str(r.seeds),
-            "-" if r.test_acc is None else f"{100 * r.test_acc.mean:.2f}",
-            tell,
-        ])  # fmt: skip
     return rows
 
 
-def _invalid_rows(optuna: Any, study: Any) -> list[list[str]]:
+def _invalid(optuna: Any, study: Any) -> list[tuple[int, dict[str, Any], str]]:
     fail = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-    return [[str(t.number), json.dumps(t.params), t.user_attrs["invalid"]]
-            for t in fail if t.user_attrs.get("invalid")][:TOP_SHOWN]  # fmt: skip
+    return [
+        (t.number, dict(t.params), t.user_attrs["invalid"])
+        for t in fail
+        if t.user_attrs.get("invalid")
+    ][:TOP_SHOWN]
+
+
+# -------------------------------------------------------------------- words
+
+
+def summary_lines(facts: SearchFacts) -> list[str]:
+    """The end-of-search lines: what ran, whether the seeds overturned the order,
+    and each finalist against the best."""
+    lines = [_counts(facts)]
+    if facts.final is not None:
+        lines.append(_overturn(facts))
+    return lines + [comparison_text(c) for c in facts.comparisons]
+
+
+def _counts(f: SearchFacts) -> str:
+    return (
+        f"{f.trained} candidates trained ({f.pruned} pruned, {f.failed} diverged), "
+        f"{f.invalid} invalid points; sampler {f.sampler}, pruner {f.pruner}, "
+        f"objectives {', '.join(f.objectives)}"
+    )
+
+
+def _overturn(f: SearchFacts) -> str:
+    flips, pairs = f.overturned
+    return (
+        f"The seeds overturned {flips} of the {pairs} pairwise orders of the "
+        "search's single-seed ranking of the finalists."
+    )
+
+
+def search_document(
+    facts: SearchFacts, best: str, figures: dict[str, Path]
+) -> Document:
+    """The search report, in order: counts, candidates, invalid points, finalists,
+    the winner's file, figures."""
+    doc = Builder()
+    doc.add(
+        "Candidates (search phase: one seed each, validation only)",
+        _candidate_table(facts),
+    )
+    if facts.invalid_points:
+        doc.add("Invalid points (not trained)", _invalid_table(facts))
+    doc.add(
+        "Finalists (re-trained over seeds; the only test-set reads)",
+        *_finalist_blocks(facts),
+    )
+    if best:
+        doc.add(f"The winner: {BEST_FILE}", Code(best.rstrip(), "yaml"))
+    doc.add(
+        "Figures",
+        *(Figure(name, path, FigureKind.SEARCH) for name, path in figures.items()),
+    )
+    return Document(
+        f"Search {facts.name}",
+        (Paragraph(_counts(facts) + "."),),
+        tuple(doc.sections),
+        page_title=f"cnnlab search {facts.name}",
+    )
+
+
+def _candidate_table(facts: SearchFacts) -> Table:
+    columns = [
+        Column("rank"),
+        Column("candidate", ColumnKind.NAME),
+        Column(facts.objectives[0]),
+        Column("val acc %"),
+        Column("params", drop=1),
+        Column("train FLOPs/sample", drop=2),
+        Column("key", ColumnKind.NAME, drop=3),
+    ]
+    return table("candidates", columns, [_candidate_row(c) for c in facts.candidates])
+
+
+def _invalid_table(facts: SearchFacts) -> Table:
+    columns = [
+        Column("trial"),
+        Column("values", ColumnKind.TEXT),
+        Column("why", ColumnKind.TEXT),
+    ]
+    rows = [[str(n), values_text(v), why] for n, v, why in facts.invalid_points]
+    return table("invalid", columns, rows)
+
+
+def _candidate_row(c: Candidate) -> list[str]:
+    acc = "-" if c.val_acc is None else f"{100 * c.val_acc:.2f}"
+    return [
+        str(c.rank),
+        c.label,
+        f"{c.objective:.4f}",
+        acc,
+        f"{c.params:,}",
+        format_flops(c.train_flops),
+        c.key,
+    ]
+
+
+_STANDING = {True: "worse", False: "cannot be told apart"}
+
+
+def _finalist_blocks(facts: SearchFacts) -> list[Any]:
+    if not facts.finalists or facts.final is None:
+        return [Paragraph("No candidate completed: no finalists.")]
+    objective = facts.objectives[0]
+    columns = [
+        Column("finalist", ColumnKind.NAME),
+        Column("search rank"),
+        Column("search " + objective),
+        Column("val acc % (mean ± std)"),
+        Column("seeds"),
+        Column("test acc % (mean)"),
+        Column("vs best", ColumnKind.NAME),
+    ]
+    rows = []
+    for f in facts.finalists:
+        c = f.comparison
+        tell = "-" if c is None or c.significant is None else _STANDING[c.significant]
+        if c is not None and c.label == c.best_label:
+            tell = "best"
+        rows.append(
+            [
+                f.label,
+                "baseline" if f.search_rank is None else str(f.search_rank),
+                "-" if f.search_value is None else f"{f.search_value:.4f}",
+                "-" if f.val_acc is None else f.val_acc.format(2, 100),
+                str(f.seeds),
+                "-" if f.test_acc is None else f"{100 * f.test_acc:.2f}",
+                tell,
+            ]
+        )
+    return [
+        table("finalists", columns, rows),
+        Paragraph(_overturn(facts)),
+        *(Paragraph(comparison_text(c), style=Style.ITEM) for c in facts.comparisons),
+        Paragraph(
+            "Full comparison (validation-selected, test scored once per trial):",
+            audience=Audience.FILES,
+        ),
+        comparison_table(facts.final.rows),
+        Paragraph(
+            f"The finalists' study report: {facts.final.markdown_path}",
+            audience=Audience.FILES,
+        ),
+    ]
 
 
 # ----------------------------------------------------------------- figures
@@ -233,8 +457,12 @@ def _figures(optuna: Any, study: Any, spec: Any, folder: Path) -> dict[str, Path
     pruned = study.get_trials(deepcopy=False, states=(state.PRUNED,))
     for t in pruned:
         if t.intermediate_values:
-            ax.plot([t.number], [list(t.intermediate_values.values())[-1]], "x",
-                    color="grey")  # fmt: skip
+            ax.plot(
+                [t.number],
+                [list(t.intermediate_values.values())[-1]],
+                "x",
+                color="grey",
+            )
     ax.set(
         xlabel="trial", ylabel=metric, title=f"Optimisation history ({spec.sampler})"
     )
@@ -317,69 +545,3 @@ def _scaled(param: Any, value: Any) -> float:
             math.log(param.high) - math.log(param.low)
         )
     return (value - param.low) / (param.high - param.low)
-
-
-# -------------------------------------------------------------------- text
-
-
-def _markdown(result: SearchResult, report: SearchReport, parts: dict[str, Any]) -> str:
-    spec = result.spec
-    out = [f"# Search {spec.name}", "", parts["counts"] + ".", ""]
-    out += ["## Candidates (search phase: one seed each, validation only)", ""]
-    out += [markdown_table(*parts["candidates"]), ""]
-    if parts["invalid"]:
-        out += ["## Invalid points (not trained)", ""]
-        out += [markdown_table(["trial", "values", "why"], parts["invalid"]), ""]
-    out += ["## Finalists (re-trained over seeds; the only test-set reads)", ""]
-    if parts["finalists"][1]:
-        out += [markdown_table(*parts["finalists"]), ""]
-        out += [parts["overturn"], ""]
-        out += [f"- {v}" for v in parts["verdicts"]] + [""]
-        assert report.final is not None
-        out += [
-            "Full comparison (validation-selected, test scored once per trial):",
-            "",
-        ]
-        out += [markdown_table(*table_cells(report.final.rows)), ""]
-        out += [f"The finalists' study report: {report.final.markdown_path}", ""]
-    else:
-        out += ["No candidate completed: no finalists.", ""]
-    if parts["best"]:
-        out += [
-            f"## The winner: {BEST_FILE}",
-            "",
-            "```yaml",
-            parts["best"].rstrip(),
-            "```",
-            "",
-        ]
-    out += ["## Figures", ""]
-    for name, path in report.figures.items():
-        out += [f"![{name}](figures/{path.name})", ""]
-    return "\n".join(out)
-
-
-def _html(result: SearchResult, report: SearchReport, parts: dict[str, Any]) -> str:
-    from cnnlab.reporting.report import to_html_page
-
-    e = html.escape
-    body = [f"<h1>Search {e(result.spec.name)}</h1><p>{e(parts['counts'])}.</p>",
-            "<h2>Candidates (search phase: one seed each, validation only)</h2>",
-            to_html_table(*parts["candidates"])]  # fmt: skip
-    if parts["invalid"]:
-        invalid = to_html_table(["trial", "values", "why"], parts["invalid"])
-        body += ["<h2>Invalid points (not trained)</h2>", invalid]
-    body.append("<h2>Finalists (re-trained over seeds; the only test-set reads)</h2>")
-    if parts["finalists"][1]:
-        body += [to_html_table(*parts["finalists"]), f"<p>{e(parts['overturn'])}</p>"]
-        body += [f'<p class="verdict">{e(v)}</p>' for v in parts["verdicts"]]
-    if parts["best"]:
-        body.append(f"<h2>The winner: {BEST_FILE}</h2><pre>{e(parts['best'])}</pre>")
-    body.append("<h2>Figures</h2>")
-    return to_html_page(f"cnnlab search {result.spec.name}", body, report.figures)
-
-
-def to_html_table(headers: list[str], rows: list[list[str]]) -> str:
-    from cnnlab.reporting.report import html_table
-
-    return html_table(headers, rows, "comparison")

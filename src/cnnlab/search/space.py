@@ -48,6 +48,7 @@ from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Architecture, parse_architecture
 from cnnlab.studies.study import Study
 from cnnlab.training.config import TrainConfig
+from cnnlab.util.messages import must_be_one_of, unknown_key
 from cnnlab.util.text import did_you_mean, is_int, is_number, show_value
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -153,9 +154,7 @@ def parse_search(study: Study) -> SearchSpec:
         raise SpecError(f"{source}: has no 'search' block; run it with cnnlab study.")
     for key in doc:
         if key not in _KEYS:
-            hint = did_you_mean(key, _KEYS)
-            raise _fail(source, "search", f"unknown key {show_value(key)}.{hint} "
-                        f"Allowed: {', '.join(_KEYS)}.")  # fmt: skip
+            raise _fail(source, "search", unknown_key(key, _KEYS))
     sampler = _one_of(doc.get("sampler", "tpe"), SAMPLERS, source, "search.sampler")
     params = _parse_space(doc.get("space"), sampler, source)
     template = doc.get("architecture")
@@ -191,8 +190,8 @@ def parse_search(study: Study) -> SearchSpec:
 def _one_of(value: Any, choices: tuple[str, ...], source: str, where: str) -> str:
     if not isinstance(value, str) or value not in choices:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        raise _fail(source, where, f"must be one of {', '.join(choices)}. Received: "
-                    f"{show_value(value)}.{hint}")  # fmt: skip
+        message = must_be_one_of("", choices, show_value(value), hint)
+        raise _fail(source, where, message)
     return value
 
 
@@ -374,6 +373,19 @@ class Point:
         """A short name that depends only on the values: the run folder's label."""
         text = json.dumps(self.values, sort_keys=True)
         return "c-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def label(self) -> str:
+        """The values as a reader knows the candidate: 'width=16 lr=0.003'."""
+        return values_text(self.values)
+
+
+def values_text(values: Mapping[str, Any]) -> str:
+    """'width=16 lr=0.003': each value, floats to 3 significant digits."""
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in values.items()
+    )
 
 
 def build_point(spec: SearchSpec, values: Mapping[str, Value], classes: int) -> Point:

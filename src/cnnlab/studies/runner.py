@@ -23,20 +23,22 @@ from cnnlab.studies.estimate import estimate_study
 from cnnlab.studies.executors import Executor, StudyRun
 from cnnlab.studies.executors.local import LocalExecutor
 from cnnlab.studies.executors.pool import PoolExecutor
+from cnnlab.studies.layout import STORE_FILE, StudyLayout
 from cnnlab.studies.results import StudyInfo
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial, study_folder
+from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import (
     TrialOutcome,
     check_not_shortened,
     check_study,
     plan_trials,
 )
+from cnnlab.training.display import StudyDisplay
 from cnnlab.training.precision import check_precision
-from cnnlab.training.progress import StudyProgress
 from cnnlab.training.runs import is_run_folder, now
 from cnnlab.util.fsio import folder_lock, remove_temp_files
 from cnnlab.util.machine import environment, pick_device
+from cnnlab.util.messages import must_be_one_of
 
 EXECUTORS = ("local", "ray")
 
@@ -52,10 +54,8 @@ def make_executor(
     """The executor for `study`: 'local' runs in this process, or in worker
     processes when the CPU split says so (`cnnlab.studies.cpus`); 'ray' on Ray."""
     if executor not in EXECUTORS:
-        raise CnnlabError(
-            f"executor must be one of {', '.join(EXECUTORS)}. "
-            f"Received: executor={executor!r}."
-        )
+        received = f"executor={executor!r}"
+        raise CnnlabError(must_be_one_of("executor", EXECUTORS, received))
     ray_only = {"address": address, "early_stop": early_stop}
     ray_only["cpus_per_trial"] = cpus_per_trial
     if executor == "ray":
@@ -91,7 +91,7 @@ def check_study_out(out: Path) -> None:
                 "would be deleted by `cnnlab train --overwrite`. Choose an --out "
                 "outside it."
             )
-        if folder != real and (folder / STORE_FILE).is_file():
+        if folder != real and StudyLayout(folder).store.is_file():
             raise CnnlabError(
                 f"{out}: is inside {_shown(folder)}, the output folder of other "
                 f"studies (it holds {STORE_FILE}). Use --out {_shown(folder)} to add "
@@ -109,7 +109,7 @@ def run_study(
     study: Study,
     out: str | Path,
     executor: Executor | None = None,
-    progress: StudyProgress | None = None,
+    progress: StudyDisplay | None = None,
     on_finished: Callable[[TrialOutcome], None] | None = None,
     trials: Sequence[Trial] | None = None,
     estimate: bool = True,
@@ -127,14 +127,15 @@ def run_study(
         for arch in study.archs:
             check_precision(arch.config.precision, pick_device(arch.config.device))
     check_study_out(out)
-    study_dir = study_folder(out, study.name)
+    layout = StudyLayout(out)
+    study_dir = layout.study(study.name)
     trials = study.trials() if trials is None else list(trials)
     for trial in trials:  # before the store changes
         check_not_shortened(trial, trial.run_dir(study_dir))
     device = pick_device(study.archs[0].config.device)
     with (
         folder_lock(study_dir, f"study '{study.name}'"),
-        Store(out / STORE_FILE) as store,
+        Store(layout.store) as store,
     ):
         for trial in trials:
             remove_temp_files(trial.run_dir(study_dir))  # what killed writes left
@@ -154,7 +155,7 @@ def run_study(
 
 
 def _estimate(
-    executor: Executor, trials: list[Trial], study_dir: Path, progress: StudyProgress
+    executor: Executor, trials: list[Trial], study_dir: Path, progress: StudyDisplay
 ) -> list[float] | None:
     """Print the study's time estimate; each trial's expected seconds, or None.
 

@@ -31,8 +31,8 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-from cnnlab.studies.results import StudyInfo, TrialResult
-from cnnlab.training.precision import FP32
+from cnnlab.studies.results import StudyInfo, TrialResult, TrialRow
+from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.status import Status
 
 SCHEMA_VERSION = 3  # 2: trials.test_reads, the predictions table; 3: precision
@@ -93,7 +93,6 @@ _REQUIRED_COLUMNS = {  # what cnnlab reads, checked in a store it did not create
     "epochs": ("trial_id", "epoch"),
 }
 _ARRAY_TYPES = {"labels": np.uint8, "predicted": np.uint8, "true_prob": np.float16}
-_EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
 
 class Store:
@@ -387,20 +386,21 @@ class Store:
         study: str | None = None,
         label: str | None = None,
         status: str | None = None,
-    ) -> list[sqlite3.Row]:
+    ) -> list[TrialRow]:
         """Trial rows filtered by study, label and status, in insertion order."""
         sql, args = "SELECT * FROM trials WHERE 1=1", []
         for column, value in (("study", study), ("label", label), ("status", status)):
             if value is not None:
                 sql += f" AND {column}=?"
                 args.append(value)
-        return list(self.db.execute(sql + " ORDER BY id", args))
+        rows = self.db.execute(sql + " ORDER BY id", args)
+        return [TrialRow.from_columns(dict(r)) for r in rows]
 
     def history(self, trial_id: int) -> tuple[dict[str, Any], ...]:
         rows = self.db.execute(
             "SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)
         )
-        return tuple({k: r[k] for k in _EPOCH_KEYS} for r in rows)
+        return tuple({k: r[k] for k in HISTORY_KEYS} for r in rows)
 
     def run_path(self, trial_id: int) -> Path:
         row = self.db.execute("SELECT run_path FROM trials WHERE id=?", (trial_id,))
@@ -421,28 +421,7 @@ class Store:
     def trials(self, study: str) -> list[TrialResult]:
         """Every trial of a study with its history, as analysis and reports use them."""
         return [
-            TrialResult(
-                study=r["study"],
-                label=r["label"],
-                seed=r["seed"],
-                arch_name=r["arch_name"],
-                optimizer=r["optimizer"],
-                params=r["params"],
-                flops=r["flops"],
-                history=self.history(r["id"]),
-                status=r["status"],
-                test_loss=r["test_loss"],
-                test_acc=r["test_acc"],
-                train_clean_loss=r["train_clean_loss"],
-                train_clean_acc=r["train_clean_acc"],
-                stopped_epoch=r["stopped_epoch"],
-                run_path=r["run_path"],
-                test_reads=r["test_reads"],
-                precision=r["precision"] or FP32,  # rows before it: float32
-                predictions=self.predictions(r["id"]),
-                config=json.loads(r["config"]),
-                spec=json.loads(r["spec"]),
-            )
+            r.result(self.history(r.id), self.predictions(r.id))
             for r in self.trial_rows(study)
         ]
 
@@ -475,7 +454,7 @@ def _replace_epochs(
     db.executemany(
         "INSERT INTO epochs (trial_id, epoch, loss, acc, val_loss, val_acc, seconds)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(trial_id, *(row.get(k) for k in _EPOCH_KEYS)) for row in rows],
+        [(trial_id, *(row.get(k) for k in HISTORY_KEYS)) for row in rows],
     )
 
 

@@ -58,9 +58,13 @@ from cnnlab.nn.spec import (
     parse_architecture,
     parse_yaml,
 )
-from cnnlab.training.config import MAX_SEED, TrainConfig
+from cnnlab.studies.layout import DEFAULT_OUT as DEFAULT_OUT  # its home: layout
+from cnnlab.studies.layout import RUNS_FOLDER, StudyLayout
+from cnnlab.studies.layout import STORE_FILE as STORE_FILE  # its home: layout
+from cnnlab.training.config import MAX_SEED, OVERRIDES, TrainConfig, overridden
 from cnnlab.training.loop import TrainState
 from cnnlab.util.fsio import check_inside
+from cnnlab.util.messages import unknown_key
 from cnnlab.util.text import (
     MAX_SLUG,
     did_you_mean,
@@ -70,7 +74,6 @@ from cnnlab.util.text import (
     slug,
 )
 
-STORE_FILE = "cnnlab.sqlite"
 FINAL_SEEDS = [0, 1, 2, 3, 4]
 _TOP_KEYS = (
     "name",
@@ -120,7 +123,7 @@ class Trial:
         return self.config.seed
 
     def run_dir(self, study_dir: Path) -> Path:
-        path = study_dir / "runs" / f"{run_folder_name(self.label)}-s{self.seed}"
+        path = study_dir / RUNS_FOLDER / f"{run_folder_name(self.label)}-s{self.seed}"
         return check_inside(path, study_dir)
 
 
@@ -168,21 +171,9 @@ def run_folder_name(label: str) -> str:
     return slug(label) or "net"
 
 
-def check_study_name(name: object, where: str = "") -> str:
-    """A study name names a folder, so it must be its own slug; also for names read
-    back from a store or given to `cnnlab report`, which are untrusted too."""
-    if not isinstance(name, str) or not slug(name) or slug(name, None) != name:
-        raise CnnlabError(
-            f"{where}study name {show_value(name)} is not a simple name (letters, "
-            f"digits, '-', '_', '.', at most {MAX_SLUG}): it names a folder. Give "
-            "the study's own name (see `cnnlab runs`)."
-        )
-    return name
-
-
 def study_folder(out: Path, name: str) -> Path:
     """`out/<name>`, for a name checked by `check_study_name`, kept under `out`."""
-    return check_inside(Path(out) / check_study_name(name), Path(out))
+    return StudyLayout(out).study(name)
 
 
 def _fail(source: str, where: str, message: str) -> SpecError:
@@ -194,12 +185,7 @@ def _check_keys(
 ) -> None:
     for key in doc:
         if key not in allowed:
-            hint = did_you_mean(key, allowed)
-            raise _fail(
-                source,
-                where,
-                f"unknown key {show_value(key)}.{hint} Allowed: {', '.join(allowed)}.",
-            )
+            raise _fail(source, where, unknown_key(key, allowed))
 
 
 def _train_config(base: TrainConfig, doc: Any, source: str, where: str) -> TrainConfig:
@@ -518,15 +504,33 @@ def load_study(name_or_path: str | Path, allow: Sequence[str | Path] = ()) -> St
 def override(study: Study, **changes: Any) -> Study:
     """The study with training settings changed for every architecture (CLI flags).
 
-    `seeds` replaces the study's seeds, checked as a study file's are.
+    `seeds` replaces the study's seeds, checked as a study file's are; the other
+    keys are TrainConfig's OVERRIDES, checked as flags are (training.config).
     """
     seeds = changes.pop("seeds", None)
+    unknown = sorted(show_value(k) for k in changes if k not in OVERRIDES)
+    if unknown:
+        raise CnnlabError(
+            f"a study's settings cannot be overridden by {', '.join(unknown)}; "
+            f"the ones that can: seeds, {', '.join(OVERRIDES)}."
+        )
     if seeds is not None:
+        if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
+            raise CnnlabError(
+                f"seeds must be a list of integers such as [0, 1, 2]. Received: "
+                f"seeds={show_value(seeds)}."
+            )
         seeds = _parse_seeds(list(seeds), "--seeds", where="")
     archs = tuple(
-        dataclasses.replace(a, config=a.config.replace(**changes)) for a in study.archs
+        dataclasses.replace(
+            a,
+            config=overridden(a.config, changes, f"{study.source} (net {a.label})"),
+        )
+        for a in study.archs
     )
-    train = None if study.train is None else study.train.replace(**changes)
+    train = (
+        None if study.train is None else overridden(study.train, changes, study.source)
+    )
     return dataclasses.replace(
         study, archs=archs, seeds=tuple(seeds) if seeds else study.seeds, train=train
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.precision import PRECISIONS
 from cnnlab.training.schedule import SCHEDULES
+from cnnlab.util.messages import must_be_one_of, received
 from cnnlab.util.text import is_int, is_number, show_value
 
 VALIDATIONS = ("holdout", "test", "none")
@@ -43,34 +44,139 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    kind: str = "text",
+    choices: tuple[str, ...] = (),
+    group: str = "training",
+    override: bool = False,
+    flag: bool = True,
+) -> Any:
+    """A TrainConfig field with what the command line and the docs say about it.
+
+    `kind` picks the flag's parser (count: a positive integer, seed: an integer >= 0,
+    rate: a positive number, number: any number, choice: one of `choices`, text);
+    `override`: studies and searches may set it for every net (--epochs ...);
+    `flag`: False for settings only files and the API set.
+    """
+    meta = {"help": help, "kind": kind, "choices": choices, "group": group}
+    return field(default=default, metadata=meta | {"override": override, "flag": flag})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train one network. Every default is the notebook's or Keras's."""
+    """How to train one network. Every default is the notebook's or Keras's.
 
-    epochs: int = 12  # the notebook trains every net for 12 epochs
-    batch_size: int = 128  # the notebook's batch size
-    optimizer: str = "adam"  # the notebook compiles every net with Adam()
-    lr: float | None = None  # None: the optimizer's Keras default (above)
-    seed: int = 0  # initial weights, shuffling and dropout
-    data: str = "mnist"  # "mnist", "fashion-mnist" or an IDX folder
-    validation: str = "holdout"  # holdout | test (the notebook's) | none
-    val_size: int = 10_000  # images held out of training when validation=holdout
-    split_seed: int = 0  # which images are held out; fixed across seeds
-    train_limit: int | None = None  # use only this many training images
-    test_limit: int | None = None  # use only this many test images
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    threads: int | None = None  # CPU threads; None: PyTorch's default (all cores)
+    Each field's `help` is the one description of the setting: `--help`, the study
+    overrides and the flags table in docs/training.md are made from it.
+    """
+
+    # The notebook trains every net for 12 epochs, batch 128, with Adam().
+    epochs: int = setting(12, "epochs to train", kind="count", override=True)
+    batch_size: int = setting(128, "samples per step", kind="count")
+    optimizer: str = setting(
+        "adam",
+        "optimizer with Keras 3's defaults",
+        kind="choice",
+        choices=tuple(OPTIMIZER_DEFAULTS),
+    )
+    # None: the optimizer's Keras default (OPTIMIZER_DEFAULTS)
+    lr: float | None = setting(
+        None, "learning rate (default: the optimizer's Keras default)", kind="rate"
+    )
+    seed: int = setting(0, "initial weights, data order and dropout", kind="seed")
+    data: str = setting(
+        "mnist",
+        "mnist (embedded), fashion-mnist (Debian's dataset-fashion-mnist), or a "
+        "folder of IDX files",
+        group="data",
+    )
+    validation: str = setting(
+        "holdout",
+        "holdout: a seeded hold-out of the training set; test: validate on the "
+        "test set every epoch, as the notebook does; none",
+        kind="choice",
+        choices=VALIDATIONS,
+        group="data",
+    )
+    # images held out of training when validation=holdout
+    val_size: int = setting(
+        10_000, "hold-out size", kind="count", group="data", override=True
+    )
+    # which images are held out; fixed across seeds
+    split_seed: int = setting(0, "which images are held out", kind="seed", flag=False)
+    train_limit: int | None = setting(
+        None,
+        "train on only the first N training images (default: all)",
+        kind="count",
+        group="data",
+        override=True,
+    )
+    test_limit: int | None = setting(
+        None,
+        "test on only the first N test images (default: all)",
+        kind="count",
+        group="data",
+        override=True,
+    )
+    device: str = setting(
+        "auto",
+        "auto: CUDA when PyTorch sees a GPU, else CPU",
+        kind="choice",
+        choices=DEVICES,
+        group="machine",
+        override=True,
+    )
+    # None: PyTorch's default (all cores)
+    threads: int | None = setting(
+        None,
+        "CPU threads (default: all cores)",
+        kind="count",
+        group="machine",
+        override=True,
+    )
     # Additions for recipes such as `fast`; the defaults are the notebook's protocol.
-    schedule: str = "constant"  # constant | onecycle (training.schedule), per step
-    augment: str = "none"  # none | shift: random translations (data.augment)
-    label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
-    max_shift: int = MAX_SHIFT  # augment=shift: largest move in pixels, 1 to 16
-    # none | shift: score each image (validation, test, predict) as the mean class
-    # probabilities of itself and its four 1-pixel moves (data.augment.TEST_SHIFTS)
-    test_augment: str = "none"
-    # fp32 (Keras's float32) | bf16 | fp16: mixed precision, float32 weights
-    # (training.precision); fixed once a run has started
-    precision: str = "fp32"
+    schedule: str = setting(
+        "constant",
+        "learning rate per step: constant, or onecycle (warm-up to --lr over the "
+        "first 30% of steps, then anneal)",
+        kind="choice",
+        choices=SCHEDULES,
+    )
+    augment: str = setting(
+        "none",
+        "shift: random translations of up to --max-shift pixels, per image",
+        kind="choice",
+        choices=AUGMENTS,
+    )
+    label_smoothing: float = setting(
+        0.0, "cross-entropy label smoothing, from 0 up to 1", kind="number"
+    )
+    max_shift: int = setting(
+        MAX_SHIFT,
+        f"largest shift in pixels for --augment shift, 1 to {SHIFT_LIMIT}",
+        kind="count",
+    )
+    # data.augment.TEST_SHIFTS
+    test_augment: str = setting(
+        "none",
+        "shift: score every image (validation, test, predict) as the mean class "
+        "probabilities of itself and its four 1-pixel moves; 5x the scoring work",
+        kind="choice",
+        choices=AUGMENTS,
+    )
+    # training.precision; fixed once a run has started (not RESUMABLE)
+    precision: str = setting(
+        "fp32",
+        "fp32 (Keras's float32); bf16: mixed precision, float32 weights, on a CPU "
+        "with native bf16 (avx512_bf16, amx_bf16) or a GPU; fp16: mixed, CUDA only",
+        kind="choice",
+        choices=PRECISIONS,
+        group="machine",
+        override=True,
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -171,6 +277,35 @@ class TrainConfig:
         ]
 
 
+# Settings a study or search may change for every net (`cnnlab study --epochs 2`).
+OVERRIDES = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.metadata["override"]
+)
+
+
+def overridden(
+    base: TrainConfig, changes: dict[str, Any], where: str = ""
+) -> TrainConfig:
+    """`base` with the given settings changed (None: unchanged), as flags change it.
+
+    A hold-out size needs a hold-out: `val_size` with `validation` other than
+    holdout is an error, never ignored. `where` names the file `base` came from.
+    """
+    config = base.replace(**changes)
+    if changes.get("val_size") is not None and config.validation != "holdout":
+        if not where:
+            raise CnnlabError(
+                "--val-size sets the hold-out, but --validation is "
+                f"{config.validation}: there is none. Drop --val-size, or use "
+                "--validation holdout."
+            )
+        raise CnnlabError(
+            f"--val-size sets the hold-out, but {where} has none (validation: "
+            f"{config.validation}). Drop --val-size, or set validation: holdout there."
+        )
+    return config
+
+
 def _check_positive(name: str, value: Any) -> None:
     if not is_int(value) or not 0 < value <= MAX_COUNT:
         flag = name.replace("_", "-")
@@ -182,10 +317,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
-        raise CnnlabError(
-            f"{name} must be one of {', '.join(choices)}. "
-            f"Received: {name}={show_value(value)}."
-        )
+        raise CnnlabError(must_be_one_of(name, choices, received(name, value)))
 
 
 def recipe_config(name_or_path: str | Path) -> TrainConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.metrics import METRIC_NAMES
 from cnnlab.util.fsio import atomic_write, write_error
 
 if TYPE_CHECKING:
@@ -20,12 +21,7 @@ if TYPE_CHECKING:
 History = Mapping[str, Sequence[float | None] | None]
 
 # Human names for the keys a history holds, used for axis labels.
-_LABELS = {
-    "loss": "training loss",
-    "val_loss": "validation loss",
-    "acc": "training accuracy",
-    "val_acc": "validation accuracy",
-}
+_LABELS = METRIC_NAMES
 
 # Beyond 50 epochs the markers merge into a thick line, so they are left off.
 _MAX_MARKED_EPOCHS = 50

@@ -29,6 +29,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import Network
 from cnnlab.nn.shapes import BYTES_PER_VALUE, ModelInfo
 from cnnlab.training.config import OPTIMIZER_DEFAULTS, TrainConfig
+from cnnlab.training.metrics import HISTORY_KEYS
 from cnnlab.training.precision import FP32, NoScaler, autocast, make_scaler
 from cnnlab.training.schedule import learning_rate
 
@@ -44,7 +45,6 @@ MIN_EVAL_BATCH = 128
 # thousands of steps per second would pay a sync each. The first step of an epoch
 # is always reported, so even a slow net shows its speed after one step.
 REPORT_SECONDS = 1.0
-HISTORY_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds")
 
 
 class TrainingDiverged(CnnlabError):

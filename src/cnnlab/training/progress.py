@@ -1,23 +1,32 @@
 """Live training progress: a step bar per epoch and a log line per epoch, drawn
-with rich in a terminal or with IPython displays in a Jupyter notebook."""
+with rich in a terminal or with IPython displays in a Jupyter notebook; for a
+study, the trial lines and a study ETA around them (`cnnlab.training.display`
+says what every study display does: `StudyProgress` and `NotebookStudyProgress`
+for trials run one by one, `ParallelDisplay` for trials in worker processes)."""
 
 from __future__ import annotations
 
 import html
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.markup import escape
 
+from cnnlab.training.display import (
+    ELAPSED,
+    SKIPPED,
+    StudyDisplay,
+    bars,
+    outcome_text,
+    trial_line,
+)
+from cnnlab.training.metrics import EPOCH_METRICS
 from cnnlab.training.status import Outcome
+from cnnlab.util.terminal import shown
 from cnnlab.util.units import format_duration
 
 if TYPE_CHECKING:
@@ -27,7 +36,7 @@ if TYPE_CHECKING:
 def format_epoch_line(row: dict[str, Any], epochs: int) -> str:
     """'Epoch 3/12 - 4.1s - loss: 0.0898 - acc: 0.9718 - val_loss: ...' (Keras)."""
     parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['seconds']:.1f}s"]
-    for key in ("loss", "acc", "val_loss", "val_acc"):
+    for key in EPOCH_METRICS:
         if row.get(key) is not None:
             parts.append(f"{key}: {row[key]:.4f}")
     return " - ".join(parts)
@@ -108,19 +117,9 @@ class RichReporter:
     def __init__(self, console: Console | None = None, header: str = "") -> None:
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.header = header  # printed when training starts, i.e. once inputs are valid
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            # Our own ETA, not rich's: rich's needs two updates, and a slow net
-            # reports once a step.
-            TextColumn("{task.fields[eta]}"),
-            TextColumn("{task.fields[metrics]}"),
-            console=self.console,
-            transient=True,
-        )
+        # Our own ETA column, not rich's: rich's needs two updates, and a slow net
+        # reports once a step.
+        self.progress = bars(self.console, "rate", ELAPSED, "eta", "metrics")
         self.task: Any = None
         self.epoch = self.first = self.epochs = self.steps = 0
         self.started = 0.0
@@ -167,91 +166,9 @@ class RichReporter:
         self.progress.console.print(text, highlight=False, soft_wrap=True)
 
 
-class StudyProgress(RichReporter):
-    """RichReporter with an overall bar above: trial k of N, with the study's ETA
-    weighted by each trial's expected cost (`StudyClock`)."""
-
-    def __init__(self, console: Console | None = None, header: str = "") -> None:
-        super().__init__(console, header)
-        self.study_task: Any = None
-        self.name = ""
-        self.clock: StudyClock | None = None
-        self.k = 0  # the running trial
-
-    def study_start(
-        self, name: str, trials: int, costs: list[float] | None = None
-    ) -> None:
-        """`costs`: each trial's expected seconds, in order, if estimated."""
-        self.name = name
-        self.clock = StudyClock(trials, costs)
-        self.clock.begin()  # trials start right away, in this process
-        if not self.progress.live.is_started:
-            self.progress.start()
-        self.study_task = self.progress.add_task(
-            f"Study {name}", total=trials, rate="", eta=self.clock.text(), metrics=""
-        )
-
-    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
-        self.k = k
-        self.task_done()  # a new trial: its first epoch starts a new count
-        self.progress.update(
-            self.study_task,
-            description=f"Trial {k}/{total}",
-            metrics=f"{label} seed {seed}",
-        )
-        self.message(f"Trial {k}/{total}: {label}, seed {seed}")
-
-    def task_done(self) -> None:
-        """Forget the last trial's epoch bar, so the next trial's is its own."""
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-
-    def step(self, step: int, seen: int, loss: float, acc: float) -> None:
-        super().step(step, seen, loss, acc)
-        if self.clock is not None and self.k:
-            done = trial_fraction(self.epoch, self.first, self.epochs, step, self.steps)
-            self.clock.update(self.k, done)
-            self.progress.update(self.study_task, eta=self.clock.text())
-
-    def trial_end(self, status: str) -> None:
-        if status == Outcome.SKIPPED:
-            self.message("  already complete: skipped")
-        if self.clock is not None and self.k:
-            self.clock.finish(self.k, skipped=status == Outcome.SKIPPED)
-            self.progress.update(self.study_task, eta=self.clock.text())
-        self.progress.advance(self.study_task)
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel; IPython is never imported to find out."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is None:
-        return False
-    # Kernels whose shell subclasses it (Colab's) count too.
-    return any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
-
-
-def default_reporter(header: str = "") -> Reporter | None:
-    """Progress for where we run: a notebook, a terminal, or nothing (pipes)."""
-    if in_notebook():
-        return NotebookReporter(header)
-    return RichReporter(header=header) if sys.stderr.isatty() else None
-
-
-def default_study_progress() -> NotebookStudyProgress | StudyProgress | None:
-    """Study progress for where we run, like `default_reporter`."""
-    if in_notebook():
-        return NotebookStudyProgress()
-    return StudyProgress() if sys.stderr.isatty() else None
-
-
 class NotebookReporter:
     """Progress in a Jupyter cell, no ipywidgets: per epoch a line redrawn in place,
     each time the loop reports (about once a second, `loop.REPORT_SECONDS`)."""
-
-    console = None  # no rich console: callers that want one get None
 
     def __init__(self, header: str = "") -> None:
         self.header = header  # printed when training starts, as RichReporter does
@@ -310,45 +227,277 @@ class NotebookReporter:
         }
 
 
-class NotebookStudyProgress(NotebookReporter):
-    """NotebookReporter whose lines start with the trial number and the study's
-    ETA, weighted by each trial's expected cost as in the terminal (`StudyClock`)."""
+class _SerialStudy:
+    """The study part of the displays of trials run one by one, in this process
+    (`StudyDisplay`): the trial lines, the study clock, the quiet setting. What
+    draws it (a rich bar, a notebook line) is the `_show_*` methods' part."""
 
-    def __init__(self, header: str = "") -> None:
-        super().__init__(header)
+    quiet = False
+    # The reporter's (RichReporter, NotebookReporter) part:
+    epoch: int
+    first: int
+    epochs: int
+    steps: int
+    message: Callable[[str], None]
+
+    def _study_init(self) -> None:
         self.name = ""
         self.clock: StudyClock | None = None
-        self.k = self.total = 0
+        self.k = self.total = 0  # the running trial; 0: none shown
 
     def study_start(
         self, name: str, trials: int, costs: list[float] | None = None
     ) -> None:
-        self.name = name
+        """`costs`: each trial's expected seconds, in order, if estimated."""
+        if self.quiet:
+            return
+        self.name, self.total = name, trials
         self.clock = StudyClock(trials, costs)
-        self.clock.begin()
-        self.message(f"Study {name}: {trials} trials")
+        self.clock.begin()  # trials start right away, in this process
+        self._show_study(name, trials)
 
     def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
-        self.k, self.total = k, total
-        self.handle = None  # the next epoch starts this trial's own line
-        self._set_prefix()
-        self.message(f"Trial {k}/{total}: {label}, seed {seed}")
+        self._new_trial()  # its first epoch starts a new count
+        self.k, self.total = (0, 0) if self.quiet else (k, total)
+        if not self.quiet:
+            self._show_trial(k, total, label, seed)
+            self.message(trial_line(k, total, label, seed))
 
     def step(self, step: int, seen: int, loss: float, acc: float) -> None:
         if self.clock is not None and self.k:
             done = trial_fraction(self.epoch, self.first, self.epochs, step, self.steps)
             self.clock.update(self.k, done)
-            self._set_prefix()
-        super().step(step, seen, loss, acc)
+            self._show_clock()
+        super().step(step, seen, loss, acc)  # type: ignore[misc]
 
-    def trial_end(self, status: str) -> None:
-        if status == Outcome.SKIPPED:
-            self.message("  already complete: skipped")
-        if self.clock is not None and self.k:
-            self.clock.finish(self.k, skipped=status == Outcome.SKIPPED)
+    def trial_end(
+        self,
+        k: int,
+        outcome: Outcome,
+        seconds: float | None = None,
+        test_acc: float | None = None,
+    ) -> None:
+        if not self.k:  # quiet, or never started
+            return
+        if outcome is Outcome.SKIPPED:
+            self.message(f"  {SKIPPED}")
+        if self.clock is not None:
+            self.clock.finish(self.k, skipped=outcome is Outcome.SKIPPED)
+        self._show_clock(advance=1)
 
-    def _set_prefix(self) -> None:
+    def _show_study(self, name: str, trials: int) -> None:
+        raise NotImplementedError
+
+    def _show_trial(self, k: int, total: int, label: str, seed: int) -> None:
+        raise NotImplementedError
+
+    def _show_clock(self, advance: int = 0) -> None:
+        raise NotImplementedError
+
+    def _new_trial(self) -> None:
+        raise NotImplementedError
+
+
+class StudyProgress(_SerialStudy, RichReporter):
+    """RichReporter with an overall bar above: trial k of N, with the study's ETA
+    weighted by each trial's expected cost (`StudyClock`)."""
+
+    def __init__(self, console: Console | None = None, header: str = "") -> None:
+        super().__init__(console, header)
+        self._study_init()
+        self.study_task: Any = None
+
+    def for_workers(self, workers: int) -> ParallelDisplay:
+        return ParallelDisplay(self.console, workers, self.quiet)
+
+    def _show_study(self, name: str, trials: int) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
+        eta = self.clock.text() if self.clock is not None else ""
+        self.study_task = self.progress.add_task(
+            f"Study {name}", total=trials, rate="", eta=eta, metrics=""
+        )
+
+    def _show_trial(self, k: int, total: int, label: str, seed: int) -> None:
+        if self.study_task is not None:
+            self.progress.update(
+                self.study_task,
+                description=f"Trial {k}/{total}",
+                metrics=f"{label} seed {seed}",
+            )
+
+    def _show_clock(self, advance: int = 0) -> None:
+        if self.study_task is not None and self.clock is not None:
+            eta = self.clock.text()
+            self.progress.update(self.study_task, advance=advance, eta=eta)
+
+    def _new_trial(self) -> None:
+        self.task_done()
+
+    def task_done(self) -> None:
+        """Forget the last trial's epoch bar, so the next trial's is its own."""
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+class NotebookStudyProgress(_SerialStudy, NotebookReporter):
+    """NotebookReporter whose lines start with the trial number and the study's
+    ETA, weighted by each trial's expected cost as in the terminal (`StudyClock`)."""
+
+    def __init__(self, header: str = "") -> None:
+        super().__init__(header)
+        self._study_init()
+
+    def for_workers(self, workers: int) -> ParallelDisplay:
+        # The pool's printed lines reach the cell as this display's messages.
+        console = Console(file=_Lines(self.message), width=200)
+        return ParallelDisplay(console, workers, self.quiet)
+
+    def _show_study(self, name: str, trials: int) -> None:
+        self.message(f"Study {name}: {trials} trials")
+
+    def _show_trial(self, k: int, total: int, label: str, seed: int) -> None:
+        self._show_clock()
+
+    def _show_clock(self, advance: int = 0) -> None:
         eta = self.clock.text() if self.clock is not None else ""
         self.prefix = f"Trial {self.k}/{self.total} - " + (
             f"study {eta} - " if eta else ""
         )
+
+    def _new_trial(self) -> None:
+        self.handle = None  # the next epoch starts this trial's own line
+        self.prefix = ""
+
+
+class ParallelDisplay:
+    """The study display of trials in worker processes: an overall bar (trials done
+    of N, ETA weighted by each trial's expected cost), under it a live line per
+    running trial (epoch, steps, its own ETA), and a printed line per finished
+    trial. Updates come from the pool's queue thread (`trial_progress`)."""
+
+    def __init__(self, console: Console, workers: int = 1, quiet: bool = False):
+        self.console, self.workers, self.quiet = console, max(1, workers), quiet
+        self.progress = bars(console, ELAPSED, "eta")
+        self.clock = StudyClock(0, None, workers)
+        self.task: Any = None
+        self.total = 0
+        self.trials: dict[int, tuple[str, int]] = {}  # k -> (label, seed)
+        self.running: dict[int, tuple[Any, float]] = {}  # k -> (task, started)
+        self.ended: set[int] = set()  # late updates of these are dropped
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> ParallelDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def for_workers(self, workers: int) -> ParallelDisplay:
+        return self
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    def study_start(
+        self, name: str, trials: int, costs: list[float] | None = None
+    ) -> None:
+        self.total = trials
+        self.clock = StudyClock(trials, costs, self.workers)
+        if not self.quiet:
+            self.task = self.progress.add_task(
+                f"Study {name}", total=trials, eta=self.clock.text()
+            )
+
+    def trial_start(self, k: int, total: int, label: str, seed: int) -> None:
+        """Trial `k` is queued for a worker; its line shows from its first report."""
+        self.trials[k] = (label, seed)
+
+    def trial_progress(
+        self, k: int, epoch: int, first: int, epochs: int, step: int, steps: int
+    ) -> None:
+        """A worker's report: trial `k` is at `step` of `steps` in `epoch`."""
+        label, seed = self.trials[k]
+        head = f"  {escape(shown(label))} seed {seed} epoch {epoch}/{epochs}"
+        done = trial_fraction(epoch, first, epochs, step, steps)
+        with self.lock:
+            if k in self.ended:
+                return
+            self.clock.begin()
+            self.clock.update(k, done)
+            if k not in self.running:
+                task = self.progress.add_task(head, total=steps, eta=eta_text(0, 0))
+                self.running[k] = (task, time.monotonic())
+            task, started = self.running[k]
+            eta = eta_text(time.monotonic() - started, done)
+            self.progress.update(
+                task, description=head, total=steps, completed=step, eta=eta
+            )
+            self._show_clock()
+
+    def trial_end(
+        self,
+        k: int,
+        outcome: Outcome,
+        seconds: float | None = None,
+        test_acc: float | None = None,
+    ) -> None:
+        with self.lock:
+            self.ended.add(k)
+            task, _ = self.running.pop(k, (None, 0.0))
+            if task is not None:
+                self.progress.remove_task(task)
+            self.clock.finish(k, outcome is Outcome.SKIPPED)
+        if not self.quiet:
+            line = trial_line(k, self.total, *self.trials[k])
+            self.message(f"{line} - {outcome_text(outcome, seconds, test_acc)}")
+        self._show_clock(advance=1)
+
+    def _show_clock(self, advance: int = 0) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=advance, eta=self.clock.text())
+
+
+class _Lines:
+    """A text stream that hands each finished line to `say` (a notebook display's
+    `message`), so the pool's trial lines reach displays that are not consoles."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.buffer = say, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if line.strip():
+                self.say(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel; IPython is never imported to find out."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return False
+    # Kernels whose shell subclasses it (Colab's) count too.
+    return any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
+
+
+def default_reporter(header: str = "") -> Reporter | None:
+    """Progress for where we run: a notebook, a terminal, or nothing (pipes)."""
+    if in_notebook():
+        return NotebookReporter(header)
+    return RichReporter(header=header) if sys.stderr.isatty() else None
+
+
+def default_study_progress() -> StudyDisplay | None:
+    """Study progress for where we run, like `default_reporter`."""
+    if in_notebook():
+        return NotebookStudyProgress()
+    return StudyProgress() if sys.stderr.isatty() else None

@@ -37,6 +37,7 @@ from cnnlab.training.loop import (
     fit,
     score,
 )
+from cnnlab.training.metrics import EPOCH_METRICS
 from cnnlab.training.precision import FP32, check_precision
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
@@ -83,7 +84,7 @@ class RunResult:
         config = self.meta.get("config")
         if isinstance(config, dict):
             rows.append(("precision", str(config.get("precision", FP32))))
-        for key in ("loss", "acc", "val_loss", "val_acc"):
+        for key in EPOCH_METRICS:
             value = last.get(key)
             rows.append((f"final {key}", "-" if value is None else f"{value:.4f}"))
         if self.test_loss is not None and self.test_acc is not None:

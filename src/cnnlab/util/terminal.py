@@ -1,10 +1,13 @@
 """What cnnlab sends to a terminal: user text with its control characters shown,
-not sent, and output streams that survive a reader that went away."""
+not sent, output streams that survive a reader that went away, and tables that
+fit the console's width."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 # C0 and C1 controls and DEL: ESC starts terminal commands (colours, cursor moves,
@@ -73,3 +76,131 @@ def print_table(console: Any, table: Any) -> None:
         for column, cell in zip(columns, row, strict=True):
             line = Text.assemble(text(column.header), ": ", text(cell))
             console.print(line, highlight=False)
+
+
+# A log file or pipe without COLUMNS: wide enough for a report table on one line.
+PIPE_WIDTH = 160
+
+
+def output_console() -> Any:
+    """A rich console on stdout: the terminal's width, COLUMNS when set, and
+    PIPE_WIDTH for a log file or pipe (no 80-column squeeze there)."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console = Console(width=PIPE_WIDTH)
+    return console
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a table that fits the console: `kind` is "name" (a label:
+    left, wraps only if it must), "number" (right, never split inside a value) or
+    "text" (sentences and paths: left, wraps freely). On a narrow console the
+    columns with the highest `drop` are left out first; 0 is never left out."""
+
+    header: str
+    kind: str = "number"
+    drop: int = 0
+    fold: int = 0  # the narrowest a name or text column folds to; 0: the default
+
+
+# Rich draws a table with one space of padding on each side of a cell and a rule
+# between cells and at both ends: 3 characters per column, plus 1.
+_RULES = 3
+_NAME_MIN = 16  # a name column folds no narrower than this (or its header)
+_TEXT_MIN = 12  # nor a sentence or path column
+
+
+def fit_columns(
+    columns: Sequence[Col], rows: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], list[int]] | None:
+    """Which columns to show and how wide, so that the table fits in `width`;
+    None when even the columns never left out do not fit."""
+    natural = [_natural(c, [r[i] for r in rows]) for i, c in enumerate(columns)]
+    least = [_least(c, [r[i] for r in rows]) for i, c in enumerate(columns)]
+    keep = list(range(len(columns)))
+
+    def room(kept: list[int], widths: Sequence[int]) -> int:
+        return width - sum(widths[i] for i in kept) - _RULES * len(kept) - 1
+
+    while room(keep, least) < 0:
+        droppable = [i for i in keep if columns[i].drop > 0]
+        if not droppable:
+            return None
+        keep.remove(max(droppable, key=lambda i: (columns[i].drop, i)))
+    widths = list(natural)
+    excess = -room(keep, widths)
+    # narrow the widest shrinkable column one step at a time: sentences and names
+    # first, then number headers (which wrap between words)
+    for kinds in (("text", "name"), ("number",)):
+        while excess > 0:
+            shrink = [
+                i for i in keep if columns[i].kind in kinds and widths[i] > least[i]
+            ]
+            if not shrink:
+                break
+            i = max(shrink, key=lambda i: widths[i] - least[i])
+            widths[i] -= 1
+            excess -= 1
+    return keep, [widths[i] for i in keep]
+
+
+def _natural(col: Col, cells: Sequence[str]) -> int:
+    return max([len(col.header), *(_longest_line(c) for c in cells)])
+
+
+def _least(col: Col, cells: Sequence[str]) -> int:
+    words = max((len(w) for w in col.header.split()), default=1)
+    if col.kind == "number":
+        return max([words, *(len(c) for c in cells)])
+    floor = col.fold or (_NAME_MIN if col.kind == "name" else _TEXT_MIN)
+    return min(_natural(col, cells), max(words, floor))
+
+
+def _longest_line(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def print_fitted(
+    console: Any,
+    columns: Sequence[Col],
+    rows: Sequence[Sequence[str]],
+    title: str = "",
+) -> list[str]:
+    """A table of plain strings (control characters are shown, markup is not
+    read) fitted to the console's width; returns the headers it left out. Too
+    narrow even for the columns never left out: each row as 'header: value'."""
+    from rich.table import Table
+    from rich.text import Text
+
+    fitted = fit_columns(columns, rows, console.width)
+    if fitted is None:
+        _print_rows(console, columns, rows, title)
+        return []
+    keep, widths = fitted
+    table = Table(title=Text(shown(title)) if title else None, title_justify="left")
+    for i, w in zip(keep, widths, strict=True):
+        col = columns[i]
+        justify = "right" if col.kind == "number" else "left"
+        table.add_column(
+            Text(shown(col.header)), justify=justify, width=w, overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*(Text(shown(row[i])) for i in keep))
+    console.print(table)
+    return [c.header for i, c in enumerate(columns) if i not in keep]
+
+
+def _print_rows(
+    console: Any, columns: Sequence[Col], rows: Sequence[Sequence[str]], title: str
+) -> None:
+    from rich.text import Text
+
+    if title:
+        console.print(Text(shown(title)))
+    for row in rows:
+        console.print()
+        for col, cell in zip(columns, row, strict=True):
+            console.print(Text(f"{shown(col.header)}: {shown(cell)}"))

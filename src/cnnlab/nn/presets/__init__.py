@@ -34,7 +34,7 @@ from cnnlab.nn.spec import (
     parse_architecture,
 )
 
-# Number -> name, in the notebook's order (README.md's table numbers them 1-9).
+# Number -> name, in the notebook's order (as docs/architectures.md numbers them).
 NOTEBOOK_NETS = {
     1: "conv3-512",
     2: "conv3-small",

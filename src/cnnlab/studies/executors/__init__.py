@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import TrialOutcome
-from cnnlab.training.progress import StudyProgress
+from cnnlab.training.display import StudyDisplay
 
 
 @dataclass
@@ -28,7 +29,7 @@ class StudyRun:
     trials: list[Trial]
     out: Path
     store: Store
-    progress: StudyProgress | None = None
+    progress: StudyDisplay | None = None
     # Called in this process with each trial once it is finished and recorded in
     # the store (trained, resumed, skipped or stopped early), e.g. to log it.
     on_finished: Callable[[TrialOutcome], None] | None = None
@@ -43,7 +44,7 @@ class StudyRun:
 
     @property
     def study_dir(self) -> Path:
-        return self.out / self.study.name
+        return StudyLayout(self.out).study(self.study.name)
 
 
 class Executor(Protocol):

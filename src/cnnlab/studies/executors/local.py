@@ -36,5 +36,5 @@ class LocalExecutor:
             outcomes.append(outcome)
             run.finished(outcome)
             if progress is not None:
-                progress.trial_end(outcome.outcome)
+                progress.trial_end(k, outcome.outcome)
         return outcomes

@@ -36,25 +36,17 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.cpus import CpuSplit
 from cnnlab.studies.executors import StudyRun
+from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import STORE_FILE, Study, Trial
+from cnnlab.studies.study import Study, Trial
 from cnnlab.studies.trial import TrialOutcome, run_trial
 from cnnlab.training.loop import REPORT_SECONDS
-from cnnlab.training.progress import StudyClock, eta_text, trial_fraction
+from cnnlab.training.progress import ParallelDisplay
 from cnnlab.training.status import Outcome
-from cnnlab.util.terminal import shown
 
 _ORPHAN_POLL_S = 1.0  # a worker checks this often that its parent still lives
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -162,9 +154,10 @@ def _work(trial: Trial, study: Study, out: Path, k: int) -> WorkerResult:
     try:
         if _stopping or _stop_event.is_set():
             return WorkerResult(stopped=True)
-        with Store(out / STORE_FILE) as store:
+        layout = StudyLayout(out)
+        with Store(layout.store) as store:
             reporter = _QueueReporter(k, _updates)
-            outcome = run_trial(trial, study, store, out / study.name, reporter)
+            outcome = run_trial(trial, study, store, layout.study(study.name), reporter)
             rows = store.trial_rows(study.name, trial.label)
     except KeyboardInterrupt:
         return WorkerResult(stopped=True)
@@ -174,93 +167,13 @@ def _work(trial: Trial, study: Study, out: Path, k: int) -> WorkerResult:
         return WorkerResult(crash=traceback.format_exc())
     finally:
         _in_trial = False
-    acc = next((r["test_acc"] for r in rows if r["seed"] == trial.seed), None)
+    acc = next((r.test_acc for r in rows if r.seed == trial.seed), None)
     return WorkerResult(
         outcome.outcome, test_acc=acc, seconds=time.perf_counter() - started
     )
 
 
 # -------------------------------------------------------------------- the parent
-
-
-class ParallelDisplay:
-    """An overall bar (trials done of N, ETA weighted by each trial's expected
-    cost), under it a live line per running trial (epoch, steps, its own ETA), and
-    a printed line per finished trial. Updates come from the queue's thread."""
-
-    def __init__(
-        self,
-        console: Console,
-        name: str,
-        trials: list[Trial],
-        costs: list[float] | None = None,
-        workers: int = 1,
-    ) -> None:
-        self.console, self.trials, self.total = console, trials, len(trials)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[eta]}"),
-            console=console,
-            transient=True,
-        )
-        self.clock = StudyClock(self.total, costs, workers)
-        self.task = self.progress.add_task(
-            f"Study {name}", total=self.total, eta=self.clock.text()
-        )
-        self.running: dict[int, tuple[Any, float]] = {}  # k -> (task, started)
-        self.ended: set[int] = set()  # late updates of these are dropped
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> ParallelDisplay:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(
-        self, k: int, epoch: int, first: int, epochs: int, step: int, steps: int
-    ) -> None:
-        """A worker's report: trial `k` is at `step` of `steps` in `epoch`."""
-        trial = self.trials[k - 1]
-        label = escape(shown(trial.label))  # rich reads descriptions as markup
-        head = f"  {label} seed {trial.seed} epoch {epoch}/{epochs}"
-        done = trial_fraction(epoch, first, epochs, step, steps)
-        with self.lock:
-            if k in self.ended:
-                return
-            self.clock.begin()
-            self.clock.update(k, done)
-            if k not in self.running:
-                task = self.progress.add_task(head, total=steps, eta=eta_text(0, 0))
-                self.running[k] = (task, time.monotonic())
-            task, started = self.running[k]
-            eta = eta_text(time.monotonic() - started, done)
-            self.progress.update(
-                task, description=head, total=steps, completed=step, eta=eta
-            )
-            self.progress.update(self.task, eta=self.clock.text())
-
-    def finished(self, k: int, trial: Trial, result: WorkerResult) -> None:
-        with self.lock:
-            self.ended.add(k)
-            task, _ = self.running.pop(k, (None, 0.0))
-            if task is not None:
-                self.progress.remove_task(task)
-            skipped = result.outcome is Outcome.SKIPPED
-            self.clock.finish(k, skipped)
-        head = f"Trial {k}/{self.total}: {trial.label}, seed {trial.seed}"
-        if skipped:
-            line = f"{head} - already complete: skipped"
-        else:
-            acc = result.test_acc
-            score = "" if acc is None else f" - test acc {acc:.4f}"
-            line = f"{head} - {result.outcome} in {result.seconds:.1f}s{score}"
-        self.console.print(line, highlight=False, soft_wrap=True)
-        self.progress.update(self.task, advance=1, eta=self.clock.text())
 
 
 @contextmanager
@@ -276,7 +189,7 @@ def _listening(updates: Any, display: ParallelDisplay) -> Iterator[None]:
                 continue
             except Exception:  # closed, or torn by a worker killed mid-write
                 return  # nothing more to show; the study goes on without it
-            display.update(*update)
+            display.trial_progress(*update)
 
     thread = threading.Thread(target=drain, name="cnnlab-progress", daemon=True)
     thread.start()
@@ -302,33 +215,15 @@ class PoolExecutor:
     def run(self, run: StudyRun) -> list[TrialOutcome]:
         """The first error (or Ctrl-C) stops every worker at its last checkpoint,
         then is raised here: a re-run resumes."""
-        console = getattr(run.progress, "console", None)
-        if run.progress is not None and console is None:  # a notebook's display
-            console = Console(file=_Lines(run.progress.message), width=200)
-        return _run_pool(run, self.split, console)
-
-
-class _Lines:
-    """A text stream that hands each finished line to `say` (a notebook display's
-    `message`), so the pool's trial lines reach displays that are not consoles."""
-
-    def __init__(self, say: Any) -> None:
-        self.say, self.buffer = say, ""
-
-    def write(self, text: str) -> int:
-        self.buffer += text
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            if line.strip():
-                self.say(line)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+        if run.progress is not None:
+            display = run.progress.for_workers(self.split.workers)
+        else:
+            display = ParallelDisplay(Console(stderr=True, quiet=True))
+        return _run_pool(run, self.split, display)
 
 
 def _run_pool(
-    run: StudyRun, split: CpuSplit, console: Console | None = None
+    run: StudyRun, split: CpuSplit, display: ParallelDisplay
 ) -> list[TrialOutcome]:
     study, trials, out = run.study, run.trials, run.out
     context = multiprocessing.get_context("spawn")
@@ -340,13 +235,9 @@ def _run_pool(
         initializer=_init_worker,
         initargs=(os.getpid(), split.threads, stop, updates),
     )
-    display = ParallelDisplay(
-        console or Console(stderr=True, quiet=True),
-        study.name,
-        trials,
-        run.costs,
-        split.workers,
-    )
+    display.study_start(study.name, len(trials), run.costs)
+    for k, trial in enumerate(trials, start=1):
+        display.trial_start(k, len(trials), trial.label, trial.seed)
     with _sigint_ignored():  # inherited: a Ctrl-C while a worker imports is no crash
         futures = {
             pool.submit(_work, trial, study, out, k): k
@@ -361,7 +252,8 @@ def _run_pool(
                 results[k] = future.result()
                 if results[k].outcome is None:
                     break  # an error or a worker's own Ctrl-C: stop the others
-                display.finished(k, trials[k - 1], results[k])
+                result = results[k]
+                display.trial_end(k, result.outcome, result.seconds, result.test_acc)
                 run.finished(TrialOutcome(trials[k - 1], results[k].outcome))
     except cf.process.BrokenProcessPool as err:
         _stop(pool, workers, stop)

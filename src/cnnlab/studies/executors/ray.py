@@ -69,6 +69,7 @@ from cnnlab.training.session import (
 )
 from cnnlab.training.status import Outcome, Status
 from cnnlab.util.machine import pick_device
+from cnnlab.util.messages import must_be_one_of
 
 INSTALL_HINT = "install with: pip install 'cnnlab[ray]'"
 EARLY_STOPPERS = ("asha",)
@@ -133,9 +134,9 @@ class RayExecutor:
 
 def _check_options(study: Study, early_stop: str | None, cpus: float) -> None:
     if early_stop is not None and early_stop not in EARLY_STOPPERS:
+        received = f"early_stop={early_stop!r}"
         raise CnnlabError(
-            f"early_stop must be one of {', '.join(EARLY_STOPPERS)} or left out. "
-            f"Received: early_stop={early_stop!r}."
+            must_be_one_of("early_stop", EARLY_STOPPERS, received, also=" or left out")
         )
     if not (isinstance(cpus, int | float) and 0 < cpus < float("inf")):
         raise CnnlabError(
@@ -233,7 +234,7 @@ class _Book:
         self.finished(self.outcomes[k])
         if self.progress is not None:
             self.progress.trial_start(k, self.total, trial.label, trial.seed)
-            self.progress.trial_end(status)
+            self.progress.trial_end(k, status)
 
     def _say(self, job: _Job, text: str) -> None:
         if self.progress is not None:
@@ -265,7 +266,7 @@ class _Book:
             )
             self._say(job, f"{job.outcome}, {score}")
             if self.progress is not None:
-                self.progress.trial_end(job.outcome)
+                self.progress.trial_end(job.k, job.outcome)
             return
         self.db.save_epochs(job.trial_id, result["history"])  # the whole history
         row = {key: result.get(key) for key in HISTORY_KEYS}
@@ -290,7 +291,7 @@ class _Book:
         self.finished(self.outcomes[job.k])
         self._say(job, f"stopped early at epoch {scored['stopped_epoch']} (ASHA)")
         if self.progress is not None:
-            self.progress.trial_end(Outcome.STOPPED_EARLY)
+            self.progress.trial_end(job.k, Outcome.STOPPED_EARLY)
 
     def mark_unfinished(self) -> None:
         """Jobs Ray did not finish -> 'interrupted', as the in-process executor does."""
