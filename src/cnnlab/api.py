@@ -440,8 +440,11 @@ def export_run(
     run: str | Path,
     format: Literal["onnx", "keras", "torchscript"],
     out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Export a run's network (default: to <run>/model.onnx|.keras|.pt); its path."""
+    """Export a run's network (default: to <run>/model.onnx|.keras|.pt); its path.
+    An existing file is replaced only with `overwrite`, and only if an export
+    wrote it: never a run's or a study store's files."""
     from cnnlab.interop.export import check_format, default_path, export_network
 
     check_format(format)
@@ -450,7 +453,7 @@ def export_run(
     names = env.get("class_names") if isinstance(env, dict) else None
     names = names if isinstance(names, list) else None
     path = Path(out) if out is not None else default_path(record.path, format)
-    return export_network(model, format, path, names)
+    return export_network(model, format, path, names, overwrite, record.path)
 
 
 # ------------------------------------------------------------------------ search

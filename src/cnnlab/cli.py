@@ -400,6 +400,11 @@ def build_parser() -> Parser:
         metavar="FILE",
         help="the file to write (default RUN/model.onnx, .keras or .pt)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file, if a previous export wrote it",
+    )
     _add_export_study(add_command)
     return parser
 
@@ -785,7 +790,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cnnlab.interop.export import signature
     from cnnlab.training.runs import open_run
 
-    path = api.export_run(args.run, args.format, args.out)
+    path = api.export_run(args.run, args.format, args.out, args.overwrite)
     sig = signature(open_run(args.run).architecture(), args.format)
     print(f"Wrote: {path}")
     print(f"Input: {sig.input_name or 'tensor'} {_dims(sig.input_shape)} float32 "
