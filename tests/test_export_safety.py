@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.nn.spec import parse_architecture
 from cnnlab.api import Hooks
 from cnnlab.interop.export import is_export
+from cnnlab.nn.spec import parse_architecture
 from cnnlab.util.fsio import sweep_stale_temps
 from helpers import error_line, snapshot, tiny_net_doc
 
@@ -46,8 +46,15 @@ def test_export_names_in_the_run_are_refused_and_nothing_changes(
     before = snapshot(copy_run)
     for name in ("weights.pt", "checkpoint.pt", "spec.yaml", "run.json", "x.pt"):
         line = error_line(
-            cli("export", copy_run, "--format", "torchscript", "--out",
-                copy_run / name, "--overwrite"),  # fmt: skip
+            cli(
+                "export",
+                copy_run,
+                "--format",
+                "torchscript",
+                "--out",
+                copy_run / name,
+                "--overwrite",
+            ),  # fmt: skip
             "inside the run folder",
         )
         assert str(copy_run / "model.pt") in line  # the way out: the default
@@ -75,8 +82,9 @@ def test_an_existing_file_is_kept_and_a_previous_export_needs_overwrite(
     mine = tmp_path / "notes.pt"
     mine.write_text("my notes")
     error_line(
-        cli("export", copy_run, "--format", "torchscript", "--out", mine,
-            "--overwrite"),  # fmt: skip
+        cli(
+            "export", copy_run, "--format", "torchscript", "--out", mine, "--overwrite"
+        ),  # fmt: skip
         "not a file cnnlab export wrote",
     )
     assert mine.read_text() == "my notes"

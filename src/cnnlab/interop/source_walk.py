@@ -333,6 +333,9 @@ class Walker:
         self.scope.bind(stmt.name, Unknown(f"`{stmt.name}` is a function"))
 
 
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
 def identifiers(nodes: list[ast.stmt]) -> set[str]:
     """Every name the statements could bind or unbind: variables, imported names,
     functions, classes and parameters (a superset of what a walk changes)."""
@@ -343,7 +346,7 @@ def identifiers(nodes: list[ast.stmt]) -> set[str]:
                 found.add(node.id)
             elif isinstance(node, ast.alias):
                 found.add((node.asname or node.name).split(".")[0])
-            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            elif isinstance(node, _DEFINITIONS):
                 found.add(node.name)
             elif isinstance(node, ast.arg):
                 found.add(node.arg)
