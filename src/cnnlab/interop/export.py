@@ -232,8 +232,10 @@ def check_target(path: Path, fmt: str, overwrite: bool = False) -> None:
         _check_target(path, fmt, overwrite)
     except OSError as err:  # a name too long, a loop of links, no permission
         reason = err.strerror or type(err).__name__
+        shown = str(path)
+        shown = shown if len(shown) <= 100 else f"{shown[:60]}...{shown[-20:]}"
         raise RunError(
-            f"{path}: cannot be used as --out ({reason}). Choose a shorter or "
+            f"{shown}: cannot be used as --out ({reason}). Choose a shorter or "
             "other file name."
         ) from err
 

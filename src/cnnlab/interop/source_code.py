@@ -109,7 +109,7 @@ def _parse(code: str, path: Path) -> ast.Module | tuple[int, str]:
 def _read_text(path: Path, limit: int) -> str:
     """The file's text: a regular file of at most `limit` bytes (a FIFO or a
     device such as /dev/urandom is refused, never read)."""
-    what = "a Keras code file (.py or .ipynb)"
+    what = "a Keras code file"
     try:
         return read_bounded(path, limit, what).decode("utf-8")
     except UnicodeDecodeError as err:

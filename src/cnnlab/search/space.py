@@ -172,12 +172,12 @@ def parse_search(study: Study) -> SearchSpec:
     if not isinstance(template, Mapping) or "layers" not in template:
         raise _fail(source, "search.architecture", "must be an architecture with "
                     "'layers', whose values may name parameters as $name.")  # fmt: skip
+    if sampler == "grid":
+        _check_grid(params, source)
     _check_size(template, source)
     _check_references(template, params, source)
     _check_repeats(template, params, source)
     _check_validation(study, params, source)
-    if sampler == "grid":
-        _check_grid(params, source)
     objectives = _parse_objectives(doc.get("objectives", ["val_loss"]), source)
     pruner = _one_of(doc.get("pruner", "none"), PRUNERS, source, "search.pruner")
     if pruner != "none" and len(objectives) > 1:
