@@ -123,8 +123,8 @@ def run_search(
         _executor(spec, [], executor, None, address, cpus_per_trial)
     started = time.perf_counter()
     say = progress.message if progress is not None else (lambda text: None)
+    check_names(spec, out)  # before the lock creates a folder in the study's
     with folder_lock(out / spec.name / "search", f"search '{spec.name}'"):
-        check_names(spec, out)
         study = _open_optuna(optuna, spec, out)
         _recover(optuna, study, say)
         tally = _tally(optuna, study)
