@@ -803,6 +803,14 @@ MATRIX = [
          setup=lambda space: space.write("idx", "a file\n"),
          example="`--data-dir` naming a file",
          phrases=["unknown data set 'idx': idx is not a folder"]),
+    case("data-label-huge", "Data", args=DATA,
+         setup=broken_idx(lambda f: write_idx(
+             f / "train-labels-idx1-ubyte",
+             np.append(load_dataset("mnist").y_train[:299].numpy().astype(">i4"),
+                       np.array([2**31 - 1], ">i4")), 0x0C)),
+         example="an int32 training label of 2^31-1",
+         phrases=["idx/train-labels-idx1-ubyte: labels out of range (found "
+                  "0..2147483647, expected 0..99,999: at most 100,000 classes)"]),
     case("data-file-missing", "Data", args=DATA,
          setup=broken_idx(lambda f: (f / "t10k-labels-idx1-ubyte").unlink()),
          example="no t10k-labels file",
