@@ -156,7 +156,9 @@ def weights_h5(h5py: Any, **kernel: Any) -> bytes:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         group = f.create_group("layers/dense/vars")
-        if kernel:
+        if "data" in kernel:
+            group.create_dataset("0", **kernel)
+        elif kernel:
             group.create_dataset("0", shape=(784, 10), dtype="float32", **kernel)
         else:
             group.create_dataset("0", data=np.zeros((784, 10), "float32"))
@@ -279,3 +281,30 @@ def test_a_corrupt_compressed_chunk_is_one_line(tmp_path: Path, cli: Any) -> Non
     source.write_bytes(bytes(data))
     error_line(cli("import", source, "--out", tmp_path / "r"), "cannot be read")
     assert not (tmp_path / "r").exists()
+
+
+def test_nan_weights_are_refused(tmp_path: Path, cli: Any) -> None:
+    h5py = pytest.importorskip("h5py")
+    weights = weights_h5(h5py, data=np.full((784, 10), np.nan, "float32"))
+    source = keras_file(tmp_path / "nan.keras", weights)
+    error_line(cli("import", source, "--out", tmp_path / "r"), "NaN or infinite")
+    assert not (tmp_path / "r").exists()
+
+
+def test_killed_imports_leftovers_are_swept(tmp_path: Path, cli: Any) -> None:
+    h5py = pytest.importorskip("h5py")
+    dead = 2**22 + 12345  # above Linux's default pid_max of 2^22: no such process
+    stale = tmp_path / f".r.tmp-{dead}"
+    (stale / "sub").mkdir(parents=True)
+    (stale / ".weights.pt.tmp-1").write_bytes(b"half a file")
+    live = tmp_path / f".r.tmp-{os.getppid()}"  # a live process's: left alone
+    live.mkdir()
+    source = keras_file(tmp_path / "ok.keras", weights_h5(h5py))
+    assert cli("import", source, "--out", tmp_path / "r").code == 0
+    assert not stale.exists() and live.is_dir()
+    code(tmp_path / "net.py")
+    (tmp_path / "o").mkdir()
+    half = tmp_path / "o" / f".study.yaml.tmp-{dead}"
+    half.write_text("half")
+    assert cli("import", tmp_path / "net.py", "--out", tmp_path / "o").code == 0
+    assert not half.exists()

@@ -435,6 +435,13 @@ def _checked(array: Any, role: str, shape: tuple[int, ...], where: str) -> np.nd
 def _loaded_model(parsed: KerasModel, weights: Weights, source: str) -> Network:
     """The cnnlab network of the config, holding the file's weights."""
     arrays = _read_arrays(parsed, weights, source)  # all checked before building
+    for index, array in enumerate(arrays):
+        if not np.isfinite(array).all():
+            raise SpecError(
+                f"{source}: weight array {index} holds NaN or infinite values, so the "
+                "network computes nothing usable. Save the model again after "
+                "training that did not diverge."
+            )
     check_memory(infer(parsed.arch), 1, None, available_memory(torch.device("cpu")))
     model = build_model(parsed.arch, seed=0)
     targets = [t for m in param_modules(model) for t in torch_tensors(m)]
@@ -538,5 +545,6 @@ def _write_spec(path: Path, arch: Architecture, out: Path | None) -> ImportResul
             f"{target.parent}: cannot create the folder ({err.strerror}). Choose a "
             "writable --out."
         ) from err
+    sweep_stale_temps(target.parent, target.name)
     atomic_write_text(target, dump_architecture(arch))
     return ImportResult(path, arch, target, None)

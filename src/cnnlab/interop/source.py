@@ -36,7 +36,7 @@ from cnnlab.nn.spec import (
     dump_architecture,
     parse_architecture,
 )
-from cnnlab.util.fsio import atomic_write_text
+from cnnlab.util.fsio import atomic_write_text, sweep_stale_temps
 from cnnlab.util.text import slug
 
 SOURCE_SUFFIXES = (".py", ".ipynb")
@@ -115,6 +115,8 @@ def import_source(path: Path, out: Path | None = None) -> SourceImport:
             f"{out}: cannot create the folder ({err.strerror}). Choose a writable "
             "--out."
         ) from err
+    for name in [*(f"{n}.yaml" for n in result.models), STUDY_FILE]:
+        sweep_stale_temps(out, name)  # what a killed import left
     for name, arch in result.models.items():
         header = f"{HEADER}{arch.source}\n"
         atomic_write_text(out / f"{name}.yaml", header + dump_architecture(arch))
