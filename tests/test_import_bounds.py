@@ -308,3 +308,17 @@ def test_killed_imports_leftovers_are_swept(tmp_path: Path, cli: Any) -> None:
     half.write_text("half")
     assert cli("import", tmp_path / "net.py", "--out", tmp_path / "o").code == 0
     assert not half.exists()
+
+
+def test_a_config_of_too_many_layers_is_refused(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnnlab.interop import keras_spec
+
+    monkeypatch.setattr(keras_spec, "MAX_LAYERS", 50)
+    doc = json.loads(config_json())
+    dropout = {"class_name": "Dropout", "config": {"name": "d", "rate": 0.1}}
+    doc["config"]["layers"][1:1] = [dropout] * 60
+    source = tmp_path / "many.json"
+    source.write_text(json.dumps(doc))
+    error_line(cli("import", source, "--out", tmp_path / "m.yaml"), "62 layers")
