@@ -322,3 +322,16 @@ def test_a_config_of_too_many_layers_is_refused(
     source = tmp_path / "many.json"
     source.write_text(json.dumps(doc))
     error_line(cli("import", source, "--out", tmp_path / "m.yaml"), "62 layers")
+
+
+def test_fit_settings_a_study_would_refuse_are_left_out(
+    tmp_path: Path, cli: Any
+) -> None:
+    fit = "m.fit(x, y, epochs=-3, batch_size=0)\n"
+    source = tmp_path / "fit.py"
+    source.write_text(MODEL.format(extra="") + fit)
+    result = cli("import", source, "--out", tmp_path / "o")
+    assert result.code == 0, result.err
+    assert "epochs must be a positive integer" in result.out
+    study = (tmp_path / "o" / "study.yaml").read_text()
+    assert "epochs" not in study and "batch_size" not in study

@@ -36,6 +36,7 @@ from cnnlab.nn.spec import (
     dump_architecture,
     parse_architecture,
 )
+from cnnlab.training.config import TrainConfig
 from cnnlab.util.fsio import atomic_write_text, sweep_stale_temps
 from cnnlab.util.text import slug
 
@@ -83,13 +84,30 @@ def read_source(path: str | Path) -> SourceImport:
     for build, name in zip(walker.builds, _names(walker.builds), strict=True):
         try:
             models[name] = _architecture(build, name, path)
-            trains[name] = build.train
+            trains[name] = _checked_train(build, name, problems)
         except SpecError as err:
             found = build.problems or [str(err)]
             problems += [f"{p} Model '{name}' is not imported." for p in found]
     problems = sorted(problems + walker.problems, key=_position)
     train, overrides = _protocol(trains)
     return SourceImport(path, models, problems, train, overrides)
+
+
+def _checked_train(build: Build, name: str, problems: list[str]) -> dict[str, Any]:
+    """The model's fit/compile settings a study accepts; each other one is left
+    out with a located problem (the study would refuse it)."""
+    kept = {}
+    for key, value in build.train.items():
+        try:
+            TrainConfig().replace(**{key: value})
+        except CnnlabError as err:
+            problems.append(
+                f"{build.where}: {err} The setting is left out of the study; model "
+                f"'{name}' uses cnnlab's default."
+            )
+        else:
+            kept[key] = value
+    return kept
 
 
 def _position(problem: str) -> tuple[int, int]:
