@@ -62,5 +62,5 @@ def test_val_size_with_test_validation_is_refused_for_a_study_too() -> None:
 def test_study_overrides_are_trainconfigs_and_nothing_else() -> None:
     with pytest.raises(cnnlab.CnnlabError, match="cannot be overridden by 'lr'"):
         cnnlab.load_study("quickstart", lr=0.1)
-    with pytest.raises(cnnlab.CnnlabError, match="seeds must be a list of integers"):
+    with pytest.raises(TypeError, match="seeds must be a list of integers"):
         cnnlab.load_study("quickstart", seeds="0,1")

@@ -189,6 +189,7 @@ CATEGORIES = (
     "Architecture files",
     "Study files",
     "Search blocks",
+    "Export and import",
     "Data",
     "Run folders",
     "Output folder and disk",
@@ -699,6 +700,104 @@ MATRIX = [
     case("search-trials-flag-zero", "Search blocks", args=[*SEARCH, "--trials", "0"],
          files=search_file("lr: {float: [0.001, 0.01]}"), example="`--trials 0`",
          phrases=["--trials", "expected a positive integer, got 0"]),
+    case("search-infinite-bound", "Search blocks", args=SEARCH,
+         files=search_file("lr: {float: [0.001, .inf]}"),
+         example="`lr: {float: [0.001, .inf]}`",
+         phrases=["study.yaml: search.space.lr: the range [0.001, inf] must hold "
+                  "finite numbers"]),
+    case("search-huge-integer", "Search blocks", args=SEARCH,
+         files=search_file("units: {int: [4, 0x" + "f" * 5000 + "]}", units="$units"),
+         example="`units: {int: [4, 0xfff...]}` (5,000 hex digits)",
+         phrases=["search.space.units: the range [4, <an integer of 5000 hex digits>]",
+                  "2,147,483,647"]),
+    case("search-validation-searched", "Search blocks", args=SEARCH,
+         files=search_file("validation: {choice: [test, holdout]}"),
+         example="`validation: {choice: [test, holdout]}` in the space",
+         phrases=["search.space.validation: cannot be searched", "never reads the "
+                  "test set"]),
+    case("search-validation-none", "Search blocks", args=SEARCH,
+         files={"study.yaml": search_file("lr: {float: [0.001, 0.01]}")["study.yaml"]
+                .replace("name: s\n", "name: s\ntrain: {validation: none}\n", 1)},
+         example="`train: {validation: none}` with a search block",
+         phrases=["study.yaml: train.validation: none gives no validation score",
+                  "validation: holdout"]),
+    case("search-repeat-too-large", "Search blocks", args=SEARCH,
+         files=study("name: s\nsearch:\n  trials: 1\n  space:\n    n: {int: [0, "
+                     "100000000]}\n  architecture:\n    layers:\n      - {repeat: $n,"
+                     " layers: [BatchNormalization]}\n      - Flatten\n      - Dense: "
+                     "{units: 10, activation: softmax}\n"),
+         example="`repeat: $n` with `n: {int: [0, 100000000]}`",
+         phrases=["search.architecture.layers[0].repeat: a repeat count is at most "
+                  "1,000", "$n reaches 100000000"]),
+    case("search-grid-too-large", "Search blocks", args=[*SEARCH, "--trials", "1"],
+         files=study("name: s\nsearch:\n  sampler: grid\n  space:\n"
+                     + "".join(f"    lr{i}: {{choice: [0.1, 0.2]}}\n" for i in range(40))
+                     + "  architecture:\n    layers: [Flatten, {Dense: {units: 10, "
+                     "activation: softmax}}]\n"),
+         example="40 two-way choices with `sampler: grid` and `--trials 1`",
+         phrases=["search.space: the grid of 40 parameters has 1,099,511,627,776 "
+                  "points, over the limit of 100,000"]),
+    case("search-alias-bomb", "Search blocks", args=SEARCH,
+         files=study("name: s\nsearch:\n  trials: 1\n  space: {lr: {float: [0.001, "
+                     "0.01]}}\n  architecture:\n    x0: &a0 [Flatten, Flatten]\n"
+                     + "".join(f"    x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10)
+                               + "]\n" for i in range(1, 8))
+                     + "    layers: [Flatten, {Dense: {units: 10, activation: "
+                     "softmax}}]\n"),
+         example="YAML aliases nested 7 deep, 10 each, in the template",
+         phrases=["search.architecture: holds more than 100,000 values once its YAML "
+                  "aliases"]),
+    # -------------------------------------------------------- export and import
+    case("export-over-run-file", "Export and import", setup=_with_run,
+         args=["export", "RUN", "--format", "torchscript", "--out", "RUN/weights.pt",
+               "--overwrite"],
+         example="`export RUN --out RUN/weights.pt --overwrite`",
+         phrases=["RUN/weights.pt: is inside the run folder RUN", "RUN/model.pt"]),
+    case("export-beside-store", "Export and import", setup=_with_run,
+         files={"ST": None, "ST/cnnlab.sqlite": "a store\n"},
+         args=["export", "RUN", "--out", "ST/cnnlab.sqlite"],
+         example="`export RUN --out ST/cnnlab.sqlite`",
+         phrases=["ST/cnnlab.sqlite: is next to the study store"]),
+    case("export-over-users-file", "Export and import", setup=_with_run,
+         files={"net.onnx": "my notes\n"},
+         args=["export", "RUN", "--out", "net.onnx", "--overwrite"],
+         example="`--out net.onnx --overwrite`, a file export did not write",
+         phrases=["net.onnx: already exists and is not a file cnnlab export wrote"]),
+    case("export-name-too-long", "Export and import", setup=_with_run,
+         args=["export", "RUN", "--out", "a" * 300 + ".onnx"],
+         example="`--out` of a 305-character name",
+         phrases=["aaa...aaaaaaaaaaaaaaa.onnx: cannot be used as --out (File name too "
+                  "long)"]),
+    case("import-into-users-folder", "Export and import",
+         files={"mine": None, "mine/study.yaml": "name: mine\n",
+                "net.py": "from keras import Sequential, layers\nm = Sequential("
+                          "[layers.Flatten(), layers.Dense(10)])\n"},
+         args=["import", "net.py", "--out", "mine"],
+         example="`import net.py --out mine`, a folder of the user's",
+         phrases=["mine: already holds study.yaml, which cnnlab import did not write"]),
+    case("log-uri-unknown-scheme", "Export and import",
+         args=["export-study", "s", "--to", "mlflow", "--log-uri", "garbage-scheme://x",
+               "--out", "ST"],
+         example="`--log-uri garbage-scheme://x`",
+         phrases=["--log-uri garbage-scheme://x: MLflow does not know the scheme "
+                  "'garbage-scheme'", "http://HOST:PORT"]),
+    case("log-uri-plain-file", "Export and import", files={"notes.txt": "notes\n"},
+         args=["train", "conv5-tiny", "--log", "mlflow", "--log-uri", "notes.txt",
+               "--out", "OUT"],
+         example="`--log mlflow --log-uri notes.txt`, a file",
+         phrases=["--log-uri notes.txt: is a file; a plain path is the folder MLflow "
+                  "keeps its runs in"]),
+    case("log-uri-cnnlab-store", "Export and import",
+         files={"ST": None, "ST/cnnlab.sqlite": "a store\n"},
+         args=["export-study", "s", "--to", "mlflow", "--log-uri",
+               "sqlite:///ST/cnnlab.sqlite", "--out", "ST"],
+         example="`--log-uri sqlite:///ST/cnnlab.sqlite`",
+         phrases=["is cnnlab's own database; MLflow would add its tables to it"]),
+    case("import-code-fifo", "Export and import",
+         setup=lambda space: os.mkfifo(space.cwd / "net.py"),
+         args=["import", "net.py", "--out", "o"],
+         example="a FIFO named net.py",
+         phrases=["net.py: is a FIFO, not a file"]),
     # -------------------------------------------------------------------- data
     case("data-and-data-dir", "Data",
          args=["train", "conv3-small", "--data", "mnist", "--data-dir", "idx"],
@@ -723,6 +822,14 @@ MATRIX = [
          setup=lambda space: space.write("idx", "a file\n"),
          example="`--data-dir` naming a file",
          phrases=["unknown data set 'idx': idx is not a folder"]),
+    case("data-label-huge", "Data", args=DATA,
+         setup=broken_idx(lambda f: write_idx(
+             f / "train-labels-idx1-ubyte",
+             np.append(load_dataset("mnist").y_train[:299].numpy().astype(">i4"),
+                       np.array([2**31 - 1], ">i4")), 0x0C)),
+         example="an int32 training label of 2^31-1",
+         phrases=["idx/train-labels-idx1-ubyte: labels out of range (found "
+                  "0..2147483647, expected 0..99,999: at most 100,000 classes)"]),
     case("data-file-missing", "Data", args=DATA,
          setup=broken_idx(lambda f: (f / "t10k-labels-idx1-ubyte").unlink()),
          example="no t10k-labels file",

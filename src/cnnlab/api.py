@@ -94,16 +94,79 @@ class Prediction:
     probabilities: tuple[float, ...]
 
 
-def load(name_or_path: str | Path) -> Architecture:
-    """An architecture: preset name ('conv3-small'), number ('2') or YAML/JSON file."""
+def load(name_or_path: str | int | Path) -> Architecture:
+    """An architecture: preset name ('conv3-small'), number (2 or '2') or YAML/JSON
+    file."""
+    if isinstance(name_or_path, int) and not isinstance(name_or_path, bool):
+        name_or_path = str(name_or_path)
+    if not isinstance(name_or_path, str | Path):
+        raise TypeError(
+            "load() takes a preset name ('conv3-small'), a preset number (2) or the "
+            f"path of an architecture file. Received: {type(name_or_path).__name__}."
+        )
     return resolve_architecture(name_or_path)
+
+
+# The Python API checks its arguments as the CLI's flags are checked: the same
+# messages, a TypeError for a value of the wrong kind.
+
+
+def _with_layers(arch: Architecture) -> Architecture:
+    if not arch.layers:
+        raise CnnlabError(
+            f"architecture '{arch.name}': has no layers. Give at least one, e.g. "
+            "Architecture('net', (Flatten(), Dense(10, activation='softmax')))."
+        )
+    return arch
+
+
+def _image_list(images: object) -> list[str | Path]:
+    """One path or a sequence of paths, never a string read character by character."""
+    if isinstance(images, str | Path):
+        return [images]
+    if not isinstance(images, Sequence) or not all(
+        isinstance(i, str | Path) for i in images
+    ):
+        raise TypeError(
+            "predict() takes an image path or a list of image paths. Received: "
+            f"{type(images).__name__}."
+        )
+    if not images:
+        raise CnnlabError("predict(): no images given. Give one or more image paths.")
+    return list(images)
+
+
+def _seed_list(seeds: object) -> list[int] | None:
+    """Seeds as a list of integers >= 0 (the CLI's --seeds 0,1,2 as [0, 1, 2])."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, str) or not isinstance(seeds, Sequence):
+        raise TypeError(
+            f"seeds must be a list of integers such as [0, 1, 2]. Received: {seeds!r}."
+        )
+    if not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise CnnlabError(f"seeds: expected integers >= 0, got {list(seeds)!r}.")
+    return list(seeds)
+
+
+def _status(status: Status | str | None) -> str | None:
+    if status is None:
+        return None
+    known = [s.value for s in Status]
+    if str(status) not in known:
+        raise CnnlabError(
+            f"status must be one of {', '.join(known)}. Received: status={status!r}."
+        )
+    return str(status)
 
 
 def summary(arch: Architecture | str, num_classes: int | None = None) -> str:
     """The Keras-style summary text of an architecture."""
     if not isinstance(arch, Architecture):
         arch = load(arch)
-    return format_summary(infer(arch, num_classes))
+    return format_summary(infer(_with_layers(arch), num_classes))
 
 
 def train_config(arch: str | Path, **changes: Any) -> TrainConfig:
@@ -195,8 +258,7 @@ def train(
     """
     if config is None and not isinstance(arch, Architecture):
         config = train_config(arch)
-    if not isinstance(arch, Architecture):
-        arch = load(arch)
+    arch = _with_layers(arch if isinstance(arch, Architecture) else load(arch))
     path = Path(out) if out is not None else default_run_path(arch.name)
     made = reporter is None and hooks is None
     if made:  # progress fit for a notebook or a terminal
@@ -280,7 +342,8 @@ def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
 
 
 def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
-    """Classify image files with a trained run's network."""
+    """Classify image files (one path, or a list) with a trained run's network."""
+    images = _image_list(images)
     record, model = load_model(run)
     names = record.meta["environment"].get("class_names") or []
     height, width, channels = model.arch.input_shape
@@ -373,7 +436,8 @@ def load_study(
     and the training settings of `overrides` (TrainConfig's OVERRIDES: epochs,
     train_limit, test_limit, val_size, threads, device...) changed for every
     architecture where given, as `cnnlab study` flags do."""
-    return override(_load_study_file(name_or_path), seeds=seeds, **overrides)
+    study = _load_study_file(name_or_path)
+    return override(study, seeds=_seed_list(seeds), **overrides)
 
 
 def run_study(
@@ -448,7 +512,7 @@ def list_trials(
     """The trials a study store holds (all columns, plus `epochs` recorded),
     filtered by study name, architecture label and status."""
     with _open_store(out) as store:
-        rows = store.trial_rows(study, arch, None if status is None else str(status))
+        rows = store.trial_rows(study, arch, _status(status))
         return [r.as_dict() | {"epochs": len(store.history(r.id))} for r in rows]
 
 
@@ -485,8 +549,11 @@ def export_run(
     run: str | Path,
     format: Literal["onnx", "keras", "torchscript"],
     out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Export a run's network (default: to <run>/model.onnx|.keras|.pt); its path."""
+    """Export a run's network (default: to <run>/model.onnx|.keras|.pt); its path.
+    An existing file is replaced only with `overwrite`, and only if an export
+    wrote it: never a run's or a study store's files."""
     from cnnlab.interop.export import check_format, default_path, export_network
 
     check_format(format)
@@ -495,7 +562,7 @@ def export_run(
     names = env.get("class_names") if isinstance(env, dict) else None
     names = names if isinstance(names, list) else None
     path = Path(out) if out is not None else default_path(record.path, format)
-    return export_network(model, format, path, names)
+    return export_network(model, format, path, names, overwrite, record.path)
 
 
 def export_signature(

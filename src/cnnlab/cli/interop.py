@@ -61,6 +61,11 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the file to write (default RUN/model.onnx, .keras or .pt)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file, if a previous export wrote it",
+    )
 
 
 def _dims(shape: tuple[int | str, ...]) -> str:
@@ -70,7 +75,7 @@ def _dims(shape: tuple[int | str, ...]) -> str:
 def _export(args: argparse.Namespace) -> int:
     from cnnlab import api
 
-    path = api.export_run(args.run, args.format, args.out)
+    path = api.export_run(args.run, args.format, args.out, args.overwrite)
     sig = api.export_signature(args.run, args.format)
     inputs = f"{sig.input_name or 'tensor'} {_dims(sig.input_shape)}"
     outputs = f"{sig.output_name or 'tensor'} {_dims(sig.output_shape)}"

@@ -29,6 +29,9 @@ IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 SUMS_FILE = "SHA256SUMS"
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Labels are class numbers 0..N-1, and every class gets a name and an output unit:
+# a label past this (an int32 IDX label of 2^31-1) is a corrupt file, not a class.
+MAX_CLASSES = 100_000
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -378,9 +381,10 @@ def _check_labels(
 ) -> None:
     """Check labels are non-negative and, for a named data set, below its classes."""
     low, high = int(labels.min()), int(labels.max())
-    limit = len(class_names) if class_names else None
-    if low < 0 or (limit is not None and high >= limit):
-        allowed = f"0..{limit - 1}" if limit is not None else ">= 0"
+    limit = len(class_names) if class_names else MAX_CLASSES
+    if low < 0 or high >= limit:
+        allowed = f"0..{limit - 1:,}"
+        allowed += "" if class_names else f": at most {MAX_CLASSES:,} classes"
         raise DataError(
             f"{path}: labels out of range (found {low}..{high}, expected {allowed}); "
             "the file does not belong to this data set"

@@ -22,6 +22,7 @@ import copy
 import io
 import json
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn.model import KerasConv2d, Network
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Architecture
-from cnnlab.util.fsio import atomic_write
+from cnnlab.util.fsio import atomic_write, sweep_stale_temps
 
 FORMATS = ("onnx", "keras", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "keras": ".keras", "torchscript": ".pt"}
@@ -45,6 +46,12 @@ OUTPUT_NAME = "probabilities"
 INPUT_CONVENTION = "(N, H, W, C) float32 in [0, 1], channels last as in Keras"
 NEEDS_ONNX = "--format onnx needs onnx and onnxruntime: pip install 'cnnlab[interop]'"
 VERIFY_TOLERANCE = 1e-4  # onnxruntime vs torch on a sample batch; more is a bug
+# The marker of a file an export wrote, inside the file itself: an ONNX metadata
+# key, a TorchScript extra file, a member of the .keras zip (see is_export).
+MARKER_KEY = "cnnlab_version"
+MARKER_FILE = "cnnlab.json"
+MAX_MARKER_READ = 2**31  # protobuf's own size limit: no ONNX file is larger
+STORE_NAME = "cnnlab.sqlite"  # the study store (studies.study.STORE_FILE)
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ def export_torchscript(
     with warnings.catch_warnings(), torch.no_grad():  # torch.jit's notices
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(net, (_example(model),))
-    extra = {"cnnlab.json": json.dumps(metadata(model, class_names))}
+    extra = {MARKER_FILE: json.dumps(metadata(model, class_names))}
 
     def write(fh: Any) -> None:
         with warnings.catch_warnings():
@@ -225,8 +232,26 @@ def check_format(fmt: str) -> None:
         )
 
 
-def check_target(path: Path, fmt: str) -> None:
-    """Refuse an --out that cannot become a file before any work is done."""
+def check_target(path: Path, fmt: str, overwrite: bool = False) -> None:
+    """Refuse an --out that cannot become a file before any work is done, and one
+    whose writing would lose data: a file of a run folder or of a study store, or
+    an existing file that is not a previous export (or is one, without
+    `overwrite`)."""
+    try:
+        _check_target(path, fmt, overwrite)
+    except OSError as err:  # a name too long, a loop of links, no permission
+        reason = err.strerror or type(err).__name__
+        shown = str(path)
+        shown = shown if len(shown) <= 100 else f"{shown[:60]}...{shown[-20:]}"
+        raise RunError(
+            f"{shown}: cannot be used as --out ({reason}). Choose a shorter or "
+            "other file name."
+        ) from err
+
+
+def _check_target(path: Path, fmt: str, overwrite: bool) -> None:
+    from cnnlab.training.runs import is_run_folder
+
     if path.is_dir():
         example = default_path(path, fmt)
         raise RunError(f"{path}: is a folder. Give a file name for --out: {example}.")
@@ -234,13 +259,95 @@ def check_target(path: Path, fmt: str) -> None:
         raise RunError(
             f"{path.parent}: not an existing folder. Create it or choose another --out."
         )
+    parent = path.parent
+    if is_run_folder(parent) and path.name not in DEFAULT_NAMES:
+        raise RunError(
+            f"{path}: is inside the run folder {parent}, whose files an export must "
+            f"not replace. Choose --out outside it, or leave --out out to write "
+            f"{default_path(parent, fmt)}."
+        )
+    if path.name == STORE_NAME or (parent / STORE_NAME).exists():
+        raise RunError(
+            f"{path}: is next to the study store {parent / STORE_NAME}; an export "
+            "must not write among a store's files. Choose --out in another folder."
+        )
+    if path.exists() or path.is_symlink():
+        if not is_export(path):
+            raise RunError(
+                f"{path}: already exists and is not a file cnnlab export wrote; "
+                "refusing to replace it. Choose another --out."
+            )
+        if not overwrite:
+            raise RunError(
+                f"{path}: already exists (a previous export). Add --overwrite to "
+                "replace it, or choose another --out."
+            )
+
+
+DEFAULT_NAMES = frozenset(f"model{suffix}" for suffix in SUFFIXES.values())
+
+
+def is_export(path: Path) -> bool:
+    """True for a regular file this module wrote, told by the marker inside it:
+    a zip (TorchScript, .keras) holding MARKER_FILE, or an ONNX graph whose
+    metadata has MARKER_KEY. The marker travels with the file (a copied or renamed
+    export is still known) and a run's, a store's or anybody's other file lacks
+    it: a sidecar file could be lost, or left beside a file that is no export."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return False
+        return any(n == MARKER_FILE or n.endswith(f"/extra/{MARKER_FILE}")
+                   for n in names)  # fmt: skip
+    if path.stat().st_size > MAX_MARKER_READ:
+        return False
+    try:
+        import onnx
+    except ImportError:
+        return False
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a protobuf: whatever onnx raises, it is no export
+        return False
+    return any(p.key == MARKER_KEY for p in proto.metadata_props)
+
+
+def check_weights(model: Network, run: Path | str | None = None) -> None:
+    """Refuse a network whose weights are not all finite: its export would compute
+    NaN (and no check could compare it with the network)."""
+    with torch.no_grad():
+        bad = [
+            name
+            for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ]
+    if bad:
+        where = run if run is not None else f"network '{model.arch.name}'"
+        raise RunError(
+            f"{where}: the weights hold NaN or infinite values (in {bad[0]}), so the "
+            "network computes nothing to export. Train the run again, e.g. with a "
+            "lower learning rate."
+        )
 
 
 def export_network(
-    model: Network, fmt: str, path: Path, class_names: list[str] | None = None
+    model: Network,
+    fmt: str,
+    path: Path,
+    class_names: list[str] | None = None,
+    overwrite: bool = False,
+    source: Path | None = None,
 ) -> Path:
-    """Write `model` to `path` in format `fmt` (see FORMATS); returns the path."""
+    """Write `model` (of the run folder `source`, if any) to `path` in format `fmt`
+    (see FORMATS); returns the path. An existing `path` is replaced only with
+    `overwrite`, and only if an export wrote it (see check_target)."""
     check_format(fmt)
     path = Path(path)
-    check_target(path, fmt)
+    check_target(path, fmt, overwrite)
+    check_weights(model, source)
+    sweep_stale_temps(path.parent, path.name)
     return WRITERS[fmt](model, path, class_names)

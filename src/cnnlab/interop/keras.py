@@ -13,10 +13,12 @@ running_var. Dense after Flatten needs no reordering: cnnlab flattens in Keras's
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
+import stat
 import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -48,7 +50,12 @@ from cnnlab.nn.spec import Architecture, dump_architecture, layer_type
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run, default_run_path
 from cnnlab.training.status import Status
-from cnnlab.util.fsio import atomic_write_text
+from cnnlab.util.fsio import (
+    atomic_write_text,
+    not_a_file,
+    read_bounded,
+    sweep_stale_temps,
+)
 from cnnlab.util.machine import available_memory, environment
 
 __all__ = [
@@ -63,6 +70,11 @@ __all__ = [
 KERAS_SUFFIXES = (".keras", ".h5", ".json")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.weights.h5"
 MAX_CONFIG_BYTES = 64 * 2**20  # a config is a few KB; refuse a zip bomb's
+MAX_METADATA_BYTES = 2**20  # metadata.json: a version and a date
+# model.weights.h5, read into memory: 1 GiB is 268M float32 weights, far more than
+# a network cnnlab trains (the memory check refuses those first).
+MAX_MEMBER_BYTES = 2**30
+MAX_HDF5_OBJECTS = 100_000  # groups and datasets looked at in one weights file
 # (layer index, Keras name, archive name) -> the layer's saved arrays, or None.
 Weights = Callable[[int, str, str], list[Any] | None]
 
@@ -133,11 +145,7 @@ def _open_source(path: Path, stack: ExitStack) -> _Source:
             f"{path}: not a Keras model file. Give a .keras archive, a legacy .h5 "
             "model or a .json config."
         )
-    if not path.is_file():
-        raise CnnlabError(
-            f"{path}: no such file. Give a Keras model saved with model.save() or "
-            "model.to_json()."
-        )
+    _check_regular(path)
     if suffix == ".json":
         return _Source(_json(_read(path), str(path)), None, None, "json")
     if suffix == ".h5":
@@ -145,18 +153,62 @@ def _open_source(path: Path, stack: ExitStack) -> _Source:
     return _open_archive(path, stack)
 
 
+WHAT = "a Keras model file (.keras, .h5 or .json)"
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse a missing path, a folder, a FIFO or a device before opening it (a
+    FIFO would block zipfile and h5py, a device never end)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise CnnlabError(
+            f"{path}: no such file. Give a Keras model saved with model.save() or "
+            "model.to_json()."
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise CnnlabError(f"{path}: is a folder. Give {WHAT}.")
+    if not stat.S_ISREG(mode):
+        raise CnnlabError(not_a_file(path, mode, WHAT))
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_bounded(path, MAX_CONFIG_BYTES, WHAT)
     except OSError as err:
         raise CnnlabError(f"{path}: cannot read the file ({err.strerror}).") from err
+
+
+def _member(archive: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
+    """A zip member's bytes, refused past `limit`: the size the archive states is
+    checked before inflating, and the stream is cut at the limit (the stated size
+    may lie)."""
+    stated = archive.getinfo(name).file_size
+    if stated > limit:
+        raise CnnlabError(_over(where, name, stated, limit))
+    chunks, total = [], 0
+    with archive.open(name) as fh:
+        while chunk := fh.read(min(limit + 1 - total, 1 << 22)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise CnnlabError(_over(where, name, total, limit))
+    return b"".join(chunks)
+
+
+def _over(where: str, name: str, size: int, limit: int) -> str:
+    return (
+        f"{where}: {name} inflates to {size:,} bytes or more, over the limit of "
+        f"{limit:,} bytes. Check that it is the right file; save the model again "
+        "with model.save('model.keras')."
+    )
 
 
 def _json(raw: bytes | str, where: str) -> Any:
     """Parsed JSON, or a located error saying why it is not."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:  # ValueError: 4,300+ digit numbers
         reason = " ".join(str(err).split())[:120]
         raise CnnlabError(
             f"{where}: not valid JSON ({reason}). Give a config written by "
@@ -183,11 +235,15 @@ def _open_archive(path: Path, stack: ExitStack) -> _Source:
                 f"{path}: a zip without {CONFIG_FILE}, so not a Keras model archive. "
                 f"{fix}"
             )
-        if archive.getinfo(CONFIG_FILE).file_size > MAX_CONFIG_BYTES:
-            raise CnnlabError(f"{path}: {CONFIG_FILE} is implausibly large. {fix}")
-        config = _json(archive.read(CONFIG_FILE), f"{path}: {CONFIG_FILE}")
-        meta = archive.read("metadata.json") if "metadata.json" in names else b"{}"
-        weights_raw = archive.read(WEIGHTS_FILE) if WEIGHTS_FILE in names else None
+        where = str(path)
+        raw = _member(archive, CONFIG_FILE, MAX_CONFIG_BYTES, where)
+        config = _json(raw, f"{path}: {CONFIG_FILE}")
+        meta = b"{}"
+        if "metadata.json" in names:
+            meta = _member(archive, "metadata.json", MAX_METADATA_BYTES, where)
+        weights_raw = None
+        if WEIGHTS_FILE in names:
+            weights_raw = _member(archive, WEIGHTS_FILE, MAX_MEMBER_BYTES, where)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
         raise CnnlabError(
             f"{path}: not a readable .keras archive ({' '.join(str(err).split())}). "
@@ -208,7 +264,49 @@ def _open_archive(path: Path, stack: ExitStack) -> _Source:
         raise CnnlabError(
             f"{path}: {WEIGHTS_FILE} is not a readable HDF5 file. {fix}"
         ) from err
+    _check_contained(store, f"{path}: {WEIGHTS_FILE}")
     return _Source(config, _archive_weights(store), version, "keras")
+
+
+def _check_contained(store: Any, where: str) -> None:
+    """Refuse an HDF5 file whose data lives in other files: an external link, a
+    dataset with external storage or a virtual dataset would make h5py read any
+    local file (or block on a FIFO) and put its bytes into the weights. Links are
+    looked at without being followed; at most MAX_HDF5_OBJECTS are visited."""
+    h5py = _h5py()
+    seen: set[Any] = set()
+    todo = [("/", store)]
+    fix = "Save the model again with model.save() so the weights are inside the file."
+    while todo:
+        path, group = todo.pop()
+        for name in group:
+            if len(seen) >= MAX_HDF5_OBJECTS:
+                raise CnnlabError(
+                    f"{where}: holds more than {MAX_HDF5_OBJECTS:,} HDF5 objects, "
+                    f"more than any Keras model's weights. {fix}"
+                )
+            full = f"{path.rstrip('/')}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise CnnlabError(
+                    f"{where}: {full} is a link to {link.filename}, outside the "
+                    f"file; cnnlab reads weights only from the file itself. {fix}"
+                )
+            if not isinstance(link, h5py.HardLink):
+                continue  # a soft link names an object inside the file, seen anyway
+            item = group.get(name)
+            key = item.id.__hash__() if item is not None else None
+            if key in seen:
+                continue
+            seen.add(key)
+            if isinstance(item, h5py.Group):
+                todo.append((full, item))
+            elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+                kind = "external storage" if item.external else "a virtual dataset"
+                raise CnnlabError(
+                    f"{where}: {full} uses {kind}, with its data outside the file; "
+                    f"cnnlab reads weights only from the file itself. {fix}"
+                )
 
 
 def _keras_version(doc: Any) -> str | None:
@@ -248,6 +346,7 @@ def _open_h5(path: Path, stack: ExitStack) -> _Source:
             "writes). Save the whole model with model.save('model.keras')."
         )
     config = _json(raw.decode() if isinstance(raw, bytes) else str(raw), str(path))
+    _check_contained(store, str(path))
     group = store.get("model_weights")
     weights = _legacy_weights(group) if isinstance(group, h5py.Group) else None
     return _Source(config, weights, _keras_version(dict(store.attrs)), "h5")
@@ -323,12 +422,26 @@ def _checked(array: Any, role: str, shape: tuple[int, ...], where: str) -> np.nd
             f"{shape}. The weights do not belong to this config; save the model "
             "again."
         )
-    return np.asarray(array[()], dtype=np.float32)
+    try:
+        return np.asarray(array[()], dtype=np.float32)
+    except OSError as err:  # a corrupt compressed chunk, a truncated file
+        reason = " ".join(str(err).split())[:120]
+        raise SpecError(
+            f"{where}: weight {role!r} cannot be read ({reason}). The file is "
+            "corrupt; save the model again."
+        ) from err
 
 
 def _loaded_model(parsed: KerasModel, weights: Weights, source: str) -> Network:
     """The cnnlab network of the config, holding the file's weights."""
     arrays = _read_arrays(parsed, weights, source)  # all checked before building
+    for index, array in enumerate(arrays):
+        if not np.isfinite(array).all():
+            raise SpecError(
+                f"{source}: weight array {index} holds NaN or infinite values, so the "
+                "network computes nothing usable. Save the model again after "
+                "training that did not diverge."
+            )
     check_memory(infer(parsed.arch), 1, None, available_memory(torch.device("cpu")))
     model = build_model(parsed.arch, seed=0)
     targets = [t for m in param_modules(model) for t in torch_tensors(m)]
@@ -371,7 +484,15 @@ def _write_run(arch: Architecture, model: Network, out: Path | None, env: dict) 
         raise RunError(f"{run}: already exists. Choose another --out.")
     made_parent = not run.parent.exists()
     temp = run.with_name(f".{run.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)  # a killed earlier import's
+    try:
+        run.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(
+            f"{run.parent}: cannot create the folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+    sweep_stale_temps(run.parent, run.name)  # what killed imports left
+    shutil.rmtree(temp, ignore_errors=True)
     try:
         record = create_run(temp, arch, TrainConfig(), env)
         record.save_weights(model)
@@ -381,8 +502,20 @@ def _write_run(arch: Architecture, model: Network, out: Path | None, env: dict) 
         shutil.rmtree(temp, ignore_errors=True)
         if made_parent:
             _remove_empty(run.parent)
+        if isinstance(err, OSError) and err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise RunError(
+                f"{run}: already exists (another import wrote it meanwhile). "
+                "Choose another --out."
+            ) from err
         if isinstance(err, OSError):
-            raise RunError(f"{run}: cannot write the run folder ({err}).") from err
+            reason = err.strerror or type(err).__name__
+            raise RunError(f"{run}: cannot write the run folder ({reason}).") from err
+        if isinstance(err, RuntimeError) and "inline_container" in str(err):
+            # torch.save's own error when a write fails (a full disk)
+            raise RunError(
+                f"{run}: cannot write the run folder (the weights could not be "
+                "written: is the disk full?). Free some space or choose another --out."
+            ) from err
         raise
     return run
 
@@ -405,6 +538,13 @@ def _write_spec(path: Path, arch: Architecture, out: Path | None) -> ImportResul
         )
     if target.exists():
         raise CnnlabError(f"{target}: already exists. Choose another --out.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(
+            f"{target.parent}: cannot create the folder ({err.strerror}). Choose a "
+            "writable --out."
+        ) from err
+    sweep_stale_temps(target.parent, target.name)
     atomic_write_text(target, dump_architecture(arch))
     return ImportResult(path, arch, target, None)

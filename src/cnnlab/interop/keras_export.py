@@ -5,7 +5,9 @@ Keras 3 is imported lazily, on the first export: cnnlab itself never needs it.
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,7 @@ def export_keras(model: Network, path: Path) -> Path:
     temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
     try:
         built.save(temp)
+        _mark(temp, model)
         os.replace(temp, path)
     except BaseException as err:
         temp.unlink(missing_ok=True)
@@ -116,3 +119,12 @@ def export_keras(model: Network, path: Path) -> Path:
             raise RunError(f"{path}: cannot write the file ({err.strerror}).") from err
         raise
     return path
+
+
+def _mark(archive: Path, model: Network) -> None:
+    """Add the export's marker member to the saved zip (Keras reads only its own
+    members): it tells a later `export --overwrite` the file is one it may replace."""
+    from cnnlab.interop.export import MARKER_FILE, metadata
+
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(MARKER_FILE, json.dumps(metadata(model, None)))

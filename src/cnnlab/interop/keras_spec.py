@@ -146,6 +146,10 @@ def spec_from_keras_config(config: dict, source: str) -> Architecture:
     return parse_keras_config(config, source).arch
 
 
+# About what one architecture file of SPEC_LIMIT (1 MiB) holds, at ~100 bytes a layer.
+MAX_LAYERS = 10_000
+
+
 def parse_keras_config(config: Any, source: str) -> KerasModel:
     """The Architecture of a Sequential config, with the Keras names of its layers."""
     body = _sequential_body(config, source)
@@ -161,6 +165,12 @@ def parse_keras_config(config: Any, source: str) -> KerasModel:
             "Add its layers, e.g. keras.Sequential([keras.Input((28, 28, 1)), "
             "layers.Flatten(), layers.Dense(10, activation='softmax')]), and save it "
             "again."
+        )
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(
+            f"{source}: the model has {len(layers):,} layers, over the {MAX_LAYERS:,} "
+            "an imported architecture may hold (its spec file would be too large to "
+            "read back). Check that it is the right model."
         )
     parsed, names, rank = [], [], 4  # rank with the batch axis, for BN's axis
     for index, entry in enumerate(layers):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from functools import cached_property
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
 
 from cnnlab._version import __version__
 from cnnlab.errors import CnnlabError
@@ -374,5 +376,61 @@ def make_logger(kind: str, uri: str | None = None, flag: str = "--log") -> RunLo
     if find_spec(module) is None:
         raise CnnlabError(f"{flag} {kind} needs {name}: pip install 'cnnlab[interop]'")
     if kind == "mlflow":
+        check_mlflow_uri(log_location(kind, uri), "--log-uri" if uri else None)
         return MlflowLogger(uri)
     return TensorBoardLogger(uri or DEFAULT_TB_DIR)
+
+
+# MLflow's tracking URI schemes (mlflow.tracking: its store registry), a database
+# dialect written with its driver as well: postgresql+psycopg2://...
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
+                  "databricks", "databricks-uc", "uc")  # fmt: skip
+# Database files cnnlab itself owns: MLflow would add its tables to them.
+OWN_DATABASES = ("cnnlab.sqlite", "optuna.sqlite")
+
+
+def check_mlflow_uri(uri: str, flag: str | None) -> None:
+    """Refuse a tracking URI MLflow cannot use, before anything is trained: an
+    unknown scheme, a plain path naming a file (MLflow wants a folder there), or
+    a database cnnlab owns. `flag` names where it came from (None: the variable
+    MLFLOW_TRACKING_URI)."""
+    where = f"{flag} {uri}" if flag else f"MLFLOW_TRACKING_URI={uri}"
+    example = ("Give http://HOST:PORT (a tracking server), sqlite:///mlflow.db (a "
+               "database file) or a folder")  # fmt: skip
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if "://" in uri and scheme.split("+")[0] not in MLFLOW_SCHEMES:
+        raise CnnlabError(
+            f"{where}: MLflow does not know the scheme '{scheme}'. {example}."
+        )
+    if not scheme:
+        path = Path(uri)
+        if path.exists() and not path.is_dir():
+            raise CnnlabError(
+                f"{where}: is a file; a plain path is the folder MLflow keeps its "
+                f"runs in. {example}."
+            )
+        if ":" in uri:
+            raise CnnlabError(f"{where}: is neither a URI nor a folder. {example}.")
+        return
+    if scheme == "sqlite":
+        # sqlite:///NAME: the file NAME, relative unless it starts with / itself
+        path = Path(uri.split(":///", 1)[-1].split("?", 1)[0])
+        if path.name in OWN_DATABASES or _is_cnnlab_store(path):
+            raise CnnlabError(
+                f"{where}: is cnnlab's own database; MLflow would add its tables to "
+                "it. Give MLflow a file of its own, e.g. sqlite:///mlflow.db."
+            )
+
+
+def _is_cnnlab_store(path: Path) -> bool:
+    """True for an existing SQLite file holding cnnlab's tables (read only)."""
+    if not path.is_file():
+        return False
+    try:
+        target = quote(str(path.resolve()))
+        with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            tables = {r[0] for r in rows}
+    except sqlite3.Error:
+        return False
+    return {"studies", "trials"} <= tables and "experiments" not in tables

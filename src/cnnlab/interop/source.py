@@ -17,6 +17,7 @@ or the variable again in a .py file (`model`, `model-2`, ...).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ from cnnlab.nn.spec import (
     dump_architecture,
     parse_architecture,
 )
-from cnnlab.util.fsio import atomic_write_text
+from cnnlab.training.config import TrainConfig
+from cnnlab.util.fsio import atomic_write_text, sweep_stale_temps
 from cnnlab.util.text import slug
 
 SOURCE_SUFFIXES = (".py", ".ipynb")
@@ -82,13 +84,30 @@ def read_source(path: str | Path) -> SourceImport:
     for build, name in zip(walker.builds, _names(walker.builds), strict=True):
         try:
             models[name] = _architecture(build, name, path)
-            trains[name] = build.train
+            trains[name] = _checked_train(build, name, problems)
         except SpecError as err:
             found = build.problems or [str(err)]
             problems += [f"{p} Model '{name}' is not imported." for p in found]
     problems = sorted(problems + walker.problems, key=_position)
     train, overrides = _protocol(trains)
     return SourceImport(path, models, problems, train, overrides)
+
+
+def _checked_train(build: Build, name: str, problems: list[str]) -> dict[str, Any]:
+    """The model's fit/compile settings a study accepts; each other one is left
+    out with a located problem (the study would refuse it)."""
+    kept = {}
+    for key, value in build.train.items():
+        try:
+            TrainConfig().replace(**{key: value})
+        except CnnlabError as err:
+            problems.append(
+                f"{build.where}: {err} The setting is left out of the study; model "
+                f"'{name}' uses cnnlab's default."
+            )
+        else:
+            kept[key] = value
+    return kept
 
 
 def _position(problem: str) -> tuple[int, int]:
@@ -106,7 +125,7 @@ def import_source(path: Path, out: Path | None = None) -> SourceImport:
             "no `Sequential()` with `.add(...)` calls and no `Sequential([...])` found"
         )
         raise CnnlabError(f"{path}: no Keras model could be imported: {found}")
-    out = Path("imported") / (slug(path.stem) or "code") if out is None else out
+    out = _default_out(path) if out is None else _checked_out(out, path)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -114,8 +133,10 @@ def import_source(path: Path, out: Path | None = None) -> SourceImport:
             f"{out}: cannot create the folder ({err.strerror}). Choose a writable "
             "--out."
         ) from err
+    for name in [*(f"{n}.yaml" for n in result.models), STUDY_FILE]:
+        sweep_stale_temps(out, name)  # what a killed import left
     for name, arch in result.models.items():
-        header = f"# Imported by `cnnlab import` from {arch.source}\n"
+        header = f"{HEADER}{arch.source}\n"
         atomic_write_text(out / f"{name}.yaml", header + dump_architecture(arch))
     study = out / STUDY_FILE
     atomic_write_text(study, _study_text(result, study))
@@ -130,10 +151,92 @@ def import_source(path: Path, out: Path | None = None) -> SourceImport:
     )
 
 
+HEADER = "# Imported by `cnnlab import` from "  # the first line of every file
+SOURCE_LINE = "# Source: "  # study.yaml's line naming the imported file
+MAX_DEFAULT_FOLDERS = 100  # imported/<stem>, <stem>-2, ... before giving up
+
+
+def _default_out(path: Path) -> Path:
+    """imported/<stem>/, or <stem>-2/, -3/... when a file of another path with the
+    same stem was imported there: a folder is reused only for the same file."""
+    base = Path("imported") / (slug(path.stem) or "code")
+    for n in range(1, MAX_DEFAULT_FOLDERS + 1):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if _usable(out, path) is None:
+            return out
+    raise CnnlabError(
+        f"{base}: {MAX_DEFAULT_FOLDERS} folders of this name are taken. Give the "
+        "folder to write with --out."
+    )
+
+
+def _checked_out(out: Path, path: Path) -> Path:
+    """`out`, if it is missing, empty or a previous import of the same file."""
+    problem = _usable(out, path)
+    if problem is not None:
+        raise CnnlabError(
+            f"{out}: {problem}; refusing to write into it. Choose another --out (a "
+            "new or empty folder)."
+        )
+    return out
+
+
+def _usable(out: Path, path: Path) -> str | None:
+    """None if an import of `path` may write `out`; else why not. Only a folder
+    every file of which this import wrote (the HEADER line first) and whose
+    study.yaml names the same source may be written again: its files are ours to
+    replace, anything else is the user's."""
+    try:
+        if not out.exists() and not out.is_symlink():
+            return None
+        if not out.is_dir():
+            return "exists and is not a folder"
+        entries = [e for e in out.iterdir() if not e.name.startswith(".")]
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if not entries:
+        return None
+    for entry in entries:
+        if not _ours(entry):
+            return f"already holds {entry.name}, which cnnlab import did not write"
+    source = _first_lines(out / STUDY_FILE, 4)
+    wanted = f"{SOURCE_LINE}{_source_id(path)}"
+    if wanted not in source:
+        named = next((ln for ln in source if ln.startswith(SOURCE_LINE)), "")
+        other = named.removeprefix(SOURCE_LINE) or "another file"
+        return f"holds the import of {other}"
+    return None
+
+
+def _source_id(path: Path) -> str:
+    """The imported file's absolute path, quoted (a name may hold a newline)."""
+    return json.dumps(str(path.resolve()))
+
+
+def _ours(entry: Path) -> bool:
+    """True for a regular .yaml file whose first line is this module's HEADER."""
+    if entry.is_symlink() or not entry.is_file() or entry.suffix != ".yaml":
+        return False
+    lines = _first_lines(entry, 1)
+    return bool(lines) and lines[0].startswith(HEADER)
+
+
+def _first_lines(path: Path, count: int) -> list[str]:
+    """The first `count` lines of a small text file (at most 4 KB read)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return []
+    return head.decode("utf-8", "replace").splitlines()[:count]
+
+
 def _names(builds: list[Build]) -> list[str]:
-    """One unique, file-safe name per model, by the rule of the module docstring."""
+    """One unique, file-safe name per model, by the rule of the module docstring;
+    never `study`, the study file's name."""
     uses = Counter(b.var for b in builds)
     names: list[str] = []
+    reserved = {Path(STUDY_FILE).stem}
     for build in builds:
         if build.given_name:
             base = build.given_name
@@ -143,7 +246,7 @@ def _names(builds: list[Build]) -> list[str]:
             base = build.var
         base = _cut(slug(base)) or "model"
         name, n = base, 1
-        while name in names:
+        while name in names or name in reserved:
             n += 1
             name = f"{base}-{n}"
         names.append(name)
@@ -203,8 +306,9 @@ def _study_text(result: SourceImport, study: Path) -> str:
         for n in result.models
     ]
     text = [
-        f"# Imported by `cnnlab import` from {result.source.name}: its Keras",
+        f"{HEADER}{result.source.name}: its Keras",
         "# Sequential models, read from the code without running it.",
+        f"{SOURCE_LINE}{_source_id(result.source)}",
         f"# Run it with: cnnlab study {study}",
         yaml.safe_dump({"name": name, "seeds": [0]}, **flow).rstrip(),
     ]

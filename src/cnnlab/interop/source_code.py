@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.util.fsio import read_bounded
 
 KERAS_ROOTS = ("keras", "tensorflow", "tf_keras", "tf")
 # Cell magics whose body is still Python; any other (%%bash, %%html...) is skipped.
@@ -26,6 +27,11 @@ _HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 _MAX_EXPONENT = 64  # `2 ** 10 ** 10` would run for ever: constants stay small
 _MAX_REPEAT = 10_000  # (1,) * n and 'a' * n
 _MAX_BITS = 4096  # integers past this are no layer size
+_MAX_LENGTH = 10_000  # items of a string or tuple built by + or *: no layer needs more
+MAX_SOURCE_BYTES = 64 * 2**20  # a notebook with its figures is a few MB
+# Python code read (a .py file, or a notebook's code cells together): a Keras
+# script is some KB; each MB parses to about 250 MB of syntax tree.
+MAX_CODE_BYTES = 4 * 2**20
 
 
 class Unresolved(Exception):
@@ -59,8 +65,9 @@ def short(node: ast.AST, limit: int = 40) -> str:
 
 def read_cells(path: Path) -> tuple[list[Cell], list[str]]:
     """The parsed code of a .py file or .ipynb notebook, and cells that do not parse."""
-    text = _read_text(path)
-    if path.suffix.lower() != ".ipynb":
+    notebook = path.suffix.lower() == ".ipynb"
+    text = _read_text(path, MAX_SOURCE_BYTES if notebook else MAX_CODE_BYTES)
+    if not notebook:
         tree = _parse(text, path)
         if isinstance(tree, tuple):
             raise CnnlabError(
@@ -69,7 +76,14 @@ def read_cells(path: Path) -> tuple[list[Cell], list[str]]:
             )
         return [Cell(tree, None, "")], []
     cells, problems, heading = [], [], ""
-    for number, kind, source in _notebook_cells(path, text):
+    found = _notebook_cells(path, text)
+    code = sum(len(source) for _, kind, source in found if kind == "code")
+    if code > MAX_CODE_BYTES:
+        raise CnnlabError(
+            f"{path}: holds {code:,} characters of code, over the limit of "
+            f"{MAX_CODE_BYTES:,} for Keras code. Check that it is the right notebook."
+        )
+    for number, kind, source in found:
         if kind == "markdown":
             heading = _last_heading(source) or heading
         elif kind == "code" and (code := _python_of(source)) is not None:
@@ -92,9 +106,12 @@ def _parse(code: str, path: Path) -> ast.Module | tuple[int, str]:
         return 1, f"not valid Python ({type(err).__name__}: {str(err)[:80]})"
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int) -> str:
+    """The file's text: a regular file of at most `limit` bytes (a FIFO or a
+    device such as /dev/urandom is refused, never read)."""
+    what = "a Keras code file"
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, limit, what).decode("utf-8")
     except UnicodeDecodeError as err:
         raise CnnlabError(f"{path}: not a UTF-8 text file (byte {err.start}).") from err
     except OSError as err:
@@ -105,7 +122,7 @@ def _notebook_cells(path: Path, text: str) -> list[tuple[int, str, str]]:
     """(number, cell type, source) of each cell of a notebook (nbformat 4, or 3)."""
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:  # ValueError: 4,300+ digit numbers
         where = f" (line {err.lineno}: {err.msg})" if hasattr(err, "lineno") else ""
         raise CnnlabError(
             f"{path}: not a Jupyter notebook: the file is not JSON{where}. Give an "
@@ -294,17 +311,33 @@ def _arith(node: ast.BinOp, left: Any, right: Any) -> Any:
     if numbers and _too_large(node.op, left, right):
         raise Unresolved(f"`{short(node)}` is too large a constant")
     if isinstance(node.op, ast.Mult) and not numbers:
-        count = left if _number(left) else right
+        count, items = (left, right) if _number(left) else (right, left)
         if not isinstance(count, int) or abs(count) > _MAX_REPEAT:
             raise Unresolved(f"`{short(node)}` is not a small constant")
+        _check_length(node, _length(items) * abs(count))
     elif not numbers and not (
         isinstance(node.op, ast.Add) and type(left) is type(right)
     ):
         raise Unresolved(f"`{short(node)}` is not arithmetic on constants")
+    elif not numbers:
+        _check_length(node, _length(left) + _length(right))
     try:
         return _BINARY[type(node.op)](left, right)
     except (TypeError, ValueError, ArithmeticError) as err:
         raise Unresolved(f"`{short(node)}` fails ({err})") from err
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes | tuple | list) else 0
+
+
+def _check_length(node: ast.BinOp, length: int) -> None:
+    """Refuse to build a string or tuple longer than _MAX_LENGTH items."""
+    if length > _MAX_LENGTH:
+        raise Unresolved(
+            f"`{short(node)}` would be {length:,} items long, over the "
+            f"{_MAX_LENGTH:,} cnnlab builds from code"
+        )
 
 
 def _too_large(op: ast.operator, left: Any, right: Any) -> bool:

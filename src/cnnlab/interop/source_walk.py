@@ -149,6 +149,7 @@ class Walker:
         args.update(zip(("layers", "name"), call.args, strict=False))
         name = args.get("name")
         given = name.value if isinstance(name, ast.Constant) else None
+        given = given if isinstance(given, str) else None  # name=5: Keras refuses it
         heading = self._cell.heading if self._cell else ""
         build = Build(var, self.where(call), heading, given)
         self.builds.append(build)
@@ -278,9 +279,13 @@ class Walker:
         if truth is not None:
             self._walk(stmt.body if truth else stmt.orelse, loop)
             return
-        before = dict(self.scope.names)
+        # Only names the branches mention can change: save and restore those, not
+        # the whole scope (a copy per `if` made a long file's walk quadratic).
+        touched = identifiers(stmt.body + stmt.orelse)
+        before = _saved(self.scope.names, touched)
         self._walk(stmt.body, loop)
-        after_body, self.scope.names = self.scope.names, before
+        after_body = _saved(self.scope.names, touched)
+        _restore(self.scope.names, before, touched)
         self._walk(stmt.orelse, loop)
         for name in stored_names(stmt.body + stmt.orelse):
             if after_body.get(name) != self.scope.names.get(name):
@@ -312,7 +317,9 @@ class Walker:
 
     def _define(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         """Read a function body once, its parameters unknown, its names its own."""
-        saved = (dict(self.scope.names), dict(self.scope.imports), dict(self._live))
+        touched = identifiers([stmt])
+        tables = (self.scope.names, self.scope.imports, self._live)
+        saved = [_saved(table, touched) for table in tables]
         a = stmt.args
         params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
         for p in filter(None, params):
@@ -321,5 +328,44 @@ class Walker:
         outer, self._function = self._function, stmt.name
         self._walk(stmt.body)
         self._function = outer
-        self.scope.names, self.scope.imports, self._live = saved
+        for table, kept in zip(tables, saved, strict=True):
+            _restore(table, kept, touched)
         self.scope.bind(stmt.name, Unknown(f"`{stmt.name}` is a function"))
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def identifiers(nodes: list[ast.stmt]) -> set[str]:
+    """Every name the statements could bind or unbind: variables, imported names,
+    functions, classes and parameters (a superset of what a walk changes)."""
+    found: set[str] = set()
+    for stmt in nodes:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name):
+                found.add(node.id)
+            elif isinstance(node, ast.alias):
+                found.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, _DEFINITIONS):
+                found.add(node.name)
+            elif isinstance(node, ast.arg):
+                found.add(node.arg)
+            elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar):
+                found.update(filter(None, [node.name]))
+            elif isinstance(node, ast.Global | ast.Nonlocal):
+                found.update(node.names)
+    return found
+
+
+def _saved(table: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    """The entries of `table` under `keys` (absent keys left out)."""
+    return {k: table[k] for k in keys if k in table}
+
+
+def _restore(table: dict[str, Any], saved: dict[str, Any], keys: set[str]) -> None:
+    """Put `table`'s entries under `keys` back to `saved` (removing the others)."""
+    for key in keys:
+        if key in saved:
+            table[key] = saved[key]
+        else:
+            table.pop(key, None)

@@ -23,14 +23,50 @@ from cnnlab.studies.results import TrialResult
 from cnnlab.studies.trial import TrialOutcome
 from cnnlab.training.runs import RUN_FILE
 
+MAX_REASON = 300  # characters of a backend's message kept in one line
+
 
 def failure_reason(err: BaseException) -> str:
-    """A logger's error in a few words: the OS error if there is one."""
+    """A logger's error in a few words: the OS error with its file if there is
+    one, else the backend's message (its first sentence if it is long)."""
+    for cause in _chain(err):
+        if isinstance(cause, OSError) and cause.strerror and cause.filename:
+            return f"{cause.strerror}: {cause.filename}"
     text = " ".join(str(err).split()) or type(err).__name__
     errno = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
     if errno:
         return errno.group(0).strip()
-    return text if len(text) <= 160 else text[:157] + "..."
+    if len(text) > MAX_REASON:
+        first = re.match(r"(.{20,}?[.!?])\s", text)
+        text = first[1] if first and len(first[1]) <= MAX_REASON else text
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """The error and its causes, at most ten deep."""
+    out: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(out) < 10:
+        out.append(current)
+        current = current.__cause__ or current.__context__
+    return out
+
+
+_UNREACHABLE = ("connection refused", "max retries exceeded", "timed out",
+                "name or service not known", "temporary failure in name resolution",
+                "connection reset", "failed to establish")  # fmt: skip
+
+
+def unreachable(err: BaseException) -> bool:
+    """True if the backend did not answer (worth a retry later); False for an
+    error a retry would only repeat (a bad URI, a setting, a read-only folder)."""
+    for cause in _chain(err):
+        if isinstance(cause, ConnectionError | TimeoutError):
+            return True
+        text = str(cause).lower()
+        if any(phrase in text for phrase in _UNREACHABLE):
+            return True
+    return False
 
 
 def _stderr(line: str) -> None:
@@ -128,9 +164,14 @@ def export_trials(
         except CnnlabError:
             raise
         except Exception as err:
+            fix = (
+                "run the command again once it answers"
+                if unreachable(err)
+                else "fix the location or the settings it names, then run the "
+                "command again"
+            )
             raise CnnlabError(
                 f"{_failed(logger, failure_reason(err))} after {k} of {len(done)} "
-                "trials. The store and run folders are intact; run the command again "
-                "once it answers."
+                f"trials. The store and run folders are intact; {fix}."
             ) from err
     return len(done)

@@ -101,6 +101,7 @@ def run_search(
         _executor(spec, [], executor, None, address, cpus_per_trial)
     started = time.perf_counter()
     say = progress.message if progress is not None else (lambda text: None)
+    check_names(spec, out)  # before the lock creates a folder in the study's
     with folder_lock(StudyLayout(out).search(spec.name), f"search '{spec.name}'"):
         study = _open_optuna(optuna, spec, out)
         _recover(optuna, study, say)
@@ -112,6 +113,12 @@ def run_search(
         run.parallel = max(1, workers or (2 if executor == "ray" else 1))
         run.progress = progress
         run.loop(started, time_budget)
+        if tally.trained == 0 and time_budget is not None:
+            raise CnnlabError(
+                f"--time-budget {time_budget:g} s ran out before the first candidate "
+                "started, so there is nothing to rank. Give a budget of at least one "
+                "candidate's training time, e.g. 10m."
+            )
         finalists = pick_finalists(optuna, study, spec)
         result = SearchResult(spec, out, tally, [f.key for f in finalists])
         if finalists and final:
@@ -142,7 +149,55 @@ def _executor(
     return make_executor(batch, "local", workers)  # type: ignore[arg-type]
 
 
+def check_names(spec: SearchSpec, out: Path) -> None:
+    """Refuse a search whose study names (<name>, <name>-final) an ordinary study
+    of the same store holds: its trials would mix with the candidates and its
+    report be rewritten. A search's own studies are told by their descriptions."""
+    path = StudyLayout(out).store
+    if not path.is_file():
+        return
+    ours = {
+        spec.name: search_description(spec.name),
+        spec.name + FINAL_SUFFIX: final_description(spec.name),
+    }
+    with Store(path) as store:
+        names = set(store.study_names())
+        for name, description in ours.items():
+            if name in names and store.study(name).description != description:
+                raise CnnlabError(
+                    f"{path}: the study '{name}' is an ordinary study, and the search "
+                    f"'{spec.name}' would write its candidates or finalists into it. "
+                    "Rename the search (its study file's name:) or use another --out."
+                )
+
+
+def search_description(name: str) -> str:
+    return (
+        f"search phase of {name}: one seed per candidate, ranked on validation; "
+        "the test set is not read"
+    )
+
+
+def final_description(name: str) -> str:
+    return f"finalists of the search {name}, re-trained over seeds"
+
+
 def _open_optuna(optuna: Any, spec: SearchSpec, out: Path) -> Any:
+    """The search's Optuna study, created or resumed; a file that is not a usable
+    Optuna database (another file, a newer Optuna's schema) is one error."""
+    try:
+        return _optuna_study(optuna, spec, out)
+    except CnnlabError:
+        raise
+    except Exception as err:  # sqlalchemy's DatabaseError, Optuna's RuntimeError
+        reason = " ".join(str(err).split())[:160]
+        raise CnnlabError(
+            f"{out / OPTUNA_FILE}: not a usable Optuna database ({type(err).__name__}: "
+            f"{reason}). Move the file away, or use another --out."
+        ) from err
+
+
+def _optuna_study(optuna: Any, spec: SearchSpec, out: Path) -> Any:
     directions = [OBJECTIVES[spec.objectives[0]]]
     directions += [COSTS[c] for c in spec.objectives[1:]]
     storage = open_storage(storage_url(out))
@@ -216,8 +271,7 @@ def candidate_study(spec: SearchSpec, points: list[Point], seen: list[Point]) ->
         archs[p.key] = StudyArch(p.key, p.arch, p.config)
     return Study(
         name=spec.name,
-        description=f"search phase of {spec.name}: one seed per candidate, "
-        "ranked on validation; the test set is not read",
+        description=search_description(spec.name),
         archs=tuple(archs.values()) or spec.study.archs,
         seeds=(spec.seed,),
         source=spec.source,
@@ -271,7 +325,11 @@ class _Searcher:
         in_a_row = 0
         while len(batch) < n and not self._grid_done():
             trial = self.study.ask()
-            point = build_point(self.spec, sample(self.spec, trial), self.classes)
+            try:
+                point = build_point(self.spec, sample(self.spec, trial), self.classes)
+            except BaseException:  # never leave a trial RUNNING for every re-run
+                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+                raise
             if point.invalid:
                 trial.set_user_attr("invalid", point.invalid)
                 self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
@@ -412,7 +470,7 @@ def final_study(spec: SearchSpec, finalists: list[Point]) -> Study:
     archs = tuple(StudyArch(p.key, p.arch, p.config) for p in finalists)  # type: ignore[arg-type]
     return Study(
         name=spec.name + FINAL_SUFFIX,
-        description=f"finalists of the search {spec.name}, re-trained over seeds",
+        description=final_description(spec.name),
         archs=archs + spec.study.archs,
         seeds=spec.study.seeds,
         source=spec.source,

@@ -65,9 +65,19 @@ _TRAIN_PARAMS = tuple(
     for f in dataclasses.fields(TrainConfig)
     if f.name not in ("seed", "data", "device", "threads", "split_seed")
 )
+# Settings a search may not vary: candidates are ranked on validation scores, and
+# searching never reads the test set (validation: test would, none gives no score).
+_UNSEARCHABLE = ("validation",)
 # A space whose every point cannot be built is refused before anything trains;
 # checked on its corners and choices, at most this many points.
 MAX_CHECKED_POINTS = 4096
+# Bounds that keep checking a space (and building a point) quick and small:
+MAX_GRID_POINTS = 100_000  # sampler: grid; Optuna lists every point up front
+MAX_REPEAT = 1000  # the largest `repeat:` count
+MAX_FILLED = 10_000  # items of any list a filled template holds (layers)
+MAX_TEMPLATE_NODES = 100_000  # values in the template, YAML aliases expanded
+MAX_INT = 2**31 - 1  # int ranges and choices: a layer size, a count
+MAX_FLOAT = 1e300  # float ranges: finite, with room for a log scale
 Value = int | float | str | bool
 
 
@@ -161,7 +171,12 @@ def parse_search(study: Study) -> SearchSpec:
     if not isinstance(template, Mapping) or "layers" not in template:
         raise _fail(source, "search.architecture", "must be an architecture with "
                     "'layers', whose values may name parameters as $name.")  # fmt: skip
+    if sampler == "grid":
+        _check_grid(params, source)
+    _check_size(template, source)
     _check_references(template, params, source)
+    _check_repeats(template, params, source)
+    _check_validation(study, params, source)
     objectives = _parse_objectives(doc.get("objectives", ["val_loss"]), source)
     pruner = _one_of(doc.get("pruner", "none"), PRUNERS, source, "search.pruner")
     if pruner != "none" and len(objectives) > 1:
@@ -263,6 +278,11 @@ def _parse_param(name: Any, doc: Any, source: str) -> Param:
         raise _fail(source, where, f"{kind} must be a [low, high] pair of "
                     f"{kind}s. Received: {show_value(value)}.")  # fmt: skip
     low, high = value
+    bound = MAX_INT if kind == "int" else MAX_FLOAT
+    if not all(_within(v, bound) for v in value):
+        shown = f"{bound:,}" if kind == "int" else f"{bound:g}"
+        raise _fail(source, where, f"the range {_shown(value)} must hold finite "
+                    f"numbers between -{shown} and {shown}.")  # fmt: skip
     if not low < high:
         what = "empty" if low == high else "inverted"
         raise _fail(source, where, f"the range {show_value(value)} is {what}: low "
@@ -285,11 +305,34 @@ def _parse_choice(name: str, value: Any, log: bool, source: str, where: str) -> 
         raise _fail(source, where, f"a choice needs at least two values. Received: "
                     f"{show_value(value)}. For a fixed value write it in the "
                     "template instead.")  # fmt: skip
+    numbers = [v for v in value if is_number(v) and not isinstance(v, bool)]
+    if not all(_within(v, MAX_INT if is_int(v) else MAX_FLOAT) for v in numbers):
+        raise _fail(source, where, "choice values must be finite numbers of "
+                    f"magnitude at most {MAX_INT:,} (whole) or {MAX_FLOAT:g} "
+                    "(decimal). "
+                    f"Received: {_shown(value)}.")  # fmt: skip
     if len({json.dumps(v) for v in value}) != len(value):
         raise _fail(source, where, f"has repeated values: {show_value(value)}.")
     if log:
         raise _fail(source, where, "log: true is for float and int ranges.")
     return Param(name, "choice", choices=tuple(value))
+
+
+def _within(value: Any, bound: float) -> bool:
+    """True for a finite number of magnitude at most `bound` (huge ints included:
+    comparing an int is exact, converting it to float would overflow)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return -bound <= value <= bound
+
+
+def _shown(value: Any) -> str:
+    """show_value, with integers of thousands of digits shortened first."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<an integer of {len(hex(value)) - 2} hex digits>"
+    return show_value(value)
 
 
 # ------------------------------------------------------------- the template
@@ -325,6 +368,89 @@ def _check_references(
                         f"setting ({', '.join(_TRAIN_PARAMS)}).")  # fmt: skip
 
 
+def _check_size(template: Any, source: str) -> None:
+    """Refuse a template of more than MAX_TEMPLATE_NODES values once YAML aliases
+    are expanded (nine nested aliases of ten are 10^9 values in a 1 KB file):
+    counted on the document as loaded, where an alias is one shared object, so
+    the count stops at the limit without expanding anything."""
+    count, todo = 0, [template]
+    while todo:
+        node = todo.pop()
+        count += 1
+        if count > MAX_TEMPLATE_NODES:
+            raise _fail(source, "search.architecture", "holds more than "
+                        f"{MAX_TEMPLATE_NODES:,} values once its YAML aliases "
+                        "(*name) are expanded. Write the layers out, or use "
+                        "repeat: blocks.")  # fmt: skip
+        if isinstance(node, Mapping):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+
+
+def _check_repeats(
+    template: Any, params: tuple[Param, ...], source: str, where: str = ""
+) -> None:
+    """Every `repeat:` count, fixed or a parameter, is at most MAX_REPEAT."""
+    where = where or "search.architecture"
+    if isinstance(template, Mapping):
+        block = _block(template)
+        if block is not None and block[0] == "repeat":
+            _check_count(block[1], params, source, f"{where}.repeat")
+        for key, value in template.items():
+            _check_repeats(value, params, source, f"{where}.{key}")
+    elif isinstance(template, list):
+        for i, value in enumerate(template):
+            _check_repeats(value, params, source, f"{where}[{i}]")
+
+
+def _check_count(
+    count: Any, params: tuple[Param, ...], source: str, where: str
+) -> None:
+    by_name = {p.name: p for p in params}
+    param = by_name.get(count[1:]) if isinstance(count, str) else None
+    if param is None:
+        largest = count if is_number(count) else 0
+    elif param.kind == "choice":
+        largest = max((v for v in param.choices if is_number(v)), default=0)
+    else:
+        largest = param.high
+    if largest > MAX_REPEAT:
+        what = f"${param.name} reaches {_shown(largest)}" if param else _shown(count)
+        raise _fail(source, where, f"a repeat count is at most {MAX_REPEAT:,}; "
+                    f"{what}. Narrow the range.")  # fmt: skip
+
+
+def _check_validation(study: Study, params: tuple[Param, ...], source: str) -> None:
+    """Candidates are ranked on a hold-out's scores: never on the test set, never
+    without a score."""
+    for p in params:
+        if p.name in _UNSEARCHABLE:
+            raise _fail(source, f"search.space.{p.name}", "cannot be searched: "
+                        "candidates are ranked on validation scores of a hold-out, "
+                        "and a search never reads the test set. Remove it from "
+                        "search.space (train.validation: holdout is the "
+                        "default).")  # fmt: skip
+    validation = (study.train or TrainConfig()).validation
+    if validation in ("test", "none"):
+        why = ("would validate every candidate on the test set, which a search "
+               "never reads") if validation == "test" else (
+               "gives no validation score to rank candidates by")  # fmt: skip
+        raise _fail(source, "train.validation", f"{validation} {why}. Use "
+                    "validation: holdout (the default) for a search.")  # fmt: skip
+
+
+def _check_grid(params: tuple[Param, ...], source: str) -> None:
+    """The grid's size, as a product, without listing it."""
+    size = math.prod(len(p.choices) for p in params)  # small ints: instant
+    if size > MAX_GRID_POINTS:
+        raise _fail(source, "search.space", f"the grid of {len(params)} parameters "
+                    f"has {size:,} points, over "
+                    f"the limit of {MAX_GRID_POINTS:,} for sampler: grid (even with "
+                    "--trials). Use sampler: tpe or random with trials: N, or fewer "
+                    "choices.")  # fmt: skip
+
+
 def fill(template: Any, values: Mapping[str, Value]) -> Any:
     """The template with every $name replaced, `repeat` blocks repeated and `when`
     blocks kept only when their value is true."""
@@ -345,7 +471,13 @@ def fill(template: Any, values: Mapping[str, Value]) -> Any:
         times = (1 if count else 0) if key == "when" else count
         if not is_int(times) or times < 0:
             raise SpecError(f"repeat: must be a whole number >= 0, got {count!r}")
-        out.extend(fill(layers, values) * times)
+        filled = fill(layers, values) if times else []
+        if len(out) + len(filled) * times > MAX_FILLED:
+            raise SpecError(
+                f"repeat: {times} x {len(filled)} layers would make more than "
+                f"{MAX_FILLED:,} layers in one list"
+            )
+        out.extend(filled * times)
     return out
 
 

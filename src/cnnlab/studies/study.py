@@ -515,11 +515,6 @@ def override(study: Study, **changes: Any) -> Study:
             f"the ones that can: seeds, {', '.join(OVERRIDES)}."
         )
     if seeds is not None:
-        if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
-            raise CnnlabError(
-                f"seeds must be a list of integers such as [0, 1, 2]. Received: "
-                f"seeds={show_value(seeds)}."
-            )
         seeds = _parse_seeds(list(seeds), "--seeds", where="")
     archs = tuple(
         dataclasses.replace(

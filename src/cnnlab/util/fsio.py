@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -239,4 +240,48 @@ def remove_temp_files(folder: Path) -> list[Path]:
             if TEMP_NAME.match(path.name) and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True unless no process `pid` exists (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists, owned by someone else
+    return True
+
+
+def sweep_stale_temps(folder: Path, name: str) -> list[Path]:
+    """Delete what killed writers of `folder`/`name` left: `.NAME.tmp-PID` (a file
+    of `atomic_write`, a folder of an import) and `.STEM.tmp-PID.SUFFIX` (a Keras
+    export's), only where process PID no longer exists, so a live writer's
+    temporary is never touched. Nothing else in `folder` is looked at."""
+    stem, suffix = os.path.splitext(name)
+    pattern = re.compile(
+        rf"^\.{re.escape(name)}\.tmp-(\d+)$"
+        rf"|^\.{re.escape(stem)}\.tmp-(\d+){re.escape(suffix)}$"
+    )
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        found = pattern.match(path.name)
+        if not found:
+            continue
+        pid = int(found[1] or found[2])
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue  # read-only or vanished: leave it
+        removed.append(path)
     return removed
