@@ -128,9 +128,13 @@ def _search(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with StudyProgress() as progress:
         report = api.run_search(
-            search, args.out, trials=args.trials, time_budget=args.time_budget,
-            progress=progress, **executor_options(args),
-        )  # fmt: skip
+            search,
+            args.out,
+            trials=args.trials,
+            time_budget=args.time_budget,
+            progress=progress,
+            **executor_options(args),
+        )
     for line in report.lines:
         print(line)
     if report.final is not None:

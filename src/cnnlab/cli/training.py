@@ -73,9 +73,13 @@ def _train(args: argparse.Namespace) -> int:
 
         def run(reporter: RichReporter) -> api.RunResult:
             return api.resume(
-                args.resume, args.epochs, reporter, device=args.device,
-                threads=args.threads, log=log,
-            )  # fmt: skip
+                args.resume,
+                args.epochs,
+                reporter,
+                device=args.device,
+                threads=args.threads,
+                log=log,
+            )
     else:
         if args.arch is None:
             raise CnnlabError(

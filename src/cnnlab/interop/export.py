@@ -301,8 +301,9 @@ def is_export(path: Path) -> bool:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError):
             return False
-        return any(n == MARKER_FILE or n.endswith(f"/extra/{MARKER_FILE}")
-                   for n in names)  # fmt: skip
+        return any(
+            n == MARKER_FILE or n.endswith(f"/extra/{MARKER_FILE}") for n in names
+        )
     if path.stat().st_size > MAX_MARKER_READ:
         return False
     try:

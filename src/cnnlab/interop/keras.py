@@ -360,8 +360,10 @@ def _legacy_weights(root: Any) -> Weights:
         group = root.get(name)
         if not isinstance(group, h5py.Group):
             return None
-        names = [n.decode() if isinstance(n, bytes) else str(n)
-                 for n in group.attrs.get("weight_names", [])]  # fmt: skip
+        names = [
+            n.decode() if isinstance(n, bytes) else str(n)
+            for n in group.attrs.get("weight_names", [])
+        ]
         return [group.get(n) for n in names]
 
     return arrays
@@ -375,8 +377,11 @@ def _expected(arch: Architecture) -> list[list[tuple[str, tuple[int, ...]]]]:
     out = []
     for layer_info in infer(arch).layers:
         layer, cin = layer_info.layer, layer_info.input_shape[-1]
-        roles = [r for r in LAYERS[layer_type(layer)].weights
-                 if r != "bias" or getattr(layer, "use_bias", True)]  # fmt: skip
+        roles = [
+            r
+            for r in LAYERS[layer_type(layer)].weights
+            if r != "bias" or getattr(layer, "use_bias", True)
+        ]
         shapes = {
             "kernel": (*getattr(layer, "kernel_size", ()), cin, _width(layer)),
             "bias": (_width(layer),),

@@ -99,10 +99,20 @@ ALIASES = {
     "AvgPool2D": "AveragePooling2D",
 }
 IGNORED = (
-    "name", "trainable", "dtype", "seed", "synchronized", "fused", "renorm_clipping",
-    "renorm_momentum", "lora_alpha", "batch_input_shape", "input_shape", "batch_size",
+    "name",
+    "trainable",
+    "dtype",
+    "seed",
+    "synchronized",
+    "fused",
+    "renorm_clipping",
+    "renorm_momentum",
+    "lora_alpha",
+    "batch_input_shape",
+    "input_shape",
+    "batch_size",
     "activity_regularizer",
-)  # fmt: skip
+)
 IGNORED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 INPUT_LAYER = "InputLayer"
 # Hints for layers often met in MNIST nets that cnnlab has no layer for.

@@ -383,8 +383,18 @@ def make_logger(kind: str, uri: str | None = None, flag: str = "--log") -> RunLo
 
 # MLflow's tracking URI schemes (mlflow.tracking: its store registry), a database
 # dialect written with its driver as well: postgresql+psycopg2://...
-MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
-                  "databricks", "databricks-uc", "uc")  # fmt: skip
+MLFLOW_SCHEMES = (
+    "http",
+    "https",
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
 # Database files cnnlab itself owns: MLflow would add its tables to them.
 OWN_DATABASES = ("cnnlab.sqlite", "optuna.sqlite")
 
@@ -395,8 +405,10 @@ def check_mlflow_uri(uri: str, flag: str | None) -> None:
     a database cnnlab owns. `flag` names where it came from (None: the variable
     MLFLOW_TRACKING_URI)."""
     where = f"{flag} {uri}" if flag else f"MLFLOW_TRACKING_URI={uri}"
-    example = ("Give http://HOST:PORT (a tracking server), sqlite:///mlflow.db (a "
-               "database file) or a folder")  # fmt: skip
+    example = (
+        "Give http://HOST:PORT (a tracking server), sqlite:///mlflow.db (a "
+        "database file) or a folder"
+    )
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
     if "://" in uri and scheme.split("+")[0] not in MLFLOW_SCHEMES:
         raise CnnlabError(

@@ -52,9 +52,15 @@ def _chain(err: BaseException) -> list[BaseException]:
     return out
 
 
-_UNREACHABLE = ("connection refused", "max retries exceeded", "timed out",
-                "name or service not known", "temporary failure in name resolution",
-                "connection reset", "failed to establish")  # fmt: skip
+_UNREACHABLE = (
+    "connection refused",
+    "max retries exceeded",
+    "timed out",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "connection reset",
+    "failed to establish",
+)
 
 
 def unreachable(err: BaseException) -> bool:

@@ -126,8 +126,14 @@ def run_search(
             seeds = len(finals.seeds)
             say(f"Final stage: {len(finals.archs)} net(s) x {seeds} seeds")
             local_workers = None if executor == "ray" else workers  # Ray: batch size
-            chosen = make_executor(finals, executor, local_workers, address, None,  # type: ignore[arg-type]
-                                   cpus_per_trial)  # fmt: skip
+            chosen = make_executor(
+                finals,
+                executor,
+                local_workers,
+                address,
+                None,  # type: ignore[arg-type]
+                cpus_per_trial,
+            )
             run_study(finals, out, chosen, progress)
             result.final_study = finals.name
     result.seconds = time.perf_counter() - started
@@ -213,11 +219,16 @@ def _optuna_study(optuna: Any, spec: SearchSpec, out: Path) -> Any:
         load_if_exists=True,
     )
     fingerprint = json.dumps(
-        {"space": [dataclasses.asdict(p) for p in spec.params],
-         "template": spec.template, "objectives": spec.objectives,
-         "train": spec.base.to_dict(), "seed": spec.seed},
-        sort_keys=True, default=str,
-    )  # fmt: skip
+        {
+            "space": [dataclasses.asdict(p) for p in spec.params],
+            "template": spec.template,
+            "objectives": spec.objectives,
+            "train": spec.base.to_dict(),
+            "seed": spec.seed,
+        },
+        sort_keys=True,
+        default=str,
+    )
     recorded = study.user_attrs.get("fingerprint")
     if recorded is None:
         study.set_user_attr("fingerprint", fingerprint)
@@ -360,7 +371,7 @@ class _Searcher:
                 spec.objectives[0],
                 spec.pruner,
                 spec.base.epochs,
-            )  # fmt: skip
+            )
             for t, _ in batch
         ]
         points = [p for _, p in batch]
@@ -403,8 +414,10 @@ class _Searcher:
             self.study.tell(trial, state=state.FAIL)
             self.tally.trained += 1
             self.tally.failed += 1
-            self.say(f"Candidate {self.tally.trained}/{self.budget} {point.label}: "
-                     "training diverged")  # fmt: skip
+            self.say(
+                f"Candidate {self.tally.trained}/{self.budget} {point.label}: "
+                "training diverged"
+            )
             return
         self.tally.trained += 1
         k = self.tally.trained

@@ -57,8 +57,16 @@ PRUNERS = ("none", "median", "halving", "hyperband")
 # objective, what a pruner watches per epoch); a second is a cost (NSGA-II front).
 OBJECTIVES = {"val_loss": "minimize", "val_acc": "maximize"}
 COSTS = {"params": "minimize", "flops": "minimize"}
-_KEYS = ("trials", "sampler", "seed", "pruner", "objectives", "finalists", "space",
-         "architecture")  # fmt: skip
+_KEYS = (
+    "trials",
+    "sampler",
+    "seed",
+    "pruner",
+    "objectives",
+    "finalists",
+    "space",
+    "architecture",
+)
 _KINDS = ("float", "int", "choice")
 _TRAIN_PARAMS = tuple(
     f.name
@@ -169,8 +177,12 @@ def parse_search(study: Study) -> SearchSpec:
     params = _parse_space(doc.get("space"), sampler, source)
     template = doc.get("architecture")
     if not isinstance(template, Mapping) or "layers" not in template:
-        raise _fail(source, "search.architecture", "must be an architecture with "
-                    "'layers', whose values may name parameters as $name.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.architecture",
+            "must be an architecture with "
+            "'layers', whose values may name parameters as $name.",
+        )
     if sampler == "grid":
         _check_grid(params, source)
     _check_size(template, source)
@@ -180,12 +192,20 @@ def parse_search(study: Study) -> SearchSpec:
     objectives = _parse_objectives(doc.get("objectives", ["val_loss"]), source)
     pruner = _one_of(doc.get("pruner", "none"), PRUNERS, source, "search.pruner")
     if pruner != "none" and len(objectives) > 1:
-        raise _fail(source, "search.pruner", "pruning needs a single objective "
-                    "(Optuna cannot prune multi-objective studies): use pruner: none "
-                    "or one objective.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.pruner",
+            "pruning needs a single objective "
+            "(Optuna cannot prune multi-objective studies): use pruner: none "
+            "or one objective.",
+        )
     if pruner != "none" and (study.train or TrainConfig()).validation == "none":
-        raise _fail(source, "search.pruner", "prunes on the validation score, but "
-                    "train.validation is none. Use validation: holdout.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.pruner",
+            "prunes on the validation score, but "
+            "train.validation is none. Use validation: holdout.",
+        )
     spec = SearchSpec(
         study=study,
         params=params,
@@ -211,16 +231,24 @@ def _one_of(value: Any, choices: tuple[str, ...], source: str, where: str) -> st
 
 
 def _count(
-    doc: Mapping, key: str, source: str, default: int | None = None,
-    required: bool = False, low: int = 1,
-) -> int | None:  # fmt: skip
+    doc: Mapping,
+    key: str,
+    source: str,
+    default: int | None = None,
+    required: bool = False,
+    low: int = 1,
+) -> int | None:
     value = doc.get(key, default)
     if value is None and not required:
         return None
     if not is_int(value) or value < low or value > 2**31 - 1:
         example = {"trials": "trials: 20", "finalists": "finalists: 5"}.get(key, "0")
-        raise _fail(source, f"search.{key}", f"must be an integer >= {low}. "
-                    f"Received: {show_value(value)}. Example: {example}.")  # fmt: skip
+        raise _fail(
+            source,
+            f"search.{key}",
+            f"must be an integer >= {low}. "
+            f"Received: {show_value(value)}. Example: {example}.",
+        )
     return int(value)
 
 
@@ -233,64 +261,100 @@ def _parse_objectives(value: Any, source: str) -> tuple[str, ...]:
         and all(i in COSTS for i in items[1:])
     )
     if not ok:
-        raise _fail(source, where, "must be one validation score (val_loss or "
-                    "val_acc), optionally followed by a cost (params or flops), e.g. "
-                    f"[val_acc, flops]. Received: {show_value(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "must be one validation score (val_loss or "
+            "val_acc), optionally followed by a cost (params or flops), e.g. "
+            f"[val_acc, flops]. Received: {show_value(value)}.",
+        )
     return tuple(items)
 
 
 def _parse_space(doc: Any, sampler: str, source: str) -> tuple[Param, ...]:
     if not isinstance(doc, Mapping) or not doc:
-        raise _fail(source, "search.space", "must map parameter names to ranges or "
-                    "choices, e.g. {lr: {float: [1.0e-4, 1.0e-2], log: true}, kernel: "
-                    "{choice: [3, 5]}}.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.space",
+            "must map parameter names to ranges or "
+            "choices, e.g. {lr: {float: [1.0e-4, 1.0e-2], log: true}, kernel: "
+            "{choice: [3, 5]}}.",
+        )
     params = tuple(_parse_param(k, v, source) for k, v in doc.items())
     if sampler == "grid":
         for p in params:
             if p.kind != "choice":
                 where = f"search.space.{p.name}"
-                raise _fail(source, where, "sampler: grid takes the cartesian "
-                            "product of listed values: write {choice: [...]} "
-                            f"instead of a {p.kind} range.")  # fmt: skip
+                raise _fail(
+                    source,
+                    where,
+                    "sampler: grid takes the cartesian "
+                    "product of listed values: write {choice: [...]} "
+                    f"instead of a {p.kind} range.",
+                )
     return params
 
 
 def _parse_param(name: Any, doc: Any, source: str) -> Param:
     where = f"search.space.{name}"
     if not isinstance(name, str) or not name.isidentifier():
-        raise _fail(source, "search.space", "parameter names are identifiers such "
-                    f"as width or lr. Received: {show_value(name)}.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.space",
+            "parameter names are identifiers such "
+            f"as width or lr. Received: {show_value(name)}.",
+        )
     kinds = [k for k in _KINDS if isinstance(doc, Mapping) and k in doc]
     extra = set(doc) - {*_KINDS, "log"} if isinstance(doc, Mapping) else set()
     if len(kinds) != 1 or extra:
-        raise _fail(source, where, "give one of {float: [low, high]}, {int: [low, "
-                    "high]} (either with log: true for a log scale) or {choice: "
-                    f"[a, b, ...]}}. Received: {show_value(doc)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "give one of {float: [low, high]}, {int: [low, "
+            "high]} (either with log: true for a log scale) or {choice: "
+            f"[a, b, ...]}}. Received: {show_value(doc)}.",
+        )
     kind, value = kinds[0], doc[kinds[0]]
     log = doc.get("log", False)
     if not isinstance(log, bool):
-        raise _fail(source, where, f"log must be true or false. Received: "
-                    f"{show_value(log)}.")  # fmt: skip
+        raise _fail(
+            source, where, f"log must be true or false. Received: {show_value(log)}."
+        )
     if kind == "choice":
         return _parse_choice(name, value, log, source, where)
     number = is_int if kind == "int" else is_number
     if not (isinstance(value, list) and len(value) == 2 and all(map(number, value))):
-        raise _fail(source, where, f"{kind} must be a [low, high] pair of "
-                    f"{kind}s. Received: {show_value(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"{kind} must be a [low, high] pair of "
+            f"{kind}s. Received: {show_value(value)}.",
+        )
     low, high = value
     bound = MAX_INT if kind == "int" else MAX_FLOAT
     if not all(_within(v, bound) for v in value):
         shown = f"{bound:,}" if kind == "int" else f"{bound:g}"
-        raise _fail(source, where, f"the range {_shown(value)} must hold finite "
-                    f"numbers between -{shown} and {shown}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"the range {_shown(value)} must hold finite "
+            f"numbers between -{shown} and {shown}.",
+        )
     if not low < high:
         what = "empty" if low == high else "inverted"
-        raise _fail(source, where, f"the range {show_value(value)} is {what}: low "
-                    "must be below high. For a fixed value write it in the template "
-                    "instead.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"the range {show_value(value)} is {what}: low "
+            "must be below high. For a fixed value write it in the template "
+            "instead.",
+        )
     if log and low <= 0:
-        raise _fail(source, where, "a log-scaled range must be above 0. Received: "
-                    f"{show_value(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"a log-scaled range must be above 0. Received: {show_value(value)}.",
+        )
     return Param(name, kind, low, high, log)
 
 
@@ -299,18 +363,30 @@ def _parse_choice(name: str, value: Any, log: bool, source: str, where: str) -> 
         isinstance(v, str | bool) or is_number(v) for v in value
     )
     if not simple:
-        raise _fail(source, where, "choice must be a list of numbers, names or "
-                    f"true/false. Received: {show_value(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "choice must be a list of numbers, names or "
+            f"true/false. Received: {show_value(value)}.",
+        )
     if len(value) < 2:
-        raise _fail(source, where, f"a choice needs at least two values. Received: "
-                    f"{show_value(value)}. For a fixed value write it in the "
-                    "template instead.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"a choice needs at least two values. Received: "
+            f"{show_value(value)}. For a fixed value write it in the "
+            "template instead.",
+        )
     numbers = [v for v in value if is_number(v) and not isinstance(v, bool)]
     if not all(_within(v, MAX_INT if is_int(v) else MAX_FLOAT) for v in numbers):
-        raise _fail(source, where, "choice values must be finite numbers of "
-                    f"magnitude at most {MAX_INT:,} (whole) or {MAX_FLOAT:g} "
-                    "(decimal). "
-                    f"Received: {_shown(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "choice values must be finite numbers of "
+            f"magnitude at most {MAX_INT:,} (whole) or {MAX_FLOAT:g} "
+            "(decimal). "
+            f"Received: {_shown(value)}.",
+        )
     if len({json.dumps(v) for v in value}) != len(value):
         raise _fail(source, where, f"has repeated values: {show_value(value)}.")
     if log:
@@ -358,14 +434,22 @@ def _check_references(
     for name, where in _references(template, "search.architecture"):
         if name not in names:
             hint = did_you_mean(name, names)
-            raise _fail(source, where, f"${name} is not a parameter of search.space."
-                        f"{hint} Defined: {', '.join(names)}.")  # fmt: skip
+            raise _fail(
+                source,
+                where,
+                f"${name} is not a parameter of search.space."
+                f"{hint} Defined: {', '.join(names)}.",
+            )
         used.add(name)
     for p in params:
         if p.name not in used and p.name not in _TRAIN_PARAMS:
-            raise _fail(source, f"search.space.{p.name}", "is defined but never used: "
-                        f"write ${p.name} in search.architecture, or name a training "
-                        f"setting ({', '.join(_TRAIN_PARAMS)}).")  # fmt: skip
+            raise _fail(
+                source,
+                f"search.space.{p.name}",
+                "is defined but never used: "
+                f"write ${p.name} in search.architecture, or name a training "
+                f"setting ({', '.join(_TRAIN_PARAMS)}).",
+            )
 
 
 def _check_size(template: Any, source: str) -> None:
@@ -378,10 +462,14 @@ def _check_size(template: Any, source: str) -> None:
         node = todo.pop()
         count += 1
         if count > MAX_TEMPLATE_NODES:
-            raise _fail(source, "search.architecture", "holds more than "
-                        f"{MAX_TEMPLATE_NODES:,} values once its YAML aliases "
-                        "(*name) are expanded. Write the layers out, or use "
-                        "repeat: blocks.")  # fmt: skip
+            raise _fail(
+                source,
+                "search.architecture",
+                "holds more than "
+                f"{MAX_TEMPLATE_NODES:,} values once its YAML aliases "
+                "(*name) are expanded. Write the layers out, or use "
+                "repeat: blocks.",
+            )
         if isinstance(node, Mapping):
             todo.extend(node.values())
         elif isinstance(node, list):
@@ -417,8 +505,11 @@ def _check_count(
         largest = param.high
     if largest > MAX_REPEAT:
         what = f"${param.name} reaches {_shown(largest)}" if param else _shown(count)
-        raise _fail(source, where, f"a repeat count is at most {MAX_REPEAT:,}; "
-                    f"{what}. Narrow the range.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"a repeat count is at most {MAX_REPEAT:,}; {what}. Narrow the range.",
+        )
 
 
 def _check_validation(study: Study, params: tuple[Param, ...], source: str) -> None:
@@ -426,29 +517,45 @@ def _check_validation(study: Study, params: tuple[Param, ...], source: str) -> N
     without a score."""
     for p in params:
         if p.name in _UNSEARCHABLE:
-            raise _fail(source, f"search.space.{p.name}", "cannot be searched: "
-                        "candidates are ranked on validation scores of a hold-out, "
-                        "and a search never reads the test set. Remove it from "
-                        "search.space (train.validation: holdout is the "
-                        "default).")  # fmt: skip
+            raise _fail(
+                source,
+                f"search.space.{p.name}",
+                "cannot be searched: "
+                "candidates are ranked on validation scores of a hold-out, "
+                "and a search never reads the test set. Remove it from "
+                "search.space (train.validation: holdout is the "
+                "default).",
+            )
     validation = (study.train or TrainConfig()).validation
     if validation in ("test", "none"):
-        why = ("would validate every candidate on the test set, which a search "
-               "never reads") if validation == "test" else (
-               "gives no validation score to rank candidates by")  # fmt: skip
-        raise _fail(source, "train.validation", f"{validation} {why}. Use "
-                    "validation: holdout (the default) for a search.")  # fmt: skip
+        why = (
+            (
+                "would validate every candidate on the test set, which a search "
+                "never reads"
+            )
+            if validation == "test"
+            else ("gives no validation score to rank candidates by")
+        )
+        raise _fail(
+            source,
+            "train.validation",
+            f"{validation} {why}. Use validation: holdout (the default) for a search.",
+        )
 
 
 def _check_grid(params: tuple[Param, ...], source: str) -> None:
     """The grid's size, as a product, without listing it."""
     size = math.prod(len(p.choices) for p in params)  # small ints: instant
     if size > MAX_GRID_POINTS:
-        raise _fail(source, "search.space", f"the grid of {len(params)} parameters "
-                    f"has {size:,} points, over "
-                    f"the limit of {MAX_GRID_POINTS:,} for sampler: grid (even with "
-                    "--trials). Use sampler: tpe or random with trials: N, or fewer "
-                    "choices.")  # fmt: skip
+        raise _fail(
+            source,
+            "search.space",
+            f"the grid of {len(params)} parameters "
+            f"has {size:,} points, over "
+            f"the limit of {MAX_GRID_POINTS:,} for sampler: grid (even with "
+            "--trials). Use sampler: tpe or random with trials: N, or fewer "
+            "choices.",
+        )
 
 
 def fill(template: Any, values: Mapping[str, Value]) -> Any:
@@ -560,13 +667,18 @@ def check_some_valid(spec: SearchSpec, classes: int = 10) -> None:
     lists = [p.corners() for p in spec.params]
     reasons: list[str] = []
     for checked, combo in enumerate(itertools.product(*lists), start=1):
-        point = build_point(spec, dict(zip([p.name for p in spec.params], combo,
-                                           strict=True)), classes)  # fmt: skip
+        point = build_point(
+            spec, dict(zip([p.name for p in spec.params], combo, strict=True)), classes
+        )
         if not point.invalid:
             return
         reasons.append(point.invalid)
         if checked >= MAX_CHECKED_POINTS:
             break
-    raise _fail(spec.source, "search.space", f"no point can be built: all "
-                f"{len(reasons)} checked point(s) are invalid, e.g. "
-                f"{reasons[0]} Widen the ranges or change the template.")  # fmt: skip
+    raise _fail(
+        spec.source,
+        "search.space",
+        f"no point can be built: all "
+        f"{len(reasons)} checked point(s) are invalid, e.g. "
+        f"{reasons[0]} Widen the ranges or change the template.",
+    )

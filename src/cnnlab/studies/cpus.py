@@ -95,19 +95,28 @@ def packing_for(costs: Sequence[tuple[str, float]], cpus: int) -> Packing:
     if cpus < 2 or len(costs) < 2:
         return Packing()
     if work < PACK_WORK:
-        return Packing(False, "a short study: starting worker processes would cost "
-                       "more than running trials side by side saves")  # fmt: skip
+        return Packing(
+            False,
+            "a short study: starting worker processes would cost "
+            "more than running trials side by side saves",
+        )
     saving = side_by_side_saving([c for _, c in costs], cpus)
     if saving > 0:
         wide = max(1, cpus // THREADS_PER_WORKER)
         at_once = "one" if wide == 1 else str(wide)
-        return Packing(True, "trials side by side, 1 thread each: by their FLOPs "
-                       f"about {saving:.0%} sooner than {at_once} at a time with "
-                       f"{cpus // wide} threads")  # fmt: skip
+        return Packing(
+            True,
+            "trials side by side, 1 thread each: by their FLOPs "
+            f"about {saving:.0%} sooner than {at_once} at a time with "
+            f"{cpus // wide} threads",
+        )
     label, largest = max(costs, key=lambda c: c[1])
     share = largest / work
-    return Packing(False, f"{shown(label)}'s trial is {share:.0%} of the work: alone "
-                   "on one thread it would outlast the rest side by side")  # fmt: skip
+    return Packing(
+        False,
+        f"{shown(label)}'s trial is {share:.0%} of the work: alone "
+        "on one thread it would outlast the rest side by side",
+    )
 
 
 def side_by_side_saving(costs: Sequence[float], cpus: int) -> float:

@@ -255,9 +255,15 @@ class Store:
                 " updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " description=excluded.description, config=excluded.config,"
                 " environment=excluded.environment, updated=excluded.updated",
-                (info.name, info.description, json.dumps(info.config),
-                 json.dumps(info.environment), now, now),
-            )  # fmt: skip
+                (
+                    info.name,
+                    info.description,
+                    json.dumps(info.config),
+                    json.dumps(info.environment),
+                    now,
+                    now,
+                ),
+            )
 
     def save_trial(
         self, study: str, label: str, seed: int, fields: dict[str, Any]

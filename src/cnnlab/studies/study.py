@@ -214,8 +214,11 @@ def _check_setting(value: Any, source: str, where: str) -> None:
         return
     if isinstance(value, str) and len(value) <= 200:
         return
-    raise _fail(source, where, "must be a single number, name or true/false. "
-                f"Received: {show_value(value)}.")  # fmt: skip
+    raise _fail(
+        source,
+        where,
+        f"must be a single number, name or true/false. Received: {show_value(value)}.",
+    )
 
 
 @dataclass(frozen=True)
@@ -276,14 +279,22 @@ def _preset(value: Any, source: str, where: str) -> Architecture:
     small = isinstance(value, int) and value.bit_length() < 64
     text = str(value) if isinstance(value, str) or small else None
     if isinstance(value, bool) or text is None:
-        raise _fail(source, where, f"a preset is a name such as conv5-medium or a "
-                    f"number 1-9. Received: {show_value(value)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"a preset is a name such as conv5-medium or a "
+            f"number 1-9. Received: {show_value(value)}.",
+        )
     numbers = [str(n) for n in NOTEBOOK_NETS]
     if text not in preset_names() and text not in numbers:
         hint = did_you_mean(text, preset_names())
-        raise _fail(source, where, f"unknown preset {show_value(text)}.{hint} See "
-                    "`cnnlab presets` for the list, or give an architecture file "
-                    "with `file:`.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"unknown preset {show_value(text)}.{hint} See "
+            "`cnnlab presets` for the list, or give an architecture file "
+            "with `file:`.",
+        )
     return load_preset(text)
 
 
@@ -298,8 +309,12 @@ def _parse_arch(
             arch = _preset(entry, source, where)
         return StudyArch(arch.name, arch, base)
     if not isinstance(entry, Mapping):
-        raise _fail(source, where, "give a preset name, a file, or a mapping with "
-                    "preset/file/spec and an optional label and train.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "give a preset name, a file, or a mapping with "
+            "preset/file/spec and an optional label and train.",
+        )
     _check_keys(entry, _ARCH_KEYS, source, where)
     given = [k for k in ("preset", "file", "spec") if k in entry]
     if len(given) != 1:
@@ -308,8 +323,12 @@ def _parse_arch(
         arch = _preset(entry["preset"], source, where + ".preset")
     elif "file" in entry:
         if not isinstance(entry["file"], str) or not entry["file"]:
-            raise _fail(source, where, "'file' must be the path of an architecture "
-                        f"file. Received: {show_value(entry['file'])}.")  # fmt: skip
+            raise _fail(
+                source,
+                where,
+                "'file' must be the path of an architecture "
+                f"file. Received: {show_value(entry['file'])}.",
+            )
         arch = load_architecture(places.resolve(entry["file"], where + ".file"))
     else:
         spec = entry["spec"]
@@ -319,8 +338,12 @@ def _parse_arch(
         arch = parse_architecture(spec, source=f"{source}: {where}.spec")
     label = entry.get("label", arch.name)
     if not isinstance(label, str) or not label.strip() or not label.isprintable():
-        raise _fail(source, where, "'label' must be one line of printable text. "
-                    f"Received: {show_value(label)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            "'label' must be one line of printable text. "
+            f"Received: {show_value(label)}.",
+        )
     config = _train_config(base, entry.get("train"), source, where + ".")
     return StudyArch(label.strip(), arch, config)
 
@@ -329,13 +352,21 @@ def _parse_seeds(doc: Any, source: str, where: str = "seeds") -> tuple[int, ...]
     """The one check of a seed list, from a file or from --seeds."""
     seeds = doc if isinstance(doc, list) else [doc]
     if not seeds or not all(is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
-        raise _fail(source, where, f"must be a list of integers >= 0 (at most "
-                    f"{MAX_SEED}). Received: {show_value(doc)}.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"must be a list of integers >= 0 (at most "
+            f"{MAX_SEED}). Received: {show_value(doc)}.",
+        )
     if len(set(seeds)) != len(seeds):
         dupes = sorted({s for s in seeds if seeds.count(s) > 1})
-        raise _fail(source, where, f"has duplicates: {seeds} (seed "
-                    f"{', '.join(map(str, dupes))} twice). Give each seed once: each "
-                    "seed is one run folder.")  # fmt: skip
+        raise _fail(
+            source,
+            where,
+            f"has duplicates: {seeds} (seed "
+            f"{', '.join(map(str, dupes))} twice). Give each seed once: each "
+            "seed is one run folder.",
+        )
     return tuple(seeds)
 
 
@@ -351,16 +382,23 @@ def parse_study(
     folder of the document's `allow_paths`, or inside a folder of `allow`.
     """
     if not isinstance(doc, Mapping):
-        raise _fail(source, "", "a study file must be a mapping with 'name' and "
-                    "'architectures' keys.")  # fmt: skip
+        raise _fail(
+            source,
+            "",
+            "a study file must be a mapping with 'name' and 'architectures' keys.",
+        )
     _check_keys(doc, _TOP_KEYS, source, "")
     name = doc.get("name", Path(source).stem)
     if not isinstance(name, str) or not slug(name) or slug(name, None) != name:
         message = "must be a simple name (letters, digits, '-', '_', '.'): it names "
         raise _fail(source, "name", f"{message}a folder. Got {show_value(name)}.")
     if len(name) > MAX_SLUG:
-        raise _fail(source, "name", f"is {len(name)} characters long; a study name "
-                    f"names a folder, so at most {MAX_SLUG}.")  # fmt: skip
+        raise _fail(
+            source,
+            "name",
+            f"is {len(name)} characters long; a study name "
+            f"names a folder, so at most {MAX_SLUG}.",
+        )
     description = doc.get("description") or ""
     if not isinstance(description, str):
         raise _fail(source, "description", "must be a string (quote it).")
@@ -369,15 +407,25 @@ def parse_study(
     base = _train_config(TrainConfig(data=datas[0]), doc.get("train"), source, "")
     search = doc.get("search")
     if search is not None and not isinstance(search, Mapping):
-        raise _fail(source, "search", "must be a mapping with 'space' and "
-                    "'architecture' keys (see docs/search.md).")  # fmt: skip
+        raise _fail(
+            source,
+            "search",
+            "must be a mapping with 'space' and "
+            "'architecture' keys (see docs/search.md).",
+        )
     if search is not None and len(datas) > 1:
-        raise _fail(source, "data", "a search explores one data set; give one, or "
-                    "run one search per data set.")  # fmt: skip
+        raise _fail(
+            source,
+            "data",
+            "a search explores one data set; give one, or run one search per data set.",
+        )
     entries = doc.get("architectures", [] if search is not None else None)
     if not isinstance(entries, list) or (not entries and search is None):
-        raise _fail(source, "architectures", "must be a non-empty list, e.g. "
-                    "[conv5-medium, conv3-small].")  # fmt: skip
+        raise _fail(
+            source,
+            "architectures",
+            "must be a non-empty list, e.g. [conv5-medium, conv3-small].",
+        )
     archs = tuple(_parse_arch(e, i, base, places) for i, e in enumerate(entries))
     if len(datas) > 1:  # the same nets on each data set, labelled `<label>@<data>`
         archs = tuple(
@@ -423,9 +471,13 @@ def _parse_data(doc: Any, places: _Places) -> list[str]:
     source = places.source
     values = doc if isinstance(doc, list) else [doc]
     if not values or not all(isinstance(d, str) and d for d in values):
-        raise _fail(source, "data", "must be 'mnist', 'fashion-mnist', a folder of "
-                    "IDX files, or a list of them such as [mnist, fashion-mnist]. "
-                    f"Received: {show_value(doc)}.")  # fmt: skip
+        raise _fail(
+            source,
+            "data",
+            "must be 'mnist', 'fashion-mnist', a folder of "
+            "IDX files, or a list of them such as [mnist, fashion-mnist]. "
+            f"Received: {show_value(doc)}.",
+        )
     datas = [
         d
         if d in _DATA_NAMES
@@ -435,8 +487,12 @@ def _parse_data(doc: Any, places: _Places) -> list[str]:
     names = [data_name(d) for d in datas]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise _fail(source, "data", f"names {', '.join(dupes)} twice: give each data "
-                    "set once (folders must differ in name).")  # fmt: skip
+        raise _fail(
+            source,
+            "data",
+            f"names {', '.join(dupes)} twice: give each data "
+            "set once (folders must differ in name).",
+        )
     return datas
 
 
@@ -444,28 +500,44 @@ def _check_labels(labels: list[str], source: str) -> None:
     """Labels name run folders: distinct, and distinct as folder names too."""
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
-        raise _fail(source, "architectures", f"labels must be unique; repeated: "
-                    f"{', '.join(dupes)}. Give each a distinct 'label'.")  # fmt: skip
+        raise _fail(
+            source,
+            "architectures",
+            f"labels must be unique; repeated: "
+            f"{', '.join(dupes)}. Give each a distinct 'label'.",
+        )
     seen: dict[str, str] = {}
     for label in labels:
         other = seen.setdefault(normalised(label), label)
         if other != label:
-            raise _fail(source, "architectures", f"labels {other!r} and {label!r} "
-                        "are the same text once Unicode-normalised (NFKC): they look "
-                        "alike on screen, so cnnlab treats them as one name. Give "
-                        "them labels that differ in letters or digits.")  # fmt: skip
+            raise _fail(
+                source,
+                "architectures",
+                f"labels {other!r} and {label!r} "
+                "are the same text once Unicode-normalised (NFKC): they look "
+                "alike on screen, so cnnlab treats them as one name. Give "
+                "them labels that differ in letters or digits.",
+            )
     folders: dict[str, str] = {}
     for label in labels:
         if len(slug(label, None)) > MAX_SLUG:
-            raise _fail(source, "architectures", f"label {show_value(label)} is too "
-                        f"long for a folder name (at most {MAX_SLUG} letters, digits "
-                        "and '-._'). Give it a shorter 'label'.")  # fmt: skip
+            raise _fail(
+                source,
+                "architectures",
+                f"label {show_value(label)} is too "
+                f"long for a folder name (at most {MAX_SLUG} letters, digits "
+                "and '-._'). Give it a shorter 'label'.",
+            )
         folder = run_folder_name(label)
         other = folders.setdefault(folder.lower(), label)  # case-blind disks
         if other != label:
-            raise _fail(source, "architectures", f"labels {other!r} and {label!r} "
-                        f"share the run folder name '{folder}'. Make them differ in "
-                        "letters or digits.")  # fmt: skip
+            raise _fail(
+                source,
+                "architectures",
+                f"labels {other!r} and {label!r} "
+                f"share the run folder name '{folder}'. Make them differ in "
+                "letters or digits.",
+            )
 
 
 def builtin_studies() -> list[str]:

@@ -62,8 +62,15 @@ PREDICTION_SPLITS = ("test", "val")
 RUN_JSON_LIMIT = 16 << 20  # run.json: config, environment, a few scores
 # What a run folder may hold and --overwrite may delete: cnnlab's files, its
 # exports (model.onnx, model.keras, ...) and what a killed atomic write left.
-RUN_FILES = (RUN_FILE, SPEC_FILE, HISTORY_FILE, CHECKPOINT_FILE, WEIGHTS_FILE,
-             CURVES_FILE, PREDICTIONS_FILE)  # fmt: skip
+RUN_FILES = (
+    RUN_FILE,
+    SPEC_FILE,
+    HISTORY_FILE,
+    CHECKPOINT_FILE,
+    WEIGHTS_FILE,
+    CURVES_FILE,
+    PREDICTIONS_FILE,
+)
 
 
 def now() -> str:
@@ -338,8 +345,14 @@ def _unreadable(path: Path, why: str) -> RunError:
 
 
 _CHECKPOINT_KEYS = (
-    "format", "epoch", "model", "optimizer", "shuffle_rng", "torch_rng", "history"
-)  # fmt: skip
+    "format",
+    "epoch",
+    "model",
+    "optimizer",
+    "shuffle_rng",
+    "torch_rng",
+    "history",
+)
 # Optional: "cuda_rng", the CUDA generators' states of a run on a GPU (None on the
 # CPU); checkpoints written before it was kept lack the key and still load.
 # Optional too: "scaler", fp16's gradient-scaler state (None in fp32 and bf16).

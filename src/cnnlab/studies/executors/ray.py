@@ -543,9 +543,13 @@ def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
         return
     tune.report(
         dict(history[-1])
-        | {"history": history, "test": meta["test"], "train_clean": meta["train_clean"],
-           "test_reads": meta.get("test_reads")}
-    )  # fmt: skip
+        | {
+            "history": history,
+            "test": meta["test"],
+            "train_clean": meta["train_clean"],
+            "test_reads": meta.get("test_reads"),
+        }
+    )
 
 
 def _score_job(job: dict[str, Any]) -> dict[str, Any]:
