@@ -38,17 +38,19 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def random_shift(
     images: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT
 ) -> torch.Tensor:
-    """(N, H, W) images, each translated by its own random offset, zeros filled in.
+    """(N, H, W) or (N, H, W, C) images, each translated by its own random offset,
+    zeros filled in.
 
     Works on any dtype (uint8 before scaling is the cheapest) and any device; the
     offsets are drawn on the CPU from `generator` so they do not depend on the device.
     """
     if max_shift == 0 or len(images) == 0:
         return images
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
     offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
     offsets = offsets.to(images.device)
-    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))
+    channels = (0, 0) if images.dim() == 4 else ()  # colour: the last dim unpadded
+    padded = F.pad(images, (*channels, max_shift, max_shift, max_shift, max_shift))
     # Output cell (r, c) of image i reads padded cell (r + dy_i, c + dx_i).
     rows = torch.arange(height, device=images.device) + offsets[0][:, None]
     cols = torch.arange(width, device=images.device) + offsets[1][:, None]

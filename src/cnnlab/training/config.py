@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
+from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.schedule import SCHEDULES
@@ -67,8 +68,15 @@ class TrainConfig:
     # none | shift: score each image (validation, test, predict) as the mean class
     # probabilities of itself and its four 1-pixel moves (data.augment.TEST_SHIFTS)
     test_augment: str = "none"
+    # Image folders, .npz archives and CIFAR files (data.folders, docs/data.md).
+    image_size: tuple[int, int] | None = None  # [H, W]: resize images to this
+    color: str | None = None  # rgb | grayscale: convert images to this
+    skip_bad_images: bool = False  # skip (and count) unreadable image files
+    test_fraction: float = 0.2  # class folders only: stratified share for testing
+    val_fraction: float = 0.1  # stratified hold-out share of non-IDX data sets
 
     def __post_init__(self) -> None:
+        _check_image_settings(self)
         for name in ("epochs", "batch_size", "val_size"):
             _check_positive(name, getattr(self, name))
         for name in ("train_limit", "test_limit", "threads"):
@@ -164,6 +172,37 @@ class TrainConfig:
             for key in wanted
             if key not in RESUMABLE and saved.get(key) != wanted[key]
         ]
+
+
+def _check_image_settings(config: TrainConfig) -> None:
+    """image_size, color, skip_bad_images and the two fractions."""
+    size = config.image_size
+    if size is not None:
+        ok = (
+            isinstance(size, list | tuple)
+            and len(size) == 2
+            and all(is_int(v) and 1 <= v <= 4096 for v in size)
+        )
+        if not ok:
+            raise CnnlabError(
+                "image_size must be two integers [height, width] from 1 to 4096. "
+                f"Received: image_size={show_value(size)}. Example: --image-size 32 32."
+            )
+        object.__setattr__(config, "image_size", (int(size[0]), int(size[1])))
+    if config.color is not None:
+        _check_choice("color", config.color, COLORS)
+    if not isinstance(config.skip_bad_images, bool):
+        raise CnnlabError(
+            "skip_bad_images must be true or false. "
+            f"Received: skip_bad_images={show_value(config.skip_bad_images)}."
+        )
+    for name in ("test_fraction", "val_fraction"):
+        value = getattr(config, name)
+        if not (is_number(value) and 0 < value < 1):
+            raise CnnlabError(
+                f"{name} must be a number between 0 and 1 (exclusive). "
+                f"Received: {name}={show_value(value)}. Example: {name}: 0.2."
+            )
 
 
 def _check_positive(name: str, value: Any) -> None:
