@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.archives import cifar_folder, load_cifar, load_npz
-from cnnlab.data.folders import ImageOptions, load_folder
+from cnnlab.data.folders import IMAGE_SUFFIXES, ImageOptions, load_folder
 from cnnlab.errors import DataError
 from cnnlab.util.fsio import read_bounded
 from cnnlab.util.text import is_int, show_value
@@ -302,7 +302,7 @@ def _resolve_source(name: str) -> _Source:
         state = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(
             f"unknown data set {name!r}: {folder} {state}; use 'mnist', "
-            "'fashion-mnist', a folder of IDX files, CIFAR binary files or class "
+            "'fashion-mnist' or a folder of IDX files, CIFAR binary files or class "
             "folders of images, or an .npz archive"
         )
     return _Source(name, folder, None, False, "restore the file or fix SHA256SUMS")
@@ -477,7 +477,13 @@ def array_kind(name: str) -> str | None:
     idx_names = {*IDX_FILES, *(f"{stem}.gz" for stem in IDX_FILES)}
     if any((path / n).exists() for n in idx_names):
         return None
-    return "cifar" if cifar_folder(path) is not None else "folder"
+    if cifar_folder(path) is not None:
+        return "cifar"
+    # A folder with neither subfolders nor images: the IDX message says what to add.
+    entries = list(path.iterdir()) if os.access(path, os.R_OK | os.X_OK) else []
+    if not any(e.is_dir() or e.suffix.lower() in IMAGE_SUFFIXES for e in entries):
+        return None
+    return "folder"
 
 
 _ARRAY_MEMO: dict[tuple, Dataset] = {}

@@ -69,11 +69,11 @@ class FolderScan:
     root: Path
     layout: str  # "splits" (train/test[/val] folders) or "classes"
     class_names: tuple[str, ...]
-    files: dict[str, list[tuple[Path, int]]]  # split -> [(path, label)]
+    files: dict[str, list[tuple[Path, int]]]  # split ("all": unsplit) -> [(path, label)]
     ignored: Counter = field(default_factory=Counter)  # "hidden", "not an image"
 
     def all_files(self) -> list[tuple[str, Path, int]]:
-        return [(s, p, y) for s in SPLITS for p, y in self.files.get(s, [])]
+        return [(s, p, y) for s, items in self.files.items() for p, y in items]
 
 
 def scan_folder(root: Path) -> FolderScan:
