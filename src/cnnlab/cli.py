@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from cnnlab import api
 from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
+from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.presets import load_preset, preset_names, recipe_names
 from cnnlab.nn.shapes import infer
@@ -172,7 +173,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data",
         help="mnist (embedded, default), fashion-mnist (Debian's "
-        "dataset-fashion-mnist), or a folder of IDX files",
+        "dataset-fashion-mnist), a folder of IDX files, CIFAR binary files or "
+        "class folders of images, or an .npz archive (docs/data.md)",
     )
     g.add_argument(
         "--data-dir", help="a folder holding the four IDX files (same as --data DIR)"
@@ -193,6 +195,36 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--test-limit", type=_positive_int, help="test on only the first N test images"
+    )
+    g.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="image folders: resize every image to H x W (bilinear filter)",
+    )
+    g.add_argument(
+        "--color",
+        choices=COLORS,
+        help="image folders: convert every image to rgb or grayscale",
+    )
+    g.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="image folders: skip (and count) unreadable image files",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        help=f"a folder of class folders only: the stratified share tested on "
+        f"(default {d.test_fraction:g})",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"image folders, .npz, CIFAR without val/: the stratified hold-out "
+        f"share (default {d.val_fraction:g}; --val-size N sets a count)",
     )
     g = p.add_argument_group("machine")
     g.add_argument(
@@ -691,6 +723,11 @@ def _config_from_flags(args: argparse.Namespace, base: TrainConfig) -> TrainConf
         test_limit=args.test_limit,
         device=args.device,
         threads=args.threads,
+        image_size=args.image_size,
+        color=args.color,
+        skip_bad_images=args.skip_bad_images,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
     )
 
 
