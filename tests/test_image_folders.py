@@ -312,3 +312,19 @@ def test_a_small_net_learns_a_colour_folder_well_above_chance(tmp_path: Path) ->
     meta = json.loads((out / "run.json").read_text())
     assert meta["test"]["acc"] > 0.8  # chance is 1/3
     assert meta["environment"]["data_info"]["shape"] == [32, 32, 3]
+    # predict converts an image of another size by the run's rule, and says so
+    big = tmp_path / "big-red.png"
+    colour_image(COLOURS["red"], 99, size=(48, 40)).save(big)
+    same = tmp_path / "blue.png"
+    colour_image(COLOURS["blue"], 98).save(same)
+    result = run_cli("predict", out, big, same)
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0].startswith(f"{big}: red (")
+    assert result.out.splitlines()[0].endswith(
+        "[converted 40x48 RGB to 32x32 RGB (bilinear filter)]"
+    )
+    assert result.out.splitlines()[1].startswith(f"{same}: blue (")
+    assert "[" not in result.out.splitlines()[1]
+    result = run_cli("evaluate", out)
+    assert result.code == 0, result.err
+    assert f"{meta['test']['acc']:.4f}" in result.out

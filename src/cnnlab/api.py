@@ -85,6 +85,7 @@ class Prediction:
     name: str
     probability: float
     probabilities: tuple[float, ...]
+    converted: str = ""  # what was converted to fit the net (an image-set run)
 
 
 def load(name_or_path: str | Path) -> Architecture:
@@ -195,8 +196,10 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
 def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
     """Re-score a run's saved weights on the test set of its data set (or `data`)."""
     record, model = load_model(run)
+    from cnnlab.training.session import image_options
+
     config = record.config.replace(data=data)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, image_options(config))
     check_input(model.arch, image_shape(dataset), config.data)
     outputs = model.info.output_shape[0]
     if dataset.num_classes > outputs:
@@ -222,6 +225,8 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     """Classify image files with a trained run's network."""
     record, model = load_model(run)
     names = record.meta["environment"].get("class_names") or []
+    if record.meta["environment"].get("data_info"):  # trained on an image set
+        return _predict_images(record, model, names, images)
     height, width, channels = model.arch.input_shape
     if height != width or channels != 1:
         raise RunError(
@@ -238,6 +243,32 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
         name = names[label] if label < len(names) else str(label)
         out.append(
             Prediction(str(path), label, name, float(p[label]), tuple(p.tolist()))
+        )
+    return out
+
+
+def _predict_images(
+    record: RunRecord, model: Network, names: list, images: Sequence[str | Path]
+) -> list[Prediction]:
+    """Predict for a run trained on an image folder, .npz or CIFAR files: each
+    image converted to the net's (H, W, C) by the rules of `data.folders`."""
+    import numpy as np
+
+    from cnnlab.data.folders import image_for_net
+    from cnnlab.training.loop import as_input
+
+    shape = model.arch.input_shape
+    loaded = [image_for_net(Path(p), shape) for p in images]
+    batch = as_input(torch.from_numpy(np.stack([pixels for pixels, _ in loaded])))
+    probs = class_probabilities(model, batch, record.config.test_augment)
+    out = []
+    for path, (_, note), p in zip(images, loaded, probs, strict=True):
+        label = int(p.argmax())
+        name = names[label] if label < len(names) else str(label)
+        out.append(
+            Prediction(
+                str(path), label, name, float(p[label]), tuple(p.tolist()), note
+            )
         )
     return out
 

@@ -803,7 +803,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     for p in api.predict(args.run, args.images):
-        print(shown(f"{p.path}: {p.name} ({100 * p.probability:.1f}%)"))
+        note = f" [{p.converted}]" if p.converted else ""
+        print(shown(f"{p.path}: {p.name} ({100 * p.probability:.1f}%){note}"))
     return 0
 
 

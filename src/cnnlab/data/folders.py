@@ -482,3 +482,24 @@ def stratified_pick(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
             take = 0
         mask[rng.permutation(members)[:take]] = True
     return mask
+
+
+def image_for_net(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """One image file as a uint8 (H, W) or (H, W, C) array of the net's `shape`,
+    converted by the rules above, and a note saying what was converted ("" when
+    nothing was): what `cnnlab predict` does for a run trained on an image set."""
+    height, width, channels = shape
+    color = "rgb" if channels == 3 else "grayscale"
+    item = decode(Path(path), ImageOptions(image_size=(height, width), color=color))
+    if item.pixels is None:
+        raise DataError(
+            f"{path}: cannot read the image ({item.error}); give a PNG, JPEG, BMP, "
+            "GIF, WebP or TIFF file"
+        )
+    stored = describe(item.size, item.mode, None)
+    wanted = f"{width}x{height} {'RGB' if channels == 3 else 'L'}"
+    if stored == wanted:
+        return item.pixels, ""
+    resized = item.size != (height, width)
+    how = f" ({RESIZE_FILTER} filter)" if resized else ""
+    return item.pixels, f"converted {stored} to {wanted}{how}"
