@@ -328,3 +328,34 @@ def test_a_small_net_learns_a_colour_folder_well_above_chance(tmp_path: Path) ->
     result = run_cli("evaluate", out)
     assert result.code == 0, result.err
     assert f"{meta['test']['acc']:.4f}" in result.out
+
+
+def test_data_command_prints_counts_imbalance_stats_and_writes_a_grid(
+    tmp_path: Path,
+) -> None:
+    root = colour_folder(tmp_path / "d", (6, 2))
+    for i in range(6):  # red: 12 training images, twice the others
+        colour_image(COLOURS["red"], 100 + i).save(root / "train" / "red" / f"x{i}.png")
+    (root / "train" / "blue" / "readme.txt").write_text("not an image")
+    grid = tmp_path / "grid.png"
+    result = run_cli("data", root, "--grid", grid)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == f"Data: {root} (folder)"
+    assert lines[1] == "Images: 32x32 RGB; train 24, test 6"
+    assert lines[2] == "Classes: 3"
+    assert lines[3].split() == ["class", "train", "test"]
+    assert lines[6].split() == ["red", "12", "2"]
+    assert "train: imbalanced - red has 12 images, blue has 6" in lines
+    assert "Ignored: 1 not an image file(s)" in lines
+    stats = next(line for line in lines if line.startswith("Pixels"))
+    assert stats.startswith("Pixels (training images, 0-1): mean ± std R 0.")
+    assert lines[-1] == f"Sample grid: {grid}"
+    with Image.open(grid) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 150
+        # the red row is red: colour reaches the grid
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+        assert ((pixels[:, 0] > 150) & (pixels[:, 1] < 90)).sum() > 1000
+    none = run_cli("data", root, "--no-grid", cwd=tmp_path)
+    assert none.code == 0 and "Sample grid" not in none.out
+    assert not (tmp_path / "data-samples.png").exists()

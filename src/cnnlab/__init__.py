@@ -4,6 +4,7 @@ from cnnlab._version import __version__ as __version__
 from cnnlab.api import (
     Prediction,
     RunResult,
+    describe_data,
     evaluate_run,
     export_run,
     export_study,
@@ -64,6 +65,7 @@ __all__ = [
     "StudyReport",
     "TrainConfig",
     "build_model",
+    "describe_data",
     "evaluate_run",
     "export_run",
     "export_study",

@@ -193,6 +193,25 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
     return record, model.eval()
 
 
+def describe_data(
+    data: str | Path,
+    grid: str | Path | None = None,
+    config: TrainConfig | None = None,
+) -> Any:
+    """What a data set holds (classes, images per class per split, size, mode,
+    pixel statistics) as a `DataSummary`; with `grid`, also a PNG of sample images
+    per class there. Image folders are read by `config`'s image settings."""
+    from cnnlab.data.show import sample_grid, summarize
+    from cnnlab.training.session import image_options
+
+    config = config or TrainConfig()
+    dataset = load_dataset(str(data), image_options(config))
+    summary = summarize(dataset)
+    if grid is not None:
+        summary.grid = sample_grid(dataset, Path(grid))
+    return summary
+
+
 def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
     """Re-score a run's saved weights on the test set of its data set (or `data`)."""
     record, model = load_model(run)

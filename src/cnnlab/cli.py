@@ -382,6 +382,28 @@ def build_parser() -> Parser:
         "--data", help="score on another data set (mnist, fashion-mnist, folder)"
     )
 
+    p = add_command(
+        "data",
+        help="show what a data set holds and write a grid of sample images",
+        description="Read a data set as training would (checking every image) and "
+        "print its classes, images per class per split, size, colour mode and pixel "
+        "statistics; write a PNG grid of sample images per class.",
+    )
+    p.add_argument(
+        "data", metavar="DATA", help="mnist, fashion-mnist, a folder or an .npz"
+    )
+    p.add_argument(
+        "--grid",
+        type=Path,
+        default=Path("data-samples.png"),
+        help="where to write the sample grid (default data-samples.png)",
+    )
+    p.add_argument("--no-grid", action="store_true", help="write no sample grid")
+    p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--color", choices=COLORS)
+    p.add_argument("--skip-bad-images", action="store_true", default=None)
+    p.add_argument("--test-fraction", type=float)
+
     p = add_command("predict", help="classify image files with a trained run")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder")
     p.add_argument(
@@ -801,6 +823,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    config = TrainConfig().replace(
+        image_size=args.image_size,
+        color=args.color,
+        skip_bad_images=args.skip_bad_images,
+        test_fraction=args.test_fraction,
+    )
+    grid = None if args.no_grid else args.grid
+    for line in api.describe_data(args.data, grid, config).lines():
+        print(shown(line))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     for p in api.predict(args.run, args.images):
         note = f" [{p.converted}]" if p.converted else ""
@@ -922,6 +957,7 @@ COMMANDS = {
     "report": cmd_report,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "data": cmd_data,
     "export": cmd_export,
     "import": cmd_import,
     "export-study": cmd_export_study,
@@ -932,6 +968,7 @@ COMMANDS = {
 _AFTER_INTERRUPT = {
     "evaluate": "evaluate writes nothing; the run folder is unchanged",
     "predict": "predict writes nothing; the run folder is unchanged",
+    "data": "the sample grid is written whole or not at all",
     "report": "each report file is written whole or not at all. Rebuild the "
     "report by running the same command again",
     "export": "the export is written whole or not at all. Run the same command again",
