@@ -1302,78 +1302,166 @@ def _npz(**arrays: object) -> Setup:
 _X = np.zeros((4, 8, 8, 3), dtype=np.uint8)
 NPZ = ["train", "conv5-tiny", "--data", "set.npz", "--out", "OUT", "--epochs", "1"]
 IMAGE_CASES = [
-    case("images-mixed-sizes", "Data", args=IMAGES,
-         setup=_image_folder(_save("train/cat/big.png", (40, 30))),
-         example="one 40x30 image among 32x32 ones",
-         phrases=["imgs: the images differ in size or colour mode (32x32 RGB: 6, "
-                  "40x30 RGB: 1", "train/cat/big.png (40x30 RGB)",
-                  "Set image_size: [32, 32] (--image-size 32 32; resized with the "
-                  "bilinear filter)"]),
-    case("images-mixed-modes", "Data", args=IMAGES,
-         setup=_image_folder(_save("test/dog/grey.png", (32, 32), "L")),
-         example="one greyscale PNG among RGB ones",
-         phrases=["32x32 L: 1", "test/dog/grey.png (32x32 L)", "Set color: rgb or "
-                  "color: grayscale"]),
-    case("images-truncated", "Data", args=IMAGES, setup=_image_folder(_cut_png),
-         example="a PNG cut off after 60 bytes",
-         phrases=["imgs/train/dog/1.png: cannot read the image (",
-                  "set skip_bad_images: true (--skip-bad-images)"]),
-    case("images-empty-class", "Data", args=IMAGES,
-         setup=_image_folder(lambda r: (r / "train" / "owl").mkdir()),
-         example="an empty class folder train/owl",
-         phrases=["imgs/train/owl: the class folder holds no image files"]),
-    case("images-class-only-in-test", "Data", args=IMAGES,
-         setup=_image_folder(lambda r: (
-             (r / "test" / "owl").mkdir(), _save("test/owl/0.png", (32, 32))(r))),
-         example="test/owl with no train/owl",
-         phrases=["imgs/test: class folder(s) owl are not in imgs/train"]),
-    case("images-class-missing-in-test", "Data", args=IMAGES,
-         setup=_image_folder(lambda r: shutil.rmtree(r / "test" / "cat")),
-         example="train/cat with no test/cat",
-         phrases=["imgs/test: lacks the class folder(s) cat found in imgs/train"]),
-    case("images-no-test-folder", "Data", args=IMAGES,
-         setup=_image_folder(lambda r: shutil.rmtree(r / "test")),
-         example="train/ but no test/",
-         phrases=["imgs: has a train/ folder but no test/ folder"]),
-    case("images-one-class", "Data", args=IMAGES,
-         setup=lambda space: (
-             (space.cwd / "imgs" / "cat").mkdir(parents=True),
-             _save("imgs/cat/0.png", (32, 32))(space.cwd)),
-         example="one class folder only",
-         phrases=["imgs: holds one class folder only (cat)", "at least 2 classes"]),
-    case("images-symlink-loop", "Data", args=IMAGES,
-         setup=_image_folder(lambda r: os.symlink("..", r / "train" / "cat" / "up")),
-         example="train/cat/up -> .. (a link back into its parent)",
-         phrases=["a symbolic link loop", "remove the link"]),
-    case("images-input-shape-differs", "Data",
-         args=["train", "net.yaml", "--data", "imgs", "--out", "OUT"],
-         files=net(FLAT, OUT10, input_shape=[28, 28, 1]), setup=_image_folder(),
-         example="`input_shape: [28, 28, 1]` on 32x32 RGB images",
-         phrases=["net.yaml: input_shape is [28, 28, 1], but the images of imgs are "
-                  "32x32 with 3 channels", "Set input_shape: [32, 32, 3]"]),
-    case("npz-missing-array", "Data", args=NPZ, setup=_npz(x_train=_X),
-         example="an .npz holding x_train only",
-         phrases=["set.npz: lacks the array(s) y_train, x_test, y_test"]),
-    case("npz-pickled", "Data", args=NPZ,
-         setup=_npz(x_train=np.array([None], dtype=object), y_train=[0], x_test=_X,
-                    y_test=[0, 1, 0, 1]),
-         example="an .npz whose x_train is an object (pickled) array",
-         phrases=["set.npz: cannot read the archive without unpickling"]),
-    case("npz-float-images", "Data", args=NPZ,
-         setup=_npz(x_train=_X.astype(np.float32), y_train=[0, 1, 0, 1], x_test=_X,
-                    y_test=[0, 1, 0, 1]),
-         example="float32 images in an .npz",
-         phrases=["set.npz: x_train must be uint8 images of shape (N, H, W) or "
-                  "(N, H, W, C)", "Received: float32 of shape (4, 8, 8, 3)"]),
-    case("cifar-truncated", "Data",
-         args=["train", "conv5-tiny", "--data", "cifar", "--out", "OUT"],
-         setup=lambda space: [
-             space.write(f"cifar/{name}", bytes(3073 * 2 - (name[0] == "t")))
-             for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)),
-                          "test_batch.bin"]],
-         example="a CIFAR-10 test_batch.bin one byte short",
-         phrases=["cifar/test_batch.bin: 6,145 bytes is not a whole number of "
-                  "3073-byte CIFAR records"]),
+    case(
+        "images-mixed-sizes",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_save("train/cat/big.png", (40, 30))),
+        example="one 40x30 image among 32x32 ones",
+        phrases=[
+            "imgs: the images differ in size or colour mode (32x32 RGB: 6, "
+            "40x30 RGB: 1",
+            "train/cat/big.png (40x30 RGB)",
+            "Set image_size: [32, 32] (--image-size 32 32; resized with the "
+            "bilinear filter)",
+        ],
+    ),
+    case(
+        "images-mixed-modes",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_save("test/dog/grey.png", (32, 32), "L")),
+        example="one greyscale PNG among RGB ones",
+        phrases=[
+            "32x32 L: 1",
+            "test/dog/grey.png (32x32 L)",
+            "Set color: rgb or color: grayscale",
+        ],
+    ),
+    case(
+        "images-truncated",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_cut_png),
+        example="a PNG cut off after 60 bytes",
+        phrases=[
+            "imgs/train/dog/1.png: cannot read the image (",
+            "set skip_bad_images: true (--skip-bad-images)",
+        ],
+    ),
+    case(
+        "images-empty-class",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: (r / "train" / "owl").mkdir()),
+        example="an empty class folder train/owl",
+        phrases=["imgs/train/owl: the class folder holds no image files"],
+    ),
+    case(
+        "images-class-only-in-test",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(
+            lambda r: (
+                (r / "test" / "owl").mkdir(),
+                _save("test/owl/0.png", (32, 32))(r),
+            )
+        ),
+        example="test/owl with no train/owl",
+        phrases=["imgs/test: class folder(s) owl are not in imgs/train"],
+    ),
+    case(
+        "images-class-missing-in-test",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: shutil.rmtree(r / "test" / "cat")),
+        example="train/cat with no test/cat",
+        phrases=["imgs/test: lacks the class folder(s) cat found in imgs/train"],
+    ),
+    case(
+        "images-no-test-folder",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: shutil.rmtree(r / "test")),
+        example="train/ but no test/",
+        phrases=["imgs: has a train/ folder but no test/ folder"],
+    ),
+    case(
+        "images-one-class",
+        "Data",
+        args=IMAGES,
+        setup=lambda space: (
+            (space.cwd / "imgs" / "cat").mkdir(parents=True),
+            _save("imgs/cat/0.png", (32, 32))(space.cwd),
+        ),
+        example="one class folder only",
+        phrases=["imgs: holds one class folder only (cat)", "at least 2 classes"],
+    ),
+    case(
+        "images-symlink-loop",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: os.symlink("..", r / "train" / "cat" / "up")),
+        example="train/cat/up -> .. (a link back into its parent)",
+        phrases=["a symbolic link loop", "remove the link"],
+    ),
+    case(
+        "images-input-shape-differs",
+        "Data",
+        args=["train", "net.yaml", "--data", "imgs", "--out", "OUT"],
+        files=net(FLAT, OUT10, input_shape=[28, 28, 1]),
+        setup=_image_folder(),
+        example="`input_shape: [28, 28, 1]` on 32x32 RGB images",
+        phrases=[
+            "net.yaml: input_shape is [28, 28, 1], but the images of imgs are "
+            "32x32 with 3 channels",
+            "Set input_shape: [32, 32, 3]",
+        ],
+    ),
+    case(
+        "npz-missing-array",
+        "Data",
+        args=NPZ,
+        setup=_npz(x_train=_X),
+        example="an .npz holding x_train only",
+        phrases=["set.npz: lacks the array(s) y_train, x_test, y_test"],
+    ),
+    case(
+        "npz-pickled",
+        "Data",
+        args=NPZ,
+        setup=_npz(
+            x_train=np.array([None], dtype=object),
+            y_train=[0],
+            x_test=_X,
+            y_test=[0, 1, 0, 1],
+        ),
+        example="an .npz whose x_train is an object (pickled) array",
+        phrases=["set.npz: cannot read the archive without unpickling"],
+    ),
+    case(
+        "npz-float-images",
+        "Data",
+        args=NPZ,
+        setup=_npz(
+            x_train=_X.astype(np.float32),
+            y_train=[0, 1, 0, 1],
+            x_test=_X,
+            y_test=[0, 1, 0, 1],
+        ),
+        example="float32 images in an .npz",
+        phrases=[
+            "set.npz: x_train must be uint8 images of shape (N, H, W) or (N, H, W, C)",
+            "Received: float32 of shape (4, 8, 8, 3)",
+        ],
+    ),
+    case(
+        "cifar-truncated",
+        "Data",
+        args=["train", "conv5-tiny", "--data", "cifar", "--out", "OUT"],
+        setup=lambda space: [
+            space.write(f"cifar/{name}", bytes(3073 * 2 - (name[0] == "t")))
+            for name in [
+                *(f"data_batch_{i}.bin" for i in range(1, 6)),
+                "test_batch.bin",
+            ]
+        ],
+        example="a CIFAR-10 test_batch.bin one byte short",
+        phrases=[
+            "cifar/test_batch.bin: 6,145 bytes is not a whole number of "
+            "3073-byte CIFAR records"
+        ],
+    ),
 ]
 MATRIX += IMAGE_CASES
 

@@ -359,3 +359,27 @@ def test_data_command_prints_counts_imbalance_stats_and_writes_a_grid(
     none = run_cli("data", root, "--no-grid", cwd=tmp_path)
     assert none.code == 0 and "Sample grid" not in none.out
     assert not (tmp_path / "data-samples.png").exists()
+
+
+def test_flip_and_crop_work_on_colour_batches() -> None:
+    from cnnlab.data.augment import augment_batch, epoch_generator
+
+    images = torch.arange(64 * 8 * 8 * 3, dtype=torch.int64) % 251 + 1
+    images = images.to(torch.uint8).reshape(64, 8, 8, 3)
+    flipped = augment_batch(images, "flip", epoch_generator(0, 1), 2)
+    mirrored = [torch.equal(f, i.flip(1)) for f, i in zip(flipped, images, strict=True)]
+    unchanged = [torch.equal(f, i) for f, i in zip(flipped, images, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert 10 < sum(mirrored) < 54  # about half
+    cropped = augment_batch(images, "crop", epoch_generator(0, 1), 2)
+    assert cropped.shape == images.shape
+    # a crop moves by at most 4 pixels and fills zeros: pixel values are kept
+    for c, i in zip(cropped, images, strict=True):
+        kept = c[c != 0]
+        assert set(kept.tolist()) <= set(i.flatten().tolist())
+    assert (cropped == 0).any()  # some image moved
+    first = augment_batch(images, "crop+flip", epoch_generator(0, 1), 2)
+    second = augment_batch(images, "crop+flip", epoch_generator(0, 1), 2)
+    assert torch.equal(first, second)  # a function of (seed, epoch)
+    with pytest.raises(CnnlabError, match="test_augment must be one of none, shift"):
+        TrainConfig(test_augment="flip")

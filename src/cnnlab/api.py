@@ -285,9 +285,7 @@ def _predict_images(
         label = int(p.argmax())
         name = names[label] if label < len(names) else str(label)
         out.append(
-            Prediction(
-                str(path), label, name, float(p[label]), tuple(p.tolist()), note
-            )
+            Prediction(str(path), label, name, float(p[label]), tuple(p.tolist()), note)
         )
     return out
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from rich.markup import escape
 
 from cnnlab import api
-from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT
+from cnnlab.data.augment import AUGMENTS, SHIFT_LIMIT, TEST_AUGMENTS
 from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.presets import load_preset, preset_names, recipe_names
@@ -148,8 +148,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--augment",
         choices=AUGMENTS,
-        help=f"shift: random translations of up to --max-shift pixels "
-        f"(default {d.augment})",
+        help=f"shift: random translations of up to --max-shift pixels; flip: "
+        f"mirror half the images left-right; crop: pad 4 and crop back at random; "
+        f"crop+flip (default {d.augment})",
     )
     g.add_argument(
         "--max-shift",
@@ -164,7 +165,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--test-augment",
-        choices=AUGMENTS,
+        choices=TEST_AUGMENTS,
         help="shift: score every image (validation, test, predict) as the mean "
         "class probabilities of itself and its four 1-pixel moves; 5x the "
         f"scoring work (default {d.test_augment}; the fast recipe uses shift)",

@@ -19,7 +19,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "shift")
+# shift: random translations; flip: horizontal mirror of half the images; crop: pad
+# by CROP_PAD and crop back at a random place; crop+flip: both. Never on by default.
+AUGMENTS = ("none", "shift", "flip", "crop", "crop+flip")
+TEST_AUGMENTS = ("none", "shift")  # test_augment: the views scored at test time
+# Pad 4 and crop 32x32 back: the standard CIFAR-10 augmentation (He et al., "Deep
+# Residual Learning for Image Recognition", 2016, section 4.2). A zero-padded crop
+# is a translation by -4..4 pixels with zeros filled in, so it is `random_shift`.
+CROP_PAD = 4
 # Default largest translation in pixels (TrainConfig.max_shift). MNIST digits sit in
 # a 20x20 box centred by mass in the 28x28 frame (LeCun et al., the MNIST page), so
 # 2 px keeps every digit inside.
@@ -56,6 +63,30 @@ def random_shift(
     cols = torch.arange(width, device=images.device) + offsets[1][:, None]
     batch = torch.arange(n, device=images.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) images, each mirrored left-right with probability
+    1/2 (drawn on the CPU from `generator`)."""
+    if len(images) == 0:
+        return images
+    flips = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    return torch.where(
+        flips.view(-1, *[1] * (images.dim() - 1)), images.flip(2), images
+    )
+
+
+def augment_batch(
+    images: torch.Tensor, augment: str, generator: torch.Generator, max_shift: int
+) -> torch.Tensor:
+    """A training batch of uint8 images under `augment` (one of AUGMENTS)."""
+    if augment == "shift":
+        return random_shift(images, generator, max_shift)
+    if "crop" in augment:
+        images = random_shift(images, generator, CROP_PAD)
+    if "flip" in augment:
+        images = random_flip(images, generator)
+    return images
 
 
 def shifted_views(images: torch.Tensor) -> list[torch.Tensor]:

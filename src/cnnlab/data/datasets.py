@@ -465,7 +465,7 @@ _load_folder = functools.lru_cache(maxsize=2)(_build_once)
 
 
 def array_kind(name: str) -> str | None:
-    """"npz", "cifar" or "folder" when `name` is such a source, else None (a named
+    """ "npz", "cifar" or "folder" when `name` is such a source, else None (a named
     set or an IDX folder, which `_resolve_source` handles)."""
     if name in ("mnist", "fashion-mnist"):
         return None

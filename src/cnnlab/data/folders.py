@@ -69,7 +69,9 @@ class FolderScan:
     root: Path
     layout: str  # "splits" (train/test[/val] folders) or "classes"
     class_names: tuple[str, ...]
-    files: dict[str, list[tuple[Path, int]]]  # split ("all": unsplit) -> [(path, label)]
+    files: dict[
+        str, list[tuple[Path, int]]
+    ]  # split ("all": unsplit) -> [(path, label)]
     ignored: Counter = field(default_factory=Counter)  # "hidden", "not an image"
 
     def all_files(self) -> list[tuple[str, Path, int]]:
@@ -459,7 +461,9 @@ def _stack(
     if scan.layout == "classes":
         x, y = arrays.pop("x_all"), arrays.pop("y_all")
         test = stratified_pick(y, options.test_fraction, options.split_seed)
-        arrays.update(x_train=x[~test], y_train=y[~test], x_test=x[test], y_test=y[test])
+        arrays.update(
+            x_train=x[~test], y_train=y[~test], x_test=x[test], y_test=y[test]
+        )
     for split in ("train", "test"):
         if f"x_{split}" not in arrays:
             raise DataError(

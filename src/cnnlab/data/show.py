@@ -80,7 +80,8 @@ class DataSummary:
         ignored = self.info.get("ignored_files")
         if ignored:
             out.append(
-                "Ignored: " + ", ".join(f"{v:,} {k} file(s)" for k, v in ignored.items())
+                "Ignored: "
+                + ", ".join(f"{v:,} {k} file(s)" for k, v in ignored.items())
             )
         if self.info.get("skipped_bad_images"):
             out.append(f"Skipped unreadable: {self.info['skipped_bad_images']:,}")

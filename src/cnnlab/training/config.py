@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
+from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT, TEST_AUGMENTS
 from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
@@ -62,7 +62,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads; None: PyTorch's default (all cores)
     # Additions for recipes such as `fast`; the defaults are the notebook's protocol.
     schedule: str = "constant"  # constant | onecycle (training.schedule), per step
-    augment: str = "none"  # none | shift: random translations (data.augment)
+    augment: str = "none"  # none | shift | flip | crop | crop+flip (data.augment)
     label_smoothing: float = 0.0  # PyTorch's cross_entropy label_smoothing, [0, 1)
     max_shift: int = MAX_SHIFT  # augment=shift: largest move in pixels, 1 to 16
     # none | shift: score each image (validation, test, predict) as the mean class
@@ -87,7 +87,7 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("augment", self.augment, AUGMENTS)
-        _check_choice("test_augment", self.test_augment, AUGMENTS)
+        _check_choice("test_augment", self.test_augment, TEST_AUGMENTS)
         smoothing = self.label_smoothing
         if not (is_number(smoothing) and 0 <= smoothing < 1):
             raise CnnlabError(

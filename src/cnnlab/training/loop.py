@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from cnnlab.data.augment import (
     MAX_SHIFT,
+    augment_batch,
     epoch_generator,
-    random_shift,
     shifted_views,
 )
 from cnnlab.data.datasets import Split, channels_first
@@ -252,6 +252,7 @@ class EpochPlan:
     shift: torch.Generator | None = None  # random_shift's generator; None: no shift
     label_smoothing: float = 0.0
     max_shift: int = MAX_SHIFT  # pixels, for `shift`
+    augment: str = "shift"  # what `shift`'s generator drives (data.augment.AUGMENTS)
 
     def start_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self.lr_at is not None:
@@ -262,7 +263,7 @@ class EpochPlan:
     def images(self, xb: torch.Tensor) -> torch.Tensor:
         if self.shift is None:
             return xb
-        return random_shift(xb, self.shift, self.max_shift)
+        return augment_batch(xb, self.augment, self.shift, self.max_shift)
 
 
 def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
@@ -280,9 +281,10 @@ def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
             return learning_rate(config.schedule, before + step - 1, total, peak)
 
     shift = None
-    if config.augment == "shift":
+    if config.augment != "none":
         shift = epoch_generator(config.seed, epoch)
-    return EpochPlan(lr_at, shift, config.label_smoothing, config.max_shift)
+    kind = {} if shift is None else {"augment": config.augment}
+    return EpochPlan(lr_at, shift, config.label_smoothing, config.max_shift, **kind)
 
 
 def train_epoch(
