@@ -383,3 +383,25 @@ def test_flip_and_crop_work_on_colour_batches() -> None:
     assert torch.equal(first, second)  # a function of (seed, epoch)
     with pytest.raises(CnnlabError, match="test_augment must be one of none, shift"):
         TrainConfig(test_augment="flip")
+
+
+@pytest.mark.slow
+def test_a_study_on_a_colour_folder_reports_in_colour(tmp_path: Path) -> None:
+    colour_folder(tmp_path / "colour", (8, 4))
+    (tmp_path / "study.yaml").write_text(
+        "name: colours\ndata: colour\n"
+        "train: {epochs: 1, batch_size: 8, validation: test}\n"
+        "architectures:\n  - conv5-tiny\n"
+        "  - {label: small, spec: {layers: [{Conv2D: {filters: 4, kernel_size: 3}},"
+        " Flatten, {Dense: {units: 3, activation: softmax}}]}}\n"
+    )
+    result = run_cli("study", "study.yaml", "--out", "ST", cwd=tmp_path)
+    assert result.code == 0, result.err
+    figures = tmp_path / "ST" / "colours" / "report" / "figures"
+    assert (figures / "confusion-small.png").is_file()
+    galleries = sorted(figures.glob("mistakes-*.png"))
+    assert galleries  # conv5-tiny does not learn three colours in one epoch
+    with Image.open(galleries[0]) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    saturated = (pixels.max(axis=1) - pixels.min(axis=1)) > 100
+    assert saturated.sum() > 1000  # colour images, not grey

@@ -47,11 +47,15 @@ class TrialOutcome:
 def check_study(study: Study) -> None:
     """What can fail on input, checked before a file is written: every net must
     score its data's classes."""
+    from cnnlab.nn.adapt import adapt_to_data
+    from cnnlab.training.session import image_options
+
     for data in sorted({a.config.data for a in study.archs}):
-        classes = load_dataset(data).num_classes
         for a in study.archs:
             if a.config.data == data:
-                infer(a.arch, classes)
+                dataset = load_dataset(data, image_options(a.config))
+                classes = dataset.num_classes
+                infer(adapt_to_data(a.arch, dataset.image_shape, classes), classes)
 
 
 def trial_fields(
