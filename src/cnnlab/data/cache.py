@@ -39,13 +39,12 @@ def images_folder() -> Path:
     return cache_root() / "images"
 
 
-def file_key(root: Path, files: list[Path], settings: str) -> str:
-    """The cache key of `files` under `root` decoded with `settings`."""
+def file_key(root: Path, files: list[tuple[str, int, int]], settings: str) -> str:
+    """The cache key of `files` ((name relative to root, size, mtime_ns)) under
+    `root` decoded with `settings`."""
     digest = hashlib.sha256(f"{FORMAT}|{root.resolve()}|{settings}".encode())
-    for path in files:
-        info = path.stat()
-        rel = os.path.relpath(path, root)
-        digest.update(f"\n{rel}|{info.st_size}|{info.st_mtime_ns}".encode())
+    text = "\n".join(f"{rel}|{size}|{mtime}" for rel, size, mtime in files)
+    digest.update(text.encode())
     return digest.hexdigest()
 
 

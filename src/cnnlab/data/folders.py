@@ -162,7 +162,8 @@ def _class_files(folder: Path, ignored: Counter) -> dict[str, list[Path]]:
 
 def _walk(folder: Path, ignored: Counter) -> list[Path]:
     """Image files under folder, sorted; hidden and non-image files are counted in
-    `ignored`; a symbolic link that leads back into its own path is an error."""
+    `ignored`; a symbolic link that leads back into its own path is an error.
+    Each file's (size, mtime) is kept in `_STATS` for the cache key."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
 
@@ -177,13 +178,18 @@ def _walk(folder: Path, ignored: Counter) -> list[Path]:
         if ident in seen:
             return
         seen.add(ident)
-        for entry in sorted(path.iterdir()):
+        with os.scandir(path) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            child = path / entry.name
             if entry.name.startswith("."):
                 ignored["hidden"] += 1
             elif entry.is_dir():
-                visit(entry, (*chain, ident))
-            elif entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
-                found.append(entry)
+                visit(child, (*chain, ident))
+            elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                stat = entry.stat()
+                _STATS[child] = (stat.st_size, stat.st_mtime_ns)
+                found.append(child)
             else:
                 ignored["not an image"] += 1
 
@@ -195,6 +201,11 @@ def _walk(folder: Path, ignored: Counter) -> list[Path]:
             "check the folder's permissions and links"
         ) from err
     return found
+
+
+# (size, mtime_ns) of each image file found by the last scans: read with the
+# listing (one stat a file), used by the cache key and cleared by `load_folder`.
+_STATS: dict[Path, tuple[int, int]] = {}
 
 
 # ---------------------------------------------------------------------------
@@ -390,10 +401,14 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     {x_train, y_train, [x_val, y_val,] x_test, y_test, class_names, info}."""
     from cnnlab.data import cache
 
+    _STATS.clear()
     scan = scan_folder(root)
     entries = scan.all_files()
     paths = [p for _, p, _ in entries]
-    key = cache.file_key(root, paths, options.key())
+    prefix = len(str(root)) + 1
+    listed = [(str(p)[prefix:], *_STATS[p]) for p in paths]
+    _STATS.clear()
+    key = cache.file_key(root, listed, options.key())
     cached = cache.load(key)
     if cached is not None:
         cached["info"]["cached"] = True
