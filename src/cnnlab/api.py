@@ -193,6 +193,15 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
     return record, model.eval()
 
 
+def get_data(name: str, progress: Any = None) -> Path:
+    """Download data set `name` (cifar10, cifar100, fashion-mnist, kmnist) into the
+    cache folder where `data=name` finds it, checking its pinned checksums;
+    `progress(file, bytes_done, bytes_total)` is called as it goes."""
+    from cnnlab.data.fetch import get
+
+    return get(name, progress)
+
+
 def describe_data(
     data: str | Path,
     grid: str | Path | None = None,

@@ -391,7 +391,15 @@ def build_parser() -> Parser:
         "statistics; write a PNG grid of sample images per class.",
     )
     p.add_argument(
-        "data", metavar="DATA", help="mnist, fashion-mnist, a folder or an .npz"
+        "data",
+        metavar="DATA",
+        help="mnist, fashion-mnist, a folder or an .npz; or `get` to download NAME",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="after `get`: cifar10, cifar100, fashion-mnist or kmnist",
     )
     p.add_argument(
         "--grid",
@@ -825,6 +833,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data == "get":
+        return _data_get(args.name)
+    if args.name is not None:
+        raise CnnlabError(
+            f"cnnlab data takes one data set, got {args.data!r} and {args.name!r}; "
+            "use `cnnlab data DATA`, or `cnnlab data get NAME` to download one"
+        )
     config = TrainConfig().replace(
         image_size=args.image_size,
         color=args.color,
@@ -834,6 +849,30 @@ def cmd_data(args: argparse.Namespace) -> int:
     grid = None if args.no_grid else args.grid
     for line in api.describe_data(args.data, grid, config).lines():
         print(shown(line))
+    return 0
+
+
+def _data_get(name: str | None) -> int:
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from cnnlab.data import fetch
+
+    if name is None:
+        raise CnnlabError(
+            f"cnnlab data get needs a NAME: one of {', '.join(fetch.SOURCES)}"
+        )
+    tasks: dict[str, Any] = {}
+    columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True) as bar:
+
+        def show(file: str, done: int, total: int | None) -> None:
+            if file not in tasks:
+                tasks[file] = bar.add_task(file, total=total)
+            bar.update(tasks[file], completed=done)
+
+        folder = api.get_data(name, show)
+    print(f"{name}: {folder}")
+    print(f"Train on it with --data {name} (or data: {name} in a study file)")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.data import fetch
 from cnnlab.data.archives import cifar_folder, load_cifar, load_npz
 from cnnlab.data.folders import IMAGE_SUFFIXES, ImageOptions, load_folder
 from cnnlab.errors import DataError
@@ -283,6 +284,15 @@ def _resolve_source(name: str) -> _Source:
         return _Source(
             name, _embedded_mnist_dir(), MNIST_CLASSES, True, "reinstall cnnlab"
         )
+    if name == "fashion-mnist" and fetch.local_folder(name) is not None:
+        if not FASHION_MNIST_DIR.is_dir():  # fetched by `cnnlab data get`
+            return _Source(
+                name,
+                data_home_folder(name),
+                FASHION_MNIST_CLASSES,
+                False,
+                "delete the folder and run `cnnlab data get fashion-mnist` again",
+            )
     if name == "fashion-mnist":
         if not FASHION_MNIST_DIR.is_dir():
             raise DataError(
@@ -306,6 +316,10 @@ def _resolve_source(name: str) -> _Source:
             "folders of images, or an .npz archive"
         )
     return _Source(name, folder, None, False, "restore the file or fix SHA256SUMS")
+
+
+def data_home_folder(name: str) -> Path:
+    return fetch.data_home() / name
 
 
 def _pick_file(folder: Path, stem: str, sums: dict[str, str]) -> Path | None:
@@ -467,7 +481,7 @@ _load_folder = functools.lru_cache(maxsize=2)(_build_once)
 def array_kind(name: str) -> str | None:
     """ "npz", "cifar" or "folder" when `name` is such a source, else None (a named
     set or an IDX folder, which `_resolve_source` handles)."""
-    if name in ("mnist", "fashion-mnist"):
+    if name in ("mnist", "fashion-mnist", *fetch.SOURCES):
         return None
     path = Path(name).expanduser()
     if path.is_file() and path.suffix.lower() == ".npz":
@@ -490,9 +504,12 @@ _ARRAY_MEMO: dict[tuple, Dataset] = {}
 _ARRAY_MEMO_SIZE = 2  # as the IDX caches above: a long session's memory stays bounded
 
 
-def _load_arrays(name: str, kind: str, options: ImageOptions) -> Dataset:
-    """A Dataset from an .npz, CIFAR batches or an image folder."""
-    path = Path(name).expanduser()
+def _load_arrays(
+    name: str, kind: str, options: ImageOptions, path: Path | None = None
+) -> Dataset:
+    """A Dataset from an .npz, CIFAR batches or an image folder (at `path`, else
+    the path `name` gives)."""
+    path = path or Path(name).expanduser()
     if kind == "cifar":
         path = cifar_folder(path) or path
     if kind == "folder":
@@ -547,6 +564,15 @@ def _dataset_from_arrays(name: str, path: Path, arrays: dict) -> Dataset:
 def load_dataset(name: str = "mnist", options: ImageOptions | None = None) -> Dataset:
     """Load 'mnist' (embedded), 'fashion-mnist' (Debian), an IDX folder, an .npz
     archive, CIFAR binary batches or a folder of images (read by `options`)."""
+    if name in ("cifar10", "cifar100", "kmnist"):  # `cnnlab data get NAME`
+        folder = fetch.local_folder(str(name))
+        if folder is None:
+            raise DataError(fetch.missing_message(str(name)))
+        if name == "kmnist":
+            fix = "delete the folder and run `cnnlab data get kmnist` again"
+            source = _Source("kmnist", folder, fetch.KMNIST_CLASSES, False, fix)
+            return _load_named(source, _fingerprint(folder))
+        return _load_arrays(str(name), "cifar", options or ImageOptions(), folder)
     kind = array_kind(str(name))
     if kind is not None:
         return _load_arrays(str(name), kind, options or ImageOptions())
