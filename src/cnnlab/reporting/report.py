@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import training_flops
 from cnnlab.reporting.analysis import (
@@ -487,10 +487,22 @@ def _diffs(
     ]
 
 
-def _class_names(group: list[TrialResult]) -> list[str]:
-    data = group[0].config.get("data", "mnist")
+def _dataset_of(config: dict) -> Dataset:
+    """The data set a trial trained on, read with its image settings (size,
+    colour, test split) when its config can still be read."""
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.session import image_options
+
     try:
-        return list(load_dataset(data).class_names)
+        options = image_options(TrainConfig.from_dict(config))
+    except (CnnlabError, TypeError):
+        options = None
+    return load_dataset(config.get("data", "mnist"), options)
+
+
+def _class_names(group: list[TrialResult]) -> list[str]:
+    try:
+        return list(_dataset_of(group[0].config).class_names)
     except CnnlabError:  # the data set has gone since the study ran
         classes = max((int(t.predictions["test"]["labels"].max()) for t in group
                        if "test" in t.predictions), default=9) + 1  # fmt: skip
@@ -501,10 +513,11 @@ def _error_figures(trials: list[TrialResult], folder: Path) -> tuple[dict, list[
     """Confusion matrices and galleries; a data set that cannot be loaded any more
     is named instead."""
     images, names, gone = {}, {}, []
-    for data in dict.fromkeys(t.config.get("data", "mnist") for t in trials
-                              if "test" in t.predictions):  # fmt: skip
+    configs = {t.config.get("data", "mnist"): t.config for t in trials
+               if "test" in t.predictions}  # fmt: skip
+    for data, config in configs.items():
         try:
-            dataset = load_dataset(data)
+            dataset = _dataset_of(config)
         except CnnlabError as err:
             gone.append(f"No error figures for data set {data}: {err}")
             continue
