@@ -405,3 +405,45 @@ def test_a_study_on_a_colour_folder_reports_in_colour(tmp_path: Path) -> None:
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     saturated = (pixels.max(axis=1) - pixels.min(axis=1)) > 100
     assert saturated.sum() > 1000  # colour images, not grey
+
+
+def test_every_format_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "formats"
+    image = colour_image((200, 30, 30), 5)
+    formats = {"png": {}, "bmp": {}, "webp": {"lossless": True}, "tif": {}}
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for suffix, extra in formats.items():
+                image.save(folder / f"x.{suffix}", **extra)
+            image.save(folder / "x.JPG", quality=95)
+            frames = [image, Image.new("RGB", (32, 32), (0, 0, 255))]
+            frames[0].save(folder / "x.gif", save_all=True, append_images=frames[1:])
+    ds = load_dataset(str(root))
+    assert len(ds.x_train) == 12 and ds.image_shape == (32, 32, 3)
+    exact = np.asarray(image)
+    by_name = sorted(["x.png", "x.bmp", "x.webp", "x.tif", "x.JPG", "x.gif"])
+    for i, name in enumerate(by_name):
+        pixels = ds.x_train[i].numpy().astype(int)
+        if name in ("x.png", "x.bmp", "x.webp", "x.tif"):  # lossless
+            assert np.array_equal(pixels, exact), name
+        else:  # JPEG and GIF's 256-colour palette: close, and the first frame
+            assert np.abs(pixels - exact).mean() < 30, name
+
+
+def test_a_set_larger_than_memory_is_refused_with_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cnnlab.util.machine as machine
+
+    root = colour_folder(tmp_path / "big", (4, 2))
+    # 18 images of 32x32x3 = 55,296 bytes; pretend 100 kB of memory is free
+    monkeypatch.setattr(machine, "available_memory", lambda device: 100_000)
+    with pytest.raises(DataError) as caught:
+        load_dataset(str(root))
+    assert str(caught.value) == (
+        f"{root}: 18 images of 32x32x3 need about 55.3 kB decoded, more than 50% of "
+        "the 100.0 kB of memory available; use a smaller image_size, fewer images, "
+        "or a machine with more memory"
+    )

@@ -440,6 +440,7 @@ def _check_memory(root: Path, paths: list[Path], options: ImageOptions) -> None:
     import torch
 
     from cnnlab.util.machine import available_memory
+    from cnnlab.util.units import format_bytes_si
 
     first = decode(paths[0], options) if paths else None
     if first is None or first.pixels is None:
@@ -449,10 +450,10 @@ def _check_memory(root: Path, paths: list[Path], options: ImageOptions) -> None:
     if free is not None and need > MEMORY_SHARE * free:
         shape = "x".join(str(v) for v in first.pixels.shape)
         raise DataError(
-            f"{root}: {len(paths):,} images of {shape} need about {need / 1e9:.1f} GB "
-            f"decoded, more than {MEMORY_SHARE:.0%} of the {free / 1e9:.1f} GB of "
-            "memory available; use a smaller image_size, fewer images, or a machine "
-            "with more memory"
+            f"{root}: {len(paths):,} images of {shape} need about "
+            f"{format_bytes_si(need)} decoded, more than {MEMORY_SHARE:.0%} of the "
+            f"{format_bytes_si(free)} of memory available; use a smaller image_size, "
+            "fewer images, or a machine with more memory"
         )
 
 
