@@ -1409,6 +1409,22 @@ IMAGE_CASES = [
         ],
     ),
     case(
+        "images-cross-study-shapes",
+        "Study files",
+        args=STUDY,
+        files=study(
+            "name: s\ndata: [mnist, imgs]\ntrain: {epochs: 1}\narchitectures:\n"
+            "  - {label: fixed, spec: {input_shape: [28, 28, 1], layers: [Flatten, "
+            "{Dense: {units: 10}}]}}\n"
+        ),
+        setup=_image_folder(),
+        example="a study of a 28x28x1 net on [mnist, a 32x32 RGB folder]",
+        phrases=[
+            "study.yaml: architectures[0].spec: input_shape is [28, 28, 1], but the "
+            "images of imgs are 32x32 with 3 channels"
+        ],
+    ),
+    case(
         "npz-missing-array",
         "Data",
         args=NPZ,
