@@ -52,10 +52,14 @@ def check_study(study: Study) -> None:
     from cnnlab.nn.shapes import check_input
     from cnnlab.training.session import image_options
 
+    loaded = {}
     for data in sorted({a.config.data for a in study.archs}):
         for a in study.archs:
             if a.config.data == data:
-                dataset = load_dataset(data, image_options(a.config))
+                options = image_options(a.config)
+                if (data, options) not in loaded:
+                    loaded[data, options] = load_dataset(data, options)
+                dataset = loaded[data, options]
                 classes = dataset.num_classes
                 arch = adapt_to_data(a.arch, dataset.image_shape, classes)
                 check_input(arch, dataset.image_shape, data_name(data))
