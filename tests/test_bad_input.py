@@ -880,16 +880,22 @@ MATRIX = [
          example="float32 images (IDX type 0x0D)",
          phrases=["idx/train-images-idx3-ubyte: expected uint8 images",
                   "IDX3 file of type 0x08"]),
-    case("data-more-classes-than-net", "Data", args=DATA,
+    case("data-more-classes-than-net", "Data",
+         args=["net.yaml" if a == "conv5-tiny" else a for a in DATA],
+         files=net(FLAT, OUT10),
          setup=broken_idx(lambda f: write_idx(f / "train-labels-idx1-ubyte",
                                               np.arange(300) % 12)),
-         example="labels 0..11 for a 10-class preset",
-         phrases=["preset conv5-tiny: layers[9] (Dense): the network's output has "
+         example="labels 0..11 for a net ending in 10 units (a preset follows the "
+                 "data's class count)",
+         phrases=["net.yaml: layers[1] (Dense): the network's output has "
                   "shape (10,), but the data set has 12 classes", "units: 12"]),
-    case("data-images-not-28x28", "Data", args=DATA,
+    case("data-images-not-28x28", "Data",
+         args=["net.yaml" if a == "conv5-tiny" else a for a in DATA],
+         files=net(FLAT, OUT10, input_shape=[28, 28, 1]),
          setup=broken_idx(_images_32),
-         example="32x32 images for a 28x28 preset",
-         phrases=["preset conv5-tiny: input_shape is [28, 28, 1], but the images of "
+         example="32x32 images for a net stating input_shape [28, 28, 1] (a preset "
+                 "takes the data's shape)",
+         phrases=["net.yaml: input_shape is [28, 28, 1], but the images of "
                   "idx are 32x32", "Set input_shape: [32, 32, 1]"]),
     case("data-evaluate-more-classes", "Data",
          args=["evaluate", "RUN", "--data", "idx"],
@@ -1384,6 +1390,228 @@ MATRIX += [
          phrases=["ST/cnnlab.sqlite: not a cnnlab store: its table 'trials' lacks",
                   "Point --out at another folder"]),
 ]  # fmt: skip
+
+
+# ---------------------------------------------- image folders, .npz, CIFAR
+
+IMAGES = ["train", "conv5-tiny", "--data", "imgs", "--out", "OUT", "--epochs", "1"]
+
+
+def _image_folder(change: Callable[[Path], object] | None = None) -> Setup:
+    """A setup: ./imgs/{train,test}/{cat,dog}/*.png (2 and 1 32x32 RGB images a
+    class), then `change(folder)`."""
+
+    def setup(space: Workspace) -> None:
+        root = space.cwd / "imgs"
+        for split, count in (("train", 2), ("test", 1)):
+            for shade, name in ((40, "cat"), (200, "dog")):
+                (root / split / name).mkdir(parents=True)
+                for i in range(count):
+                    image = Image.new("RGB", (32, 32), (shade, i, 0))
+                    image.save(root / split / name / f"{i}.png")
+        if change is not None:
+            change(root)
+
+    return setup
+
+
+def _save(name: str, size: tuple[int, int], mode: str = "RGB") -> Callable:
+    return lambda root: Image.new(mode, size).save(root / name)
+
+
+def _cut_png(root: Path) -> None:
+    path = root / "train" / "dog" / "1.png"
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def _npz(**arrays: object) -> Setup:
+    def setup(space: Workspace) -> None:
+        np.savez(space.cwd / "set.npz", **arrays)  # type: ignore[arg-type]
+
+    return setup
+
+
+_X = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+NPZ = ["train", "conv5-tiny", "--data", "set.npz", "--out", "OUT", "--epochs", "1"]
+IMAGE_CASES = [
+    case(
+        "images-mixed-sizes",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_save("train/cat/big.png", (40, 30))),
+        example="one 40x30 image among 32x32 ones",
+        phrases=[
+            "imgs: the images differ in size or colour mode (32x32 RGB: 6, "
+            "40x30 RGB: 1",
+            "train/cat/big.png (40x30 RGB)",
+            "Set image_size: [32, 32] (--image-size 32 32; resized with the "
+            "bilinear filter)",
+        ],
+    ),
+    case(
+        "images-mixed-modes",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_save("test/dog/grey.png", (32, 32), "L")),
+        example="one greyscale PNG among RGB ones",
+        phrases=[
+            "32x32 L: 1",
+            "test/dog/grey.png (32x32 L)",
+            "Set color: rgb or color: grayscale",
+        ],
+    ),
+    case(
+        "images-truncated",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(_cut_png),
+        example="a PNG cut off after 60 bytes",
+        phrases=[
+            "imgs/train/dog/1.png: cannot read the image (",
+            "set skip_bad_images: true (--skip-bad-images)",
+        ],
+    ),
+    case(
+        "images-empty-class",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: (r / "train" / "owl").mkdir()),
+        example="an empty class folder train/owl",
+        phrases=["imgs/train/owl: the class folder holds no image files"],
+    ),
+    case(
+        "images-class-only-in-test",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(
+            lambda r: (
+                (r / "test" / "owl").mkdir(),
+                _save("test/owl/0.png", (32, 32))(r),
+            )
+        ),
+        example="test/owl with no train/owl",
+        phrases=["imgs/test: class folder(s) owl are not in imgs/train"],
+    ),
+    case(
+        "images-class-missing-in-test",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: shutil.rmtree(r / "test" / "cat")),
+        example="train/cat with no test/cat",
+        phrases=["imgs/test: lacks the class folder(s) cat found in imgs/train"],
+    ),
+    case(
+        "images-no-test-folder",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: shutil.rmtree(r / "test")),
+        example="train/ but no test/",
+        phrases=["imgs: has a train/ folder but no test/ folder"],
+    ),
+    case(
+        "images-one-class",
+        "Data",
+        args=IMAGES,
+        setup=lambda space: (
+            (space.cwd / "imgs" / "cat").mkdir(parents=True),
+            _save("imgs/cat/0.png", (32, 32))(space.cwd),
+        ),
+        example="one class folder only",
+        phrases=["imgs: holds one class folder only (cat)", "at least 2 classes"],
+    ),
+    case(
+        "images-symlink-loop",
+        "Data",
+        args=IMAGES,
+        setup=_image_folder(lambda r: os.symlink("..", r / "train" / "cat" / "up")),
+        example="train/cat/up -> .. (a link back into its parent)",
+        phrases=["a symbolic link loop", "remove the link"],
+    ),
+    case(
+        "images-input-shape-differs",
+        "Data",
+        args=["train", "net.yaml", "--data", "imgs", "--out", "OUT"],
+        files=net(FLAT, OUT10, input_shape=[28, 28, 1]),
+        setup=_image_folder(),
+        example="`input_shape: [28, 28, 1]` on 32x32 RGB images",
+        phrases=[
+            "net.yaml: input_shape is [28, 28, 1], but the images of imgs are "
+            "32x32 with 3 channels",
+            "Set input_shape: [32, 32, 3]",
+        ],
+    ),
+    case(
+        "images-cross-study-shapes",
+        "Study files",
+        args=STUDY,
+        files=study(
+            "name: s\ndata: [mnist, imgs]\ntrain: {epochs: 1}\narchitectures:\n"
+            "  - {label: fixed, spec: {input_shape: [28, 28, 1], layers: [Flatten, "
+            "{Dense: {units: 10}}]}}\n"
+        ),
+        setup=_image_folder(),
+        example="a study of a 28x28x1 net on [mnist, a 32x32 RGB folder]",
+        phrases=[
+            "study.yaml: architectures[0].spec: input_shape is [28, 28, 1], but the "
+            "images of imgs are 32x32 with 3 channels"
+        ],
+    ),
+    case(
+        "npz-missing-array",
+        "Data",
+        args=NPZ,
+        setup=_npz(x_train=_X),
+        example="an .npz holding x_train only",
+        phrases=["set.npz: lacks the array(s) y_train, x_test, y_test"],
+    ),
+    case(
+        "npz-pickled",
+        "Data",
+        args=NPZ,
+        setup=_npz(
+            x_train=np.array([None], dtype=object),
+            y_train=[0],
+            x_test=_X,
+            y_test=[0, 1, 0, 1],
+        ),
+        example="an .npz whose x_train is an object (pickled) array",
+        phrases=["set.npz: cannot read the archive without unpickling"],
+    ),
+    case(
+        "npz-float-images",
+        "Data",
+        args=NPZ,
+        setup=_npz(
+            x_train=_X.astype(np.float32),
+            y_train=[0, 1, 0, 1],
+            x_test=_X,
+            y_test=[0, 1, 0, 1],
+        ),
+        example="float32 images in an .npz",
+        phrases=[
+            "set.npz: x_train must be uint8 images of shape (N, H, W) or (N, H, W, C)",
+            "Received: float32 of shape (4, 8, 8, 3)",
+        ],
+    ),
+    case(
+        "cifar-truncated",
+        "Data",
+        args=["train", "conv5-tiny", "--data", "cifar", "--out", "OUT"],
+        setup=lambda space: [
+            space.write(f"cifar/{name}", bytes(3073 * 2 - (name[0] == "t")))
+            for name in [
+                *(f"data_batch_{i}.bin" for i in range(1, 6)),
+                "test_batch.bin",
+            ]
+        ],
+        example="a CIFAR-10 test_batch.bin one byte short",
+        phrases=[
+            "cifar/test_batch.bin: 6,145 bytes is not a whole number of "
+            "3073-byte CIFAR records"
+        ],
+    ),
+]
+MATRIX += IMAGE_CASES
 
 
 # Cases with their own tests below (they check what a failure keeps).

@@ -104,7 +104,7 @@ def test_new_settings_default_to_the_notebook_protocol() -> None:
     ("changes", "phrase"),
     [
         ({"schedule": "cosine"}, "schedule must be one of constant, onecycle"),
-        ({"augment": "flip"}, "augment must be one of none, shift"),
+        ({"augment": "mirror"}, "augment must be one of none, shift, flip"),
         ({"label_smoothing": 1.0}, "label_smoothing must be a number from 0"),
         ({"label_smoothing": -0.1}, "label_smoothing must be a number from 0"),
         ({"label_smoothing": "0.1"}, "label_smoothing must be a number from 0"),

@@ -64,7 +64,7 @@ def test_a_fixed_flag_is_refused_by_name(cli: Callable[..., Result], run: Path) 
     assert snapshot(run) == before
 
 
-def _fixed_flags() -> list[tuple[str, str]]:
+def _fixed_flags() -> list[tuple[str, ...]]:
     """(flag, a valid value) for each TrainConfig field `train` has a flag for, but
     for RESUMABLE's: the list --resume must refuse."""
     train = build_parser().commands["train"]  # type: ignore[attr-defined]
@@ -77,7 +77,10 @@ def _fixed_flags() -> list[tuple[str, str]]:
         value = str(action.choices[0]) if action.choices else "1"
         if field.name == "data":
             value = "mnist"
-        flags.append((action.option_strings[0], value))
+        if field.name in ("test_fraction", "val_fraction"):
+            value = "0.5"
+        values = [] if action.nargs == 0 else [value] * (action.nargs or 1)
+        flags.append((action.option_strings[0], *values))
     return flags
 
 
@@ -86,10 +89,10 @@ def test_every_config_flag_but_the_resumable_ones_is_refused(
 ) -> None:
     flags = _fixed_flags()
     # Every flag of TrainConfig's fields, so a new field's flag is covered too.
-    assert {"--lr", "--seed", "--batch-size", "--max-shift"} <= {f for f, _ in flags}
+    assert {"--lr", "--seed", "--batch-size", "--max-shift"} <= {f[0] for f in flags}
     before = snapshot(run)
-    for flag, value in flags:
-        error_line(cli("train", "--resume", run, flag, value), f"drop {flag} (only")
+    for flag, *values in flags:
+        error_line(cli("train", "--resume", run, flag, *values), f"drop {flag} (only")
     assert snapshot(run) == before
 
 

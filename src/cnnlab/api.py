@@ -92,6 +92,7 @@ class Prediction:
     name: str
     probability: float
     probabilities: tuple[float, ...]
+    converted: str = ""  # what was converted to fit the net (an image-set run)
 
 
 def load(name_or_path: str | int | Path) -> Architecture:
@@ -315,11 +316,41 @@ def load_model(run: str | Path) -> tuple[RunRecord, Network]:
     return record, model.eval()
 
 
+def get_data(name: str, progress: Any = None) -> Path:
+    """Download data set `name` (cifar10, cifar100, fashion-mnist, kmnist) into the
+    cache folder where `data=name` finds it, checking its pinned checksums;
+    `progress(file, bytes_done, bytes_total)` is called as it goes."""
+    from cnnlab.data.fetch import get
+
+    return get(name, progress)
+
+
+def describe_data(
+    data: str | Path,
+    grid: str | Path | None = None,
+    config: TrainConfig | None = None,
+) -> Any:
+    """What a data set holds (classes, images per class per split, size, mode,
+    pixel statistics) as a `DataSummary`; with `grid`, also a PNG of sample images
+    per class there. Image folders are read by `config`'s image settings."""
+    from cnnlab.data.show import sample_grid, summarize
+    from cnnlab.training.session import image_options
+
+    config = config or TrainConfig()
+    dataset = load_dataset(str(data), image_options(config))
+    summary = summarize(dataset)
+    if grid is not None:
+        summary.grid = sample_grid(dataset, Path(grid))
+    return summary
+
+
 def evaluate_run(run: str | Path, data: str | None = None) -> dict[str, Any]:
     """Re-score a run's saved weights on the test set of its data set (or `data`)."""
     record, model = load_model(run)
+    from cnnlab.training.session import image_options
+
     config = record.config.replace(data=data)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, image_options(config))
     check_input(model.arch, image_shape(dataset), config.data)
     outputs = model.info.output_shape[0]
     if dataset.num_classes > outputs:
@@ -346,6 +377,8 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     images = _image_list(images)
     record, model = load_model(run)
     names = record.meta["environment"].get("class_names") or []
+    if record.meta["environment"].get("data_info"):  # trained on an image set
+        return _predict_images(record, model, names, images)
     height, width, channels = model.arch.input_shape
     if height != width or channels != 1:
         raise RunError(
@@ -362,6 +395,30 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
         name = names[label] if label < len(names) else str(label)
         out.append(
             Prediction(str(path), label, name, float(p[label]), tuple(p.tolist()))
+        )
+    return out
+
+
+def _predict_images(
+    record: RunRecord, model: Network, names: list, images: Sequence[str | Path]
+) -> list[Prediction]:
+    """Predict for a run trained on an image folder, .npz or CIFAR files: each
+    image converted to the net's (H, W, C) by the rules of `data.folders`."""
+    import numpy as np
+
+    from cnnlab.data.folders import image_for_net
+    from cnnlab.training.loop import as_input
+
+    shape = model.arch.input_shape
+    loaded = [image_for_net(Path(p), shape) for p in images]
+    batch = as_input(torch.from_numpy(np.stack([pixels for pixels, _ in loaded])))
+    probs = class_probabilities(model, batch, record.config.test_augment)
+    out = []
+    for path, (_, note), p in zip(images, loaded, probs, strict=True):
+        label = int(p.argmax())
+        name = names[label] if label < len(names) else str(label)
+        out.append(
+            Prediction(str(path), label, name, float(p[label]), tuple(p.tolist()), note)
         )
     return out
 

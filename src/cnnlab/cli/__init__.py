@@ -1,8 +1,9 @@
 """The `cnnlab` command: flags in, one API call, lines out; no logic of its own.
 
 Each command is one `Command` unit (cli.parsing) in the module of its family:
-info (presets, summary), training (train, evaluate, predict), studies (study,
-search, runs, report), interop (import, export, export-study). This module only
+info (presets, summary), training (train, evaluate, predict), data (data,
+data get), studies (study, search, runs, report), interop (import, export,
+export-study). This module only
 dispatches, and gives every command the same ending for bad input (one `error:`
 line, exit 2) and for Ctrl-C and SIGTERM (one `interrupted` line, 130 or 143).
 
@@ -38,7 +39,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 def command_units() -> tuple[Any, ...]:
     """Every command, in `--help` order."""
-    from cnnlab.cli import info, interop, studies, training
+    from cnnlab.cli import data, info, interop, studies, training
 
     return (
         *info.COMMANDS,
@@ -49,6 +50,7 @@ def command_units() -> tuple[Any, ...]:
         studies.REPORT,
         training.EVALUATE,
         training.PREDICT,
+        data.DATA,
         *interop.COMMANDS,
     )
 

@@ -105,6 +105,9 @@ _PARSERS: dict[str, Callable[[str], Any] | None] = {
     "seed": non_negative_int,
     "rate": positive_float,
     "number": float,
+    "fraction": float,  # TrainConfig checks the range, naming the setting
+    "size": positive_int,  # two of them: H W
+    "switch": None,
     "choice": None,
     "text": None,
 }
@@ -155,7 +158,11 @@ def _settings(only: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
 def setting_help(field: dataclasses.Field) -> str:
     """A setting's help with its default, as --help and docs/training.md show it."""
     text = field.metadata["help"]
-    if field.default is None or "(default" in text:
+    if (
+        field.default is None
+        or "(default" in text
+        or field.metadata["kind"] == "switch"
+    ):
         return text
     default = f"{field.default:,}" if isinstance(field.default, int) else field.default
     return f"{text} (default {default})"
@@ -166,14 +173,19 @@ def _add_setting(group: Any, field: dataclasses.Field, help: str) -> None:
     kwargs: dict[str, Any] = {"help": help.replace("%", "%%")}  # argparse formats it
     if meta["kind"] == "choice":
         kwargs["choices"] = meta["choices"]
+    elif meta["kind"] == "switch":  # None when not given: the file's value stands
+        kwargs |= {"action": "store_const", "const": True}
     else:
         kwargs["type"] = _PARSERS[meta["kind"]]
+    if meta["kind"] == "size":
+        kwargs |= {"nargs": 2, "metavar": ("H", "W")}
     group.add_argument(flag_of(field.name), **kwargs)
 
 
 TRAIN_GROUPS = {
     "training": "training (defaults: the notebook's protocol)",
     "data": "data",
+    "images": "image data: folders, .npz, CIFAR (docs/data.md)",
     "machine": "machine",
 }
 
@@ -187,6 +199,19 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
             groups["data"].add_argument(
                 "--data-dir", help="a folder holding the four IDX files (as --data DIR)"
             )
+
+
+def add_image_settings(p: argparse.ArgumentParser) -> None:
+    """How images are read (size, colour, bad files, splits): `cnnlab data`."""
+    g = p.add_argument_group(TRAIN_GROUPS["images"])
+    for field in _settings():
+        if field.metadata["group"] == "images":
+            _add_setting(g, field, setting_help(field))
+
+
+IMAGE_SETTINGS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.metadata["group"] == "images"
+)
 
 
 def add_overrides(p: argparse.ArgumentParser) -> None:

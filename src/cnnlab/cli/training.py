@@ -167,7 +167,8 @@ def _predict(args: argparse.Namespace) -> int:
     from cnnlab import api
 
     for p in api.predict(args.run, args.images):
-        line = f"{p.path}: {p.name} ({100 * p.probability:.1f}%)"
+        note = f" [{p.converted}]" if p.converted else ""
+        line = f"{p.path}: {p.name} ({100 * p.probability:.1f}%){note}"
         print(shown(line))
     return 0
 

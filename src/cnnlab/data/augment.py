@@ -19,7 +19,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "shift")
+# shift: random translations; flip: horizontal mirror of half the images; crop: pad
+# by CROP_PAD and crop back at a random place; crop+flip: both. Never on by default.
+AUGMENTS = ("none", "shift", "flip", "crop", "crop+flip")
+TEST_AUGMENTS = ("none", "shift")  # test_augment: the views scored at test time
+# Pad 4 and crop 32x32 back: the standard CIFAR-10 augmentation (He et al., "Deep
+# Residual Learning for Image Recognition", 2016, section 4.2). A zero-padded crop
+# is a translation by -4..4 pixels with zeros filled in, so it is `random_shift`.
+CROP_PAD = 4
 # Default largest translation in pixels (TrainConfig.max_shift). MNIST digits sit in
 # a 20x20 box centred by mass in the 28x28 frame (LeCun et al., the MNIST page), so
 # 2 px keeps every digit inside.
@@ -38,22 +45,48 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def random_shift(
     images: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT
 ) -> torch.Tensor:
-    """(N, H, W) images, each translated by its own random offset, zeros filled in.
+    """(N, H, W) or (N, H, W, C) images, each translated by its own random offset,
+    zeros filled in.
 
     Works on any dtype (uint8 before scaling is the cheapest) and any device; the
     offsets are drawn on the CPU from `generator` so they do not depend on the device.
     """
     if max_shift == 0 or len(images) == 0:
         return images
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
     offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
     offsets = offsets.to(images.device)
-    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))
+    channels = (0, 0) if images.dim() == 4 else ()  # colour: the last dim unpadded
+    padded = F.pad(images, (*channels, max_shift, max_shift, max_shift, max_shift))
     # Output cell (r, c) of image i reads padded cell (r + dy_i, c + dx_i).
     rows = torch.arange(height, device=images.device) + offsets[0][:, None]
     cols = torch.arange(width, device=images.device) + offsets[1][:, None]
     batch = torch.arange(n, device=images.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) images, each mirrored left-right with probability
+    1/2 (drawn on the CPU from `generator`)."""
+    if len(images) == 0:
+        return images
+    flips = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    return torch.where(
+        flips.view(-1, *[1] * (images.dim() - 1)), images.flip(2), images
+    )
+
+
+def augment_batch(
+    images: torch.Tensor, augment: str, generator: torch.Generator, max_shift: int
+) -> torch.Tensor:
+    """A training batch of uint8 images under `augment` (one of AUGMENTS)."""
+    if augment == "shift":
+        return random_shift(images, generator, max_shift)
+    if "crop" in augment:
+        images = random_shift(images, generator, CROP_PAD)
+    if "flip" in augment:
+        images = random_flip(images, generator)
+    return images
 
 
 def shifted_views(images: torch.Tensor) -> list[torch.Tensor]:

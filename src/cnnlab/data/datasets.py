@@ -9,12 +9,16 @@ import math
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from cnnlab.data import fetch
+from cnnlab.data.archives import cifar_folder, load_cifar, load_npz
+from cnnlab.data.folders import IMAGE_SUFFIXES, ImageOptions, load_folder
 from cnnlab.errors import DataError
 from cnnlab.util.fsio import read_bounded
 from cnnlab.util.text import is_int, show_value
@@ -65,7 +69,10 @@ _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test uint8 images (N, H, W) with int64 labels; treat as read-only."""
+    """Train and test uint8 images, (N, H, W) for one channel or (N, H, W, C) for
+    colour, with int64 labels; treat as read-only. An image folder with a val/
+    folder brings its own hold-out (x_val, y_val); `info` says what was read
+    (kind, layout, files skipped or ignored)."""
 
     name: str
     x_train: torch.Tensor
@@ -75,6 +82,15 @@ class Dataset:
     num_classes: int
     source: str
     class_names: tuple[str, ...]
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images."""
+        shape = tuple(self.x_train.shape[1:])
+        return (*shape, 1) if len(shape) == 2 else shape  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,15 @@ def _resolve_source(name: str) -> _Source:
         return _Source(
             name, _embedded_mnist_dir(), MNIST_CLASSES, True, "reinstall cnnlab"
         )
+    if name == "fashion-mnist" and fetch.local_folder(name) is not None:
+        if not FASHION_MNIST_DIR.is_dir():  # fetched by `cnnlab data get`
+            return _Source(
+                name,
+                data_home_folder(name),
+                FASHION_MNIST_CLASSES,
+                False,
+                "delete the folder and run `cnnlab data get fashion-mnist` again",
+            )
     if name == "fashion-mnist":
         if not FASHION_MNIST_DIR.is_dir():
             raise DataError(
@@ -290,9 +315,14 @@ def _resolve_source(name: str) -> _Source:
         state = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(
             f"unknown data set {name!r}: {folder} {state}; use 'mnist', "
-            "'fashion-mnist' or a folder holding the four IDX files"
+            "'fashion-mnist' or a folder of IDX files, CIFAR binary files or class "
+            "folders of images, or an .npz archive"
         )
     return _Source(name, folder, None, False, "restore the file or fix SHA256SUMS")
+
+
+def data_home_folder(name: str) -> Path:
+    return fetch.data_home() / name
 
 
 def _pick_file(folder: Path, stem: str, sums: dict[str, str]) -> Path | None:
@@ -452,8 +482,104 @@ _load_named = functools.lru_cache(maxsize=2)(_build_once)
 _load_folder = functools.lru_cache(maxsize=2)(_build_once)
 
 
-def load_dataset(name: str = "mnist") -> Dataset:
-    """Load 'mnist' (embedded), 'fashion-mnist' (Debian) or an IDX folder path."""
+def array_kind(name: str) -> str | None:
+    """ "npz", "cifar" or "folder" when `name` is such a source, else None (a named
+    set or an IDX folder, which `_resolve_source` handles)."""
+    if name in ("mnist", "fashion-mnist", *fetch.SOURCES):
+        return None
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return "npz"
+    if not path.is_dir():
+        return None
+    idx_names = {*IDX_FILES, *(f"{stem}.gz" for stem in IDX_FILES)}
+    if any((path / n).exists() for n in idx_names):
+        return None
+    if cifar_folder(path) is not None:
+        return "cifar"
+    # A folder with neither subfolders nor images: the IDX message says what to add.
+    entries = list(path.iterdir()) if os.access(path, os.R_OK | os.X_OK) else []
+    if not any(e.is_dir() or e.suffix.lower() in IMAGE_SUFFIXES for e in entries):
+        return None
+    return "folder"
+
+
+_ARRAY_MEMO: dict[tuple, Dataset] = {}
+_ARRAY_MEMO_SIZE = 2  # as the IDX caches above: a long session's memory stays bounded
+
+
+def _load_arrays(
+    name: str, kind: str, options: ImageOptions, path: Path | None = None
+) -> Dataset:
+    """A Dataset from an .npz, CIFAR batches or an image folder (at `path`, else
+    the path `name` gives)."""
+    path = path or Path(name).expanduser()
+    if kind == "cifar":
+        path = cifar_folder(path) or path
+    if kind == "folder":
+        arrays = load_folder(path, options)
+    else:
+        stats = tuple(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in ([path] if kind == "npz" else sorted(path.iterdir()))
+            if p.is_file()
+        )
+        memo_key = (str(path.resolve()), kind, stats)
+        if memo_key in _ARRAY_MEMO:
+            return _ARRAY_MEMO[memo_key]
+        arrays = load_npz(path) if kind == "npz" else load_cifar(path)
+    dataset = _dataset_from_arrays(name, path, arrays)
+    if kind != "folder":
+        if len(_ARRAY_MEMO) >= _ARRAY_MEMO_SIZE:
+            _ARRAY_MEMO.pop(next(iter(_ARRAY_MEMO)))
+        _ARRAY_MEMO[memo_key] = dataset
+    return dataset
+
+
+def _dataset_from_arrays(name: str, path: Path, arrays: dict) -> Dataset:
+    names = tuple(arrays["class_names"])
+    present = np.unique(arrays["y_train"])
+    if len(present) == 1:
+        raise DataError(
+            f"{path}: every training label is {int(present[0])}: one class, and a "
+            "classifier needs at least 2 to learn anything; add images of the other "
+            "classes"
+        )
+
+    def tensor(key: str) -> torch.Tensor | None:
+        value = arrays.get(key)
+        return None if value is None else torch.from_numpy(np.ascontiguousarray(value))
+
+    return Dataset(
+        name=name,
+        x_train=tensor("x_train"),
+        y_train=tensor("y_train"),
+        x_test=tensor("x_test"),
+        y_test=tensor("y_test"),
+        num_classes=len(names),
+        source=str(path),
+        class_names=names,
+        x_val=tensor("x_val"),
+        y_val=tensor("y_val"),
+        info=dict(arrays.get("info", {})),
+    )
+
+
+def load_dataset(name: str = "mnist", options: ImageOptions | None = None) -> Dataset:
+    """Load 'mnist' (embedded), 'fashion-mnist' (Debian), an IDX folder, an .npz
+    archive, CIFAR binary batches or a folder of images (read by `options`)."""
+    if name in ("cifar10", "cifar100", "kmnist"):  # `cnnlab data get NAME`
+        folder = fetch.local_folder(str(name))
+        if folder is None:
+            raise DataError(fetch.missing_message(str(name)))
+        if name == "kmnist":
+            fix = "delete the folder and run `cnnlab data get kmnist` again"
+            source = _Source("kmnist", folder, fetch.KMNIST_CLASSES, False, fix)
+            return _load_named(source, _fingerprint(folder))
+        return _load_arrays(str(name), "cifar", options or ImageOptions(), folder)
+    kind = array_kind(str(name))
+    if kind is not None:
+        return _load_arrays(str(name), kind, options or ImageOptions())
     source = _resolve_source(str(name))
     load = _load_named if source.class_names is not None else _load_folder
     return load(source, _fingerprint(source.folder))
@@ -491,8 +617,13 @@ def split_dataset(
     split_seed: int = 0,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    val_fraction: float | None = None,
 ) -> Split:
-    """Choose training, validation and test tensors according to validation."""
+    """Choose training, validation and test tensors according to validation.
+
+    The hold-out is the data set's own validation images when it has them (an
+    image folder's val/), else a stratified `val_fraction` of the training images
+    when given, else `val_size` images drawn at random (seeded by split_seed)."""
     if validation not in VALIDATION_MODES:
         raise DataError(
             f"unknown validation mode {show_value(validation)}; "
@@ -501,6 +632,38 @@ def split_dataset(
     _check_limit(train_limit, "train_limit")
     _check_limit(test_limit, "test_limit")
     x_test, y_test = ds.x_test[:test_limit], ds.y_test[:test_limit]
+    if validation == "holdout" and ds.x_val is not None:
+        return Split(
+            x_train=ds.x_train[:train_limit],
+            y_train=ds.y_train[:train_limit],
+            x_val=ds.x_val,
+            y_val=ds.y_val,
+            x_test=x_test,
+            y_test=y_test,
+            validation=validation,
+        )
+    if validation == "holdout" and val_fraction is not None:
+        from cnnlab.data.folders import stratified_pick
+
+        held = torch.from_numpy(
+            stratified_pick(ds.y_train.numpy(), val_fraction, split_seed)
+        )
+        if not held.any() or held.all():
+            raise DataError(
+                f"val_fraction={val_fraction} holds out {int(held.sum())} of "
+                f"{len(held)} training images; choose a fraction that leaves both "
+                "training and validation images, or validation 'test' or 'none'"
+            )
+        kept = torch.nonzero(~held)[:, 0][:train_limit]
+        return Split(
+            x_train=ds.x_train[kept],
+            y_train=ds.y_train[kept],
+            x_val=ds.x_train[held],
+            y_val=ds.y_train[held],
+            x_test=x_test,
+            y_test=y_test,
+            validation=validation,
+        )
     if validation == "holdout":
         _check_val_size(val_size, len(ds.x_train))
         generator = torch.Generator().manual_seed(split_seed)
@@ -529,10 +692,16 @@ def split_dataset(
 
 
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """Turn uint8 images (N, H, W) into float32 (N, 1, H, W) scaled to [0, 1]."""
-    if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 3:
+    """Turn uint8 images (N, H, W) or (N, H, W, C) into float32 (N, C, H, W)
+    scaled to [0, 1]."""
+    if x_uint8.dtype != torch.uint8 or x_uint8.dim() not in (3, 4):
         raise ValueError(
-            "to_float expects uint8 (N, H, W), "
+            "to_float expects uint8 (N, H, W) or (N, H, W, C), "
             f"got {x_uint8.dtype} {tuple(x_uint8.shape)}"
         )
-    return x_uint8.unsqueeze(1).to(torch.float32).div_(255.0)
+    return channels_first(x_uint8).to(torch.float32).div_(255.0)
+
+
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) -> (N, C, H, W) (a view)."""
+    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)

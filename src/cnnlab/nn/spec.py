@@ -284,6 +284,8 @@ class Architecture:
     input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE
     description: str = ""
     source: str = field(default="<python>", compare=False)  # file, for messages
+    # False when the document gave no input_shape: training takes the data's.
+    shape_given: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         _set(self, "layers", tuple(self.layers))
@@ -428,7 +430,8 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
     description = doc.get("description", "") or ""
     if not isinstance(description, str):
         raise SpecError(f"{source}: 'description' must be a string.")
-    input_shape = doc.get("input_shape", DEFAULT_INPUT_SHAPE)
+    default_shape = DEFAULT_INPUT_SHAPE
+    input_shape = doc.get("input_shape", default_shape)
     # Keras lets the first layer carry input_shape; accept that spelling too.
     first = entries[0]
     if isinstance(first, Mapping) and "input_shape" in first:
@@ -444,6 +447,7 @@ def parse_architecture(doc: Any, source: str = "<python>") -> Architecture:
         input_shape=input_shape,
         description=description.strip(),
         source=source,
+        shape_given="input_shape" in doc or input_shape is not default_shape,
     )
 
 

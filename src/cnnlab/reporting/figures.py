@@ -684,9 +684,10 @@ def _draw_gallery(
     """Draw test images by index in a grid, each with its caption."""
     images = np.asarray(images)
     highest = max(index for index, _ in cells)
-    if images.ndim != 3 or highest >= len(images):
+    if images.ndim not in (3, 4) or highest >= len(images):
         raise CnnlabError(
-            f"expected the (N, H, W) test images of the trials' data set with N > "
+            f"expected the (N, H, W) or (N, H, W, C) test images of the trials' data "
+            f"set with N > "
             f"{highest}, got shape {images.shape}; pass load_dataset(data).x_test"
         )
     from matplotlib.figure import Figure
@@ -701,7 +702,11 @@ def _draw_gallery(
         axes.set_axis_off()
     for axes, (index, caption) in zip(grid.flat, cells, strict=False):
         # Ink is bright in MNIST-family images; reversed grey draws it dark on white.
-        axes.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
+        # Colour images are drawn as they are.
+        if images.ndim == 4:
+            axes.imshow(images[index])
+        else:
+            axes.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
         axes.set_title(caption.replace("$", r"\$"), fontsize="small")
     figure.suptitle(_verbatim(title, width=2 * _WRAP))
     return save_figure(figure, Path(path))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import training_flops
 from cnnlab.reporting import render
@@ -235,10 +235,22 @@ def _diffs(
     ]
 
 
-def _class_names(group: list[TrialResult]) -> list[str]:
-    data = group[0].config.get("data", "mnist")
+def _dataset_of(config: dict) -> Dataset:
+    """The data set a trial trained on, read with its image settings (size,
+    colour, test split) when its config can still be read."""
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.session import image_options
+
     try:
-        return list(load_dataset(data).class_names)
+        options = image_options(TrainConfig.from_dict(config))
+    except (CnnlabError, TypeError):
+        options = None
+    return load_dataset(config.get("data", "mnist"), options)
+
+
+def _class_names(group: list[TrialResult]) -> list[str]:
+    try:
+        return list(_dataset_of(group[0].config).class_names)
     except CnnlabError:  # the data set has gone since the study ran
         classes = (
             max(
@@ -258,11 +270,14 @@ def _error_figures(trials: list[TrialResult], folder: Path) -> tuple[dict, list[
     """Confusion matrices and galleries; a data set that cannot be loaded any more
     is named instead."""
     images, names, gone = {}, {}, []
-    for data in dict.fromkeys(
-        t.config.get("data", "mnist") for t in trials if "test" in t.predictions
-    ):
+    configs = {
+        t.config.get("data", "mnist"): t.config
+        for t in trials
+        if "test" in t.predictions
+    }
+    for data, config in configs.items():
         try:
-            dataset = load_dataset(data)
+            dataset = _dataset_of(config)
         except CnnlabError as err:
             gone.append(f"No error figures for data set {data}: {err}")
             continue

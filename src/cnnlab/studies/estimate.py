@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.nn.adapt import adapt_to_data
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import TRAINING_FACTOR, infer
 from cnnlab.studies.cpus import CpuSplit, packing_for, side_by_side_saving, trial_work
@@ -298,13 +299,14 @@ def _time_net(trial: Trial, threads: int) -> float:
     dataset, split = load_split(config)
     # A net the trial would refuse (too big for memory, wrong input) is refused
     # here too, with an error, before its weights could exhaust the memory.
-    check_fits(trial.arch, dataset, split, config, device)
+    arch = adapt_to_data(trial.arch, dataset.image_shape, dataset.num_classes)
+    check_fits(arch, dataset, split, config, device)
     before = torch.get_num_threads()
     forked = [torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):  # the trials' dropout is untouched
         torch.set_num_threads(threads)
         try:
-            model = build_model(trial.arch, dataset.num_classes, seed=0).to(device)
+            model = build_model(arch, dataset.num_classes, seed=0).to(device)
             batch = batch_of(config, split)
             # the path the trial will take
             use_conv_path(model, device, batch, precision=config.precision)

@@ -20,7 +20,7 @@ from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
 from cnnlab.studies.store import Store
-from cnnlab.studies.study import Study, Trial
+from cnnlab.studies.study import Study, Trial, data_name
 from cnnlab.training.loop import Reporter, TrainState
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
@@ -46,12 +46,24 @@ class TrialOutcome:
 
 def check_study(study: Study) -> None:
     """What can fail on input, checked before a file is written: every net must
-    score its data's classes."""
+    take its data's images (a cross-dataset study of a net with a fixed
+    input_shape needs data of one shape) and score its classes."""
+    from cnnlab.nn.adapt import adapt_to_data
+    from cnnlab.nn.shapes import check_input
+    from cnnlab.training.session import image_options
+
+    loaded = {}
     for data in sorted({a.config.data for a in study.archs}):
-        classes = load_dataset(data).num_classes
         for a in study.archs:
             if a.config.data == data:
-                infer(a.arch, classes)
+                options = image_options(a.config)
+                if (data, options) not in loaded:
+                    loaded[data, options] = load_dataset(data, options)
+                dataset = loaded[data, options]
+                classes = dataset.num_classes
+                arch = adapt_to_data(a.arch, dataset.image_shape, classes)
+                check_input(arch, dataset.image_shape, data_name(data))
+                infer(arch, classes)
 
 
 def trial_fields(

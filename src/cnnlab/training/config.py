@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT
+from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT, TEST_AUGMENTS
+from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.precision import PRECISIONS
@@ -57,7 +58,9 @@ def setting(
     """A TrainConfig field with what the command line and the docs say about it.
 
     `kind` picks the flag's parser (count: a positive integer, seed: an integer >= 0,
-    rate: a positive number, number: any number, choice: one of `choices`, text);
+    rate: a positive number, number: any number, fraction: a number in (0, 1),
+    size: two positive integers H W, switch: on when given, choice: one of
+    `choices`, text);
     `override`: studies and searches may set it for every net (--epochs ...);
     `flag`: False for settings only files and the API set.
     """
@@ -89,8 +92,9 @@ class TrainConfig:
     seed: int = setting(0, "initial weights, data order and dropout", kind="seed")
     data: str = setting(
         "mnist",
-        "mnist (embedded), fashion-mnist (Debian's dataset-fashion-mnist), or a "
-        "folder of IDX files",
+        "mnist (embedded), fashion-mnist (Debian's dataset-fashion-mnist), a "
+        "folder of IDX files, CIFAR binary files or class folders of images, or an "
+        ".npz archive (docs/data.md)",
         group="data",
     )
     validation: str = setting(
@@ -147,7 +151,9 @@ class TrainConfig:
     )
     augment: str = setting(
         "none",
-        "shift: random translations of up to --max-shift pixels, per image",
+        "shift: random translations of up to --max-shift pixels, per image; flip: "
+        "mirror half the images left-right; crop: pad 4 and crop back at random; "
+        "crop+flip",
         kind="choice",
         choices=AUGMENTS,
     )
@@ -165,7 +171,7 @@ class TrainConfig:
         "shift: score every image (validation, test, predict) as the mean class "
         "probabilities of itself and its four 1-pixel moves; 5x the scoring work",
         kind="choice",
-        choices=AUGMENTS,
+        choices=TEST_AUGMENTS,
     )
     # training.precision; fixed once a run has started (not RESUMABLE)
     precision: str = setting(
@@ -177,8 +183,42 @@ class TrainConfig:
         group="machine",
         override=True,
     )
+    # Image folders, .npz archives and CIFAR files (data.folders, docs/data.md).
+    image_size: tuple[int, int] | None = setting(
+        None,
+        "image folders: resize every image to H x W (bilinear filter)",
+        kind="size",
+        group="images",
+    )
+    color: str | None = setting(
+        None,
+        "image folders: convert every image to rgb or grayscale",
+        kind="choice",
+        choices=COLORS,
+        group="images",
+    )
+    skip_bad_images: bool = setting(
+        False,
+        "image folders: skip (and count) unreadable image files",
+        kind="switch",
+        group="images",
+    )
+    test_fraction: float = setting(
+        0.2,
+        "a folder of class folders only: the stratified share tested on",
+        kind="fraction",
+        group="images",
+    )
+    val_fraction: float = setting(
+        0.1,
+        "image folders, .npz, CIFAR without val/: the stratified hold-out share "
+        "(--val-size N sets a count)",
+        kind="fraction",
+        group="images",
+    )
 
     def __post_init__(self) -> None:
+        _check_image_settings(self)
         for name in ("epochs", "batch_size", "val_size"):
             _check_positive(name, getattr(self, name))
         for name in ("train_limit", "test_limit", "threads"):
@@ -189,7 +229,7 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("augment", self.augment, AUGMENTS)
-        _check_choice("test_augment", self.test_augment, AUGMENTS)
+        _check_choice("test_augment", self.test_augment, TEST_AUGMENTS)
         _check_choice("precision", self.precision, PRECISIONS)
         smoothing = self.label_smoothing
         if not (is_number(smoothing) and 0 <= smoothing < 1):
@@ -304,6 +344,37 @@ def overridden(
             f"{config.validation}). Drop --val-size, or set validation: holdout there."
         )
     return config
+
+
+def _check_image_settings(config: TrainConfig) -> None:
+    """image_size, color, skip_bad_images and the two fractions."""
+    size = config.image_size
+    if size is not None:
+        ok = (
+            isinstance(size, list | tuple)
+            and len(size) == 2
+            and all(is_int(v) and 1 <= v <= 4096 for v in size)
+        )
+        if not ok:
+            raise CnnlabError(
+                "image_size must be two integers [height, width] from 1 to 4096. "
+                f"Received: image_size={show_value(size)}. Example: --image-size 32 32."
+            )
+        object.__setattr__(config, "image_size", (int(size[0]), int(size[1])))
+    if config.color is not None:
+        _check_choice("color", config.color, COLORS)
+    if not isinstance(config.skip_bad_images, bool):
+        raise CnnlabError(
+            "skip_bad_images must be true or false. "
+            f"Received: skip_bad_images={show_value(config.skip_bad_images)}."
+        )
+    for name in ("test_fraction", "val_fraction"):
+        value = getattr(config, name)
+        if not (is_number(value) and 0 < value < 1):
+            raise CnnlabError(
+                f"{name} must be a number between 0 and 1 (exclusive). "
+                f"Received: {name}={show_value(value)}. Example: {name}: 0.2."
+            )
 
 
 def _check_positive(name: str, value: Any) -> None:

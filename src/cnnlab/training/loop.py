@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from cnnlab.data.augment import (
     MAX_SHIFT,
+    augment_batch,
     epoch_generator,
-    random_shift,
     shifted_views,
 )
-from cnnlab.data.datasets import Split
+from cnnlab.data.datasets import Split, channels_first
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import Network
 from cnnlab.nn.shapes import BYTES_PER_VALUE, ModelInfo
@@ -151,12 +151,13 @@ def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def as_input(x: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, 1, H, W) float in [0, 1], channels_last in memory.
+    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) float in [0, 1],
+    channels_last in memory.
 
     channels_last was the largest single speed-up for these nets on this CPU
     (3,299 -> 5,246 samples/s on preset 2, docs/benchmarks.md).
     """
-    x = x.unsqueeze(1).float().div_(255.0)
+    x = channels_first(x).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -264,6 +265,7 @@ class EpochPlan:
     shift: torch.Generator | None = None  # random_shift's generator; None: no shift
     label_smoothing: float = 0.0
     max_shift: int = MAX_SHIFT  # pixels, for `shift`
+    augment: str = "shift"  # what `shift`'s generator drives (data.augment.AUGMENTS)
 
     def start_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self.lr_at is not None:
@@ -274,7 +276,7 @@ class EpochPlan:
     def images(self, xb: torch.Tensor) -> torch.Tensor:
         if self.shift is None:
             return xb
-        return random_shift(xb, self.shift, self.max_shift)
+        return augment_batch(xb, self.augment, self.shift, self.max_shift)
 
 
 def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
@@ -292,9 +294,10 @@ def epoch_plan(config: TrainConfig, epoch: int, steps: int) -> EpochPlan:
             return learning_rate(config.schedule, before + step - 1, total, peak)
 
     shift = None
-    if config.augment == "shift":
+    if config.augment != "none":
         shift = epoch_generator(config.seed, epoch)
-    return EpochPlan(lr_at, shift, config.label_smoothing, config.max_shift)
+    kind = {} if shift is None else {"augment": config.augment}
+    return EpochPlan(lr_at, shift, config.label_smoothing, config.max_shift, **kind)
 
 
 def train_epoch(

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from cnnlab.data.datasets import Dataset, Split, load_dataset, split_dataset
+from cnnlab.data.folders import ImageOptions
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn import convpath
+from cnnlab.nn.adapt import adapt_to_data
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
@@ -109,9 +111,26 @@ class Hooks:
     score_test: bool = True  # False: never read the test set (search candidates)
 
 
+def image_options(config: TrainConfig) -> ImageOptions:
+    """How `config` reads image folders."""
+    return ImageOptions(
+        image_size=config.image_size,
+        color=config.color,
+        skip_bad_images=config.skip_bad_images,
+        test_fraction=config.test_fraction,
+        split_seed=config.split_seed,
+    )
+
+
 def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
-    """The data set `config` names, split into train/validation/test as it says."""
-    dataset = load_dataset(config.data)
+    """The data set `config` names, split into train/validation/test as it says.
+
+    An IDX data set holds out `val_size` images; any other (image folder, .npz,
+    CIFAR) its own val/ folder, else a stratified `val_fraction` of its training
+    images unless val_size was changed from its default."""
+    dataset = load_dataset(config.data, image_options(config))
+    default_size = config.val_size == TrainConfig().val_size
+    by_share = bool(dataset.info.get("kind")) and default_size
     split = split_dataset(
         dataset,
         validation=config.validation,
@@ -119,6 +138,7 @@ def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
         split_seed=config.split_seed,
         train_limit=config.train_limit,
         test_limit=config.test_limit,
+        val_fraction=config.val_fraction if by_share else None,
     )
     return dataset, split
 
@@ -147,7 +167,7 @@ def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
 
 def image_shape(dataset: Dataset) -> tuple[int, int, int]:
     """(H, W, C) of the data set's images: IDX images have one channel."""
-    return (*dataset.x_train.shape[1:], 1)  # type: ignore[return-value]
+    return dataset.image_shape
 
 
 def batch_of(config: TrainConfig, split: Split) -> int:
@@ -200,6 +220,7 @@ def run_environment(device: torch.device, dataset: Dataset, split: Split) -> dic
     return environment(device) | {
         "data_source": dataset.source,
         "class_names": list(dataset.class_names),
+        **({"data_info": dataset.info} if dataset.info else {}),
         "train_samples": len(split.x_train),
         "val_samples": 0 if split.x_val is None else len(split.x_val),
         "test_samples": len(split.x_test),
@@ -347,6 +368,7 @@ def train_run(
 ) -> RunResult:
     """Train `arch` into the new run folder `out` and score it on the test set."""
     device, dataset, split = prepare(config)
+    arch = adapt_to_data(arch, image_shape(dataset), dataset.num_classes)
     check_fits(arch, dataset, split, config, device)  # before the folder exists
     check_new_run(out, overwrite)  # before the folder is made
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
