@@ -17,7 +17,7 @@ if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else
 fi
 python3 -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
-python3 -m pytest -q -m cuda tests/test_cuda.py tests/test_rng.py tests/test_precision.py
+python3 -m pytest -q -m cuda tests/training/test_cuda.py tests/training/test_rng.py tests/training/test_precision.py
 
 report() {  # one JSON line from stacks.py -> one readable line
     python3 -c 'import json, sys

@@ -27,7 +27,8 @@ accuracies, test and clean-train metrics, final weights and the comparison table
 (timings aside). Rounds repeat until --kills kills are done. It prints its figures
 and exits 1 if any difference was found.
 
-tests/test_crash.py runs a short version (one round, ~7 kills) in the test suite.
+tests/training/test_crash.py runs a short version (one round, ~7 kills) in the
+test suite.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def tiny_net(tmp_path: Path) -> Path:
     return write_tiny_net(tmp_path / "net.yaml")
 
 
-# Hypothesis profiles for tests/test_fuzz.py: `ci` (the default) keeps the suite
+# Hypothesis profiles for tests/nn/test_fuzz_parsers.py: `ci` (the default) keeps the suite
 # fast; `fuzz` is the dedicated run: --hypothesis-profile=fuzz.
 try:
     from hypothesis import HealthCheck, settings

@@ -19,15 +19,21 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from cnnlab.studies.results import TrialResult
+
+TESTS = Path(__file__).resolve().parent  # tests/, its golden/ and fixtures/
+ROOT = TESTS.parent  # the repository
 
 # ------------------------------------------------------------- the command
 
@@ -293,3 +299,67 @@ def run_chromium(page: Path, tmp_path: Path, *args: str) -> subprocess.Completed
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
     return subprocess.run([chromium(), *flags, *args, page.as_uri()],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+# ------------------------------------------------------- study records in memory
+
+
+def history(
+    loss: Sequence[float],
+    val_loss: Sequence[float] | None = None,
+    acc: Sequence[float] | None = None,
+    val_acc: Sequence[float] | None = None,
+    seconds: Sequence[float] | None = None,
+) -> tuple[dict[str, Any], ...]:
+    """Rows as train.fit records them; accuracies default to 1 - loss."""
+    rows = []
+    for i, value in enumerate(loss):
+        val = None if val_loss is None else val_loss[i]
+        rows.append(
+            {
+                "epoch": i + 1,
+                "loss": value,
+                "acc": 1 - value if acc is None else acc[i],
+                "val_loss": val,
+                "val_acc": val_acc[i]
+                if val_acc
+                else (None if val is None else 1 - val),
+                "seconds": 2.0 if seconds is None else seconds[i],
+            }
+        )
+    return tuple(rows)
+
+
+def trial(
+    label: str = "a", seed: int = 0, hist: tuple[dict[str, Any], ...] = (), **extra: Any
+) -> TrialResult:
+    fields: dict[str, Any] = {
+        "study": "s",
+        "label": label,
+        "seed": seed,
+        "arch_name": f"net-{label}",
+        "optimizer": "adam",
+        "params": 412,
+        "flops": 10_000,
+        "history": hist,
+        "status": "completed",
+    }
+    from cnnlab.studies.results import TrialResult
+
+    return TrialResult(**(fields | extra))
+
+
+def store_results(out: Path, study: str) -> list[tuple]:
+    """Everything a report reads of each trial of a study store, except wall-clock
+    seconds."""
+    from cnnlab.studies.layout import STORE_FILE
+    from cnnlab.studies.store import Store
+
+    with Store(out / STORE_FILE) as store:
+        return sorted(
+            (t.label, t.seed, t.arch_name, t.params, t.flops, t.status, t.test_loss,
+             t.test_acc, t.train_clean_loss, t.train_clean_acc, t.stopped_epoch,
+             tuple((r["epoch"], r["loss"], r["acc"], r["val_loss"], r["val_acc"])
+                   for r in t.history))
+            for t in store.trials(study)
+        )  # fmt: skip

@@ -4,7 +4,7 @@
     unknown key 'seed'. Did you mean 'seeds'? Allowed: name, seeds, train.
 
 Each caller adds where (the file, the field, the flag) in front, as before; the
-golden messages of tests/test_bad_input.py hold every sentence to its letter.
+golden messages of tests/cli/test_bad_input.py hold every sentence to its letter.
 """
 
 from __future__ import annotations

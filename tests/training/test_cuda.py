@@ -1,7 +1,7 @@
 """On a CUDA GPU: a preset trains and learns, and the CPU-only fast paths stay off.
 
 No GPU on the machine that runs CI: the `cuda` tests are skipped there and run by
-benchmarks/gpu_check.sh where one is. Exact resume on CUDA is in tests/test_rng.py.
+benchmarks/gpu_check.sh where one is. Exact resume on CUDA is in tests/training/test_rng.py.
 The guard that keeps NNPACK (a CPU library) away from other devices is checked on
 every machine through PyTorch's `meta` device, which has no data and no kernels.
 """

@@ -29,9 +29,9 @@ from cnnlab.studies.runner import run_study
 from cnnlab.studies.study import load_study, parse_study
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
-from helpers import Result, run_cli, tiny_net_doc, write_tiny_net
+from helpers import ROOT, Result, run_cli, tiny_net_doc, write_tiny_net
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
+SRC = ROOT / "src" / "cnnlab"
 NET = tiny_net_doc("net")
 CONFIG = TrainConfig(epochs=1, train_limit=200, val_size=50, test_limit=100)
 

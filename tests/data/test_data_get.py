@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_image_folders import cifar_records
 
 import cnnlab
 from cnnlab.data import fetch
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import DataError
 from helpers import error_line, run_cli
-from test_image_folders import cifar_records
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 
 from cnnlab.reporting.analysis import compare_to_best, protocol
 from cnnlab.reporting.paired import binomial_se, holm, kendall, mcnemar, mcnemar_p
-from test_analysis import history, trial
+from helpers import history, trial
 
 
 def test_holm_matches_hand_computation() -> None:

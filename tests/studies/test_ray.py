@@ -26,6 +26,7 @@ from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, parse_study
 from helpers import TINY_NET, run_cli
+from helpers import store_results as results
 
 
 def run_study_ray(study, out, **options):
@@ -55,18 +56,6 @@ def tiny_study() -> Study:
         {"label": "linear", "spec": TINY_NET, "train": {"lr": 0.003}},
     ]
     return make_study("tiny", [0, 1], archs, epochs=1)
-
-
-def results(out: Path, study: str) -> list[tuple]:
-    """Everything a report reads of each trial, except wall-clock seconds."""
-    with Store(out / STORE_FILE) as store:
-        return sorted(
-            (t.label, t.seed, t.arch_name, t.params, t.flops, t.status, t.test_loss,
-             t.test_acc, t.train_clean_loss, t.train_clean_acc, t.stopped_epoch,
-             tuple((r["epoch"], r["loss"], r["acc"], r["val_loss"], r["val_acc"])
-                   for r in t.history))
-            for t in store.trials(study)
-        )  # fmt: skip
 
 
 def rows(out: Path) -> list[dict]:

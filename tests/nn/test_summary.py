@@ -1,14 +1,13 @@
 """The notebook's nine networks: Keras totals, output shapes and printed summaries."""
 
-from pathlib import Path
-
 import pytest
 
 from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, preset_names
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.summary import format_summary
+from helpers import TESTS
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = TESTS / "golden"
 
 # (total, trainable, non-trainable) from each model.summary() in the notebook.
 NOTEBOOK_TOTALS = {

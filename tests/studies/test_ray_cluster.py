@@ -36,7 +36,7 @@ if (
 from cnnlab.search.space import parse_search  # noqa: E402
 from cnnlab.studies.runner import make_executor, run_study  # noqa: E402
 from cnnlab.studies.study import parse_study  # noqa: E402
-from test_ray import results  # noqa: E402
+from helpers import store_results as results  # noqa: E402
 
 HEAD_CPUS, WORKER_CPUS = 1, 2  # different, so the two nodes can be told apart
 

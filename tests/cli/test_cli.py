@@ -2,7 +2,7 @@
 
 Successful commands run as real processes (`python -m cnnlab`); refusals run in
 process through `cli.main` (the `cli` fixture: each process start costs ~2 s of
-torch import). The bad-input matrix is tests/test_bad_input.py.
+torch import). The bad-input matrix is tests/cli/test_bad_input.py.
 """
 
 from __future__ import annotations

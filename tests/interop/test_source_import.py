@@ -13,9 +13,9 @@ from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Dropout, parse_architecture
 from cnnlab.studies.study import load_study
-from helpers import error_line, run_cli
+from helpers import TESTS, error_line, run_cli
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seed-notebook.ipynb"
+FIXTURE = TESTS / "fixtures" / "seed-notebook.ipynb"
 NAMES = [
     "2-using-3-3-convnet-optimizer-adadelta",
     "2.1-evaluating-model",

@@ -2,7 +2,7 @@
 the template's repeat blocks are capped while filled, a search refuses study names
 an ordinary study holds, an optuna.sqlite that is no usable Optuna database is one
 error, and a time budget over before the first candidate says so. (The space's
-own limits are rows of the bad-input matrix, tests/test_bad_input.py.)"""
+own limits are rows of the bad-input matrix, tests/cli/test_bad_input.py.)"""
 
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ from cnnlab.training.progress import (
     default_study_progress,
     in_notebook,
 )
+from helpers import ROOT
 
-NOTEBOOK = Path(__file__).parents[1] / "examples" / "notebook-study.ipynb"
+NOTEBOOK = ROOT / "examples" / "notebook-study.ipynb"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -316,7 +317,7 @@ def test_run_search_in_a_kernel_shows_candidates_then_finalists(
 
 
 if __name__ == "__main__":
-    # python3 tests/test_notebook.py: re-execute the example and save its outputs
+    # python3 tests/cli/test_notebook.py: re-execute the example and save its outputs
     # (in a temporary folder, so the saved outputs show relative paths only).
     import tempfile
 

@@ -166,7 +166,7 @@ def test_torchscript_loads_with_torch_alone(
 
 
 # Keras and TensorFlow's own warnings under numpy 2 are theirs, as in
-# tests/test_keras_interop.py.
+# tests/interop/test_keras_interop.py.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:keras")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:tensorflow")
 def test_keras_branch_writes_a_keras_file(

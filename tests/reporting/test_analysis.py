@@ -26,6 +26,7 @@ from cnnlab.reporting.diagnosis import (
 )
 from cnnlab.reporting.wording import comparison_text
 from cnnlab.studies.results import TrialResult
+from helpers import history, trial
 
 # The notebook's section 3 net (412 parameters): its logged running train loss and
 # accuracy for 12 epochs, and its test score. Its validation losses are cut off in
@@ -87,49 +88,6 @@ BIG_LOSS = [
     0.0029,
     0.0044,
 ]
-
-
-def history(
-    loss: Sequence[float],
-    val_loss: Sequence[float] | None = None,
-    acc: Sequence[float] | None = None,
-    val_acc: Sequence[float] | None = None,
-    seconds: Sequence[float] | None = None,
-) -> tuple[dict[str, Any], ...]:
-    """Rows as train.fit records them; accuracies default to 1 - loss."""
-    rows = []
-    for i, value in enumerate(loss):
-        val = None if val_loss is None else val_loss[i]
-        rows.append(
-            {
-                "epoch": i + 1,
-                "loss": value,
-                "acc": 1 - value if acc is None else acc[i],
-                "val_loss": val,
-                "val_acc": val_acc[i]
-                if val_acc
-                else (None if val is None else 1 - val),
-                "seconds": 2.0 if seconds is None else seconds[i],
-            }
-        )
-    return tuple(rows)
-
-
-def trial(
-    label: str = "a", seed: int = 0, hist: tuple[dict[str, Any], ...] = (), **extra: Any
-) -> TrialResult:
-    fields: dict[str, Any] = {
-        "study": "s",
-        "label": label,
-        "seed": seed,
-        "arch_name": f"net-{label}",
-        "optimizer": "adam",
-        "params": 412,
-        "flops": 10_000,
-        "history": hist,
-        "status": "completed",
-    }
-    return TrialResult(**(fields | extra))
 
 
 def with_test_acc(label: str, values: Sequence[float]) -> list[TrialResult]:

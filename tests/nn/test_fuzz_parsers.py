@@ -9,7 +9,7 @@ with a one-line message.
 The `ci` profile (tests/conftest.py) runs a few hundred examples in all; the
 `fuzz` profile runs 10,000 per property:
 
-    python3 -m pytest tests/test_fuzz.py --hypothesis-profile=fuzz
+    python3 -m pytest tests/nn/test_fuzz_parsers.py --hypothesis-profile=fuzz
 """
 
 from __future__ import annotations

@@ -34,9 +34,8 @@ from cnnlab.training import runs as runs_module
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.runs import create_run
 from cnnlab.util.fsio import folder_lock, remove_temp_files
-from helpers import TINY_NET, run_cli
+from helpers import ROOT, TINY_NET, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {"epochs": 2, "train_limit": 300, "val_size": 100, "test_limit": 100}
 
 
