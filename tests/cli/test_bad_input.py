@@ -910,6 +910,12 @@ MATRIX = [
          example="`--val-size 60000` (all of MNIST's training set)",
          phrases=["val_size=60000 (--val-size) is out of range", "choose 1..59999",
                   "(--validation)"]),
+    case("data-val-size-leaves-too-few", "Data",
+         args=["train", "conv5-tiny", "--val-size", "59999", "--train-limit", "500",
+               "--out", "OUT"],
+         example="`--val-size 59999 --train-limit 500`",
+         phrases=["leaves 1 training image(s), fewer than train_limit=500",
+                  "lower --train-limit"]),
     # ------------------------------------------------------------- run folders
     case("run-evaluate-not-a-run", "Run folders", args=["evaluate", "somefolder"],
          files={"somefolder/notes.txt": "hi\n"},

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import cnnlab
 from cnnlab.errors import SpecError
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, parse_study
@@ -223,3 +224,27 @@ def test_two_studies_write_one_store_at_once(tmp_path: Path) -> None:
     assert counts == {"one": 4, "two": 4}
     epochs = db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
     assert epochs == 8
+
+
+def test_a_nets_own_train_block_is_used_under_the_entrys(tmp_path: Path) -> None:
+    """An architecture file with a `train:` block (a search's best.yaml) listed in a
+    study trains with it, as `cnnlab train FILE` would; the entry's train: and the
+    command's overrides go on top."""
+    (tmp_path / "net.yaml").write_text(
+        "name: mynet\ninput_shape: [28, 28, 1]\nlayers:\n  - Flatten: {}\n"
+        "  - Dense: {units: 10, activation: softmax}\n"
+        "train: {lr: 0.5, optimizer: sgd, epochs: 3}\n"
+    )
+    (tmp_path / "st.yaml").write_text(
+        "name: st\nseeds: [0]\ntrain: {epochs: 1, train_limit: 300, val_size: 100}\n"
+        "architectures: [net.yaml, {file: net.yaml, label: two, train: {lr: 0.1}}, "
+        "conv5-tiny, fast]\n"
+    )
+    study = cnnlab.load_study(tmp_path / "st.yaml", epochs=2)
+    configs = {a.label: a.config for a in study.archs}
+    assert (configs["mynet"].optimizer, configs["mynet"].lr) == ("sgd", 0.5)
+    assert (configs["two"].optimizer, configs["two"].lr) == ("sgd", 0.1)
+    assert (configs["conv5-tiny"].optimizer, configs["conv5-tiny"].lr) == ("adam", None)
+    assert configs["fast"].schedule == cnnlab.train_config("fast").schedule
+    assert {c.epochs for c in configs.values()} == {2}  # the flag over everything
+    assert {c.train_limit for c in configs.values()} == {300}  # the study's

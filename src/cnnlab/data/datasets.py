@@ -610,6 +610,17 @@ def _check_val_size(val_size: int, n_train: int) -> None:
         )
 
 
+def _check_train_limit(remaining: int, train_limit: int | None, held: str) -> None:
+    """A hold-out that leaves fewer training images than --train-limit asks for
+    is said, not trained on quietly (one image, from a mistyped --val-size)."""
+    if train_limit is not None and remaining < train_limit:
+        raise DataError(
+            f"{held} leaves {remaining:,} training image(s), fewer than "
+            f"train_limit={train_limit:,} (--train-limit) asks for; hold out fewer "
+            "images, or lower --train-limit"
+        )
+
+
 def split_dataset(
     ds: Dataset,
     validation: str = "holdout",
@@ -654,7 +665,9 @@ def split_dataset(
                 f"{len(held)} training images; choose a fraction that leaves both "
                 "training and validation images, or validation 'test' or 'none'"
             )
-        kept = torch.nonzero(~held)[:, 0][:train_limit]
+        kept = torch.nonzero(~held)[:, 0]
+        _check_train_limit(len(kept), train_limit, f"val_fraction={val_fraction}")
+        kept = kept[:train_limit]
         return Split(
             x_train=ds.x_train[kept],
             y_train=ds.y_train[kept],
@@ -666,6 +679,11 @@ def split_dataset(
         )
     if validation == "holdout":
         _check_val_size(val_size, len(ds.x_train))
+        _check_train_limit(
+            len(ds.x_train) - val_size,
+            train_limit,
+            f"val_size={val_size:,} (--val-size) of {len(ds.x_train):,}",
+        )
         generator = torch.Generator().manual_seed(split_seed)
         order = torch.randperm(len(ds.x_train), generator=generator)
         val_idx, train_idx = order[:val_size], order[val_size:][:train_limit]

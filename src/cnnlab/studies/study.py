@@ -51,7 +51,13 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.nn.presets import NOTEBOOK_NETS, load_preset, names_file, preset_names
+from cnnlab.nn.presets import (
+    NOTEBOOK_NETS,
+    load_preset,
+    names_file,
+    preset_names,
+    recipe_settings,
+)
 from cnnlab.nn.spec import (
     Architecture,
     load_architecture,
@@ -304,10 +310,11 @@ def _parse_arch(
     source, where = places.source, f"architectures[{index}]"
     if isinstance(entry, str | int) and not isinstance(entry, bool):
         if isinstance(entry, str) and names_file(entry, places.base_dir):
-            arch = load_architecture(places.resolve(entry, where))
+            path = places.resolve(entry, where)
+            arch = load_architecture(path)
         else:
-            arch = _preset(entry, source, where)
-        return StudyArch(arch.name, arch, base)
+            arch, path = _preset(entry, source, where), str(entry)
+        return StudyArch(arch.name, arch, _with_recipe(base, path, source, where))
     if not isinstance(entry, Mapping):
         raise _fail(
             source,
@@ -319,8 +326,10 @@ def _parse_arch(
     given = [k for k in ("preset", "file", "spec") if k in entry]
     if len(given) != 1:
         raise _fail(source, where, "give exactly one of preset, file or spec.")
+    recipe: str | Path | None = None
     if "preset" in entry:
         arch = _preset(entry["preset"], source, where + ".preset")
+        recipe = str(entry["preset"])
     elif "file" in entry:
         if not isinstance(entry["file"], str) or not entry["file"]:
             raise _fail(
@@ -329,7 +338,8 @@ def _parse_arch(
                 "'file' must be the path of an architecture "
                 f"file. Received: {show_value(entry['file'])}.",
             )
-        arch = load_architecture(places.resolve(entry["file"], where + ".file"))
+        recipe = places.resolve(entry["file"], where + ".file")
+        arch = load_architecture(recipe)
     else:
         spec = entry["spec"]
         label = entry.get("label")
@@ -344,8 +354,23 @@ def _parse_arch(
             "'label' must be one line of printable text. "
             f"Received: {show_value(label)}.",
         )
+    if recipe is not None:
+        base = _with_recipe(base, recipe, source, where)
     config = _train_config(base, entry.get("train"), source, where + ".")
     return StudyArch(label.strip(), arch, config)
+
+
+def _with_recipe(
+    base: TrainConfig, name_or_path: str | Path, source: str, where: str
+) -> TrainConfig:
+    """The study's settings with a recipe's `train:` block on top: a recipe
+    preset's (`fast`) or an architecture file's (a search's best.yaml), as
+    `cnnlab train` uses it; the net's own `train:` in the study file goes on
+    top of both."""
+    settings = recipe_settings(name_or_path)
+    if not settings:
+        return base
+    return _train_config(base, settings, source, f"{where} ({name_or_path}): ")
 
 
 def _parse_seeds(doc: Any, source: str, where: str = "seeds") -> tuple[int, ...]:
