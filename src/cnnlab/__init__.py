@@ -7,7 +7,6 @@ before anything heavy is imported.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from cnnlab._version import __version__ as __version__
@@ -64,11 +63,31 @@ _HOMES = {
 __all__ = sorted([*_HOMES, "CnnlabError", "DataError", "RunError", "SpecError"])
 
 
+def _home(module: str) -> Any:
+    """The module a public name lives in, imported now (each one named, so the
+    import graph sees them)."""
+    if module == "cnnlab.api":
+        from cnnlab import api as home
+    elif module == "cnnlab.nn.spec":
+        from cnnlab.nn import spec as home
+    elif module == "cnnlab.nn.model":
+        from cnnlab.nn import model as home
+    elif module == "cnnlab.training.config":
+        from cnnlab.training import config as home
+    elif module == "cnnlab.training.status":
+        from cnnlab.training import status as home
+    elif module == "cnnlab.studies.study":
+        from cnnlab.studies import study as home
+    else:
+        from cnnlab.reporting import report as home
+    return home
+
+
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
+    module = _HOMES.get(name)
+    if module is None:
         raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    value = getattr(_home(module), name)
     globals()[name] = value  # looked up once
     return value
 

@@ -129,7 +129,7 @@ def sample_grid(dataset: Dataset, path: Path, seed: int = 0) -> Path:
     """A PNG with GRID_SAMPLES training images of each class, one row a class."""
     from matplotlib.figure import Figure
 
-    from cnnlab.training.curves import save_figure
+    from cnnlab.util.fsio import save_figure
 
     rng = np.random.default_rng(seed)
     labels = dataset.y_train.numpy()

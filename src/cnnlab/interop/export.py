@@ -31,8 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab._version import __version__
 from cnnlab.errors import CnnlabError, RunError
+from cnnlab.interop.marker import (
+    INPUT_CONVENTION,
+    INPUT_NAME,
+    MARKER_FILE,
+    MARKER_KEY,
+    OUTPUT_NAME,
+    metadata,
+)
 from cnnlab.nn.model import KerasConv2d, Network
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Architecture
@@ -41,15 +48,8 @@ from cnnlab.util.fsio import atomic_write, sweep_stale_temps
 FORMATS = ("onnx", "keras", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "keras": ".keras", "torchscript": ".pt"}
 OPSET = 17  # ONNX opset of the exported graph; onnxruntime >= 1.18 runs it
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-INPUT_CONVENTION = "(N, H, W, C) float32 in [0, 1], channels last as in Keras"
 NEEDS_ONNX = "--format onnx needs onnx and onnxruntime: pip install 'cnnlab[interop]'"
 VERIFY_TOLERANCE = 1e-4  # onnxruntime vs torch on a sample batch; more is a bug
-# The marker of a file an export wrote, inside the file itself: an ONNX metadata
-# key, a TorchScript extra file, a member of the .keras zip (see is_export).
-MARKER_KEY = "cnnlab_version"
-MARKER_FILE = "cnnlab.json"
 MAX_MARKER_READ = 2**31  # protobuf's own size limit: no ONNX file is larger
 STORE_NAME = "cnnlab.sqlite"  # the study store (studies.study.STORE_FILE)
 
@@ -117,17 +117,6 @@ def _example(model: Network, batch: int = 2) -> torch.Tensor:
     """A random batch in the exported input convention, seeded for repeatability."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(batch, *model.arch.input_shape, generator=generator)
-
-
-def metadata(model: Network, class_names: list[str] | None) -> dict[str, Any]:
-    """The key/value pairs stored in an exported file."""
-    return {
-        "cnnlab_version": __version__,
-        "architecture": model.arch.name,
-        "class_names": list(class_names or []),
-        "input": f"{INPUT_NAME}: {INPUT_CONVENTION}",
-        "output": f"{OUTPUT_NAME}: (N, classes), softmax applied",
-    }
 
 
 def _onnx_modules() -> tuple[Any, Any]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.interop.keras_spec import LAYERS
+from cnnlab.interop.marker import MARKER_FILE, metadata
 from cnnlab.nn.model import KerasConv2d, KerasDense, Network
 from cnnlab.nn.shapes import keras_names
 from cnnlab.nn.spec import layer_type
@@ -124,7 +125,5 @@ def export_keras(model: Network, path: Path) -> Path:
 def _mark(archive: Path, model: Network) -> None:
     """Add the export's marker member to the saved zip (Keras reads only its own
     members): it tells a later `export --overwrite` the file is one it may replace."""
-    from cnnlab.interop.export import MARKER_FILE, metadata
-
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr(MARKER_FILE, json.dumps(metadata(model, None)))

@@ -32,9 +32,10 @@ from cnnlab.reporting.mistakes import (
     misclassified,
 )
 from cnnlab.studies.results import TrialResult
-from cnnlab.training.curves import marker, save_figure
+from cnnlab.training.curves import marker
 from cnnlab.training.metrics import METRIC_NAMES
 from cnnlab.training.status import Status
+from cnnlab.util.fsio import save_figure
 from cnnlab.util.text import slug
 
 if TYPE_CHECKING:

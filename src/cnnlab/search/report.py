@@ -44,8 +44,7 @@ from cnnlab.search.tuner import import_optuna, storage_url
 from cnnlab.studies.layout import StudyLayout
 from cnnlab.studies.store import Store
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.curves import save_figure
-from cnnlab.util.fsio import atomic_write_text
+from cnnlab.util.fsio import atomic_write_text, save_figure
 from cnnlab.util.units import format_flops
 
 BEST_FILE = "best.yaml"

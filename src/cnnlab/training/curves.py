@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
 from cnnlab.training.metrics import METRIC_NAMES
-from cnnlab.util.fsio import atomic_write, write_error
+from cnnlab.util.fsio import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 History = Mapping[str, Sequence[float | None] | None]
 
@@ -27,7 +26,6 @@ _LABELS = METRIC_NAMES
 _MAX_MARKED_EPOCHS = 50
 
 # 100 dpi keeps a 12x4.5 inch figure at 1200x450 px: sharp, and about 50 kB.
-_DPI = 100
 
 
 def plot_history(history: History, path: str | Path, title: str = "") -> Path:
@@ -134,16 +132,3 @@ def _style(axes: Axes, ylabel: str, epochs: int) -> None:
     axes.xaxis.set_major_locator(locator)
     axes.grid(True, alpha=0.3)
     axes.legend()
-
-
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Render `figure` to the PNG `path` atomically (see `atomic_write`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise write_error(path, err) from err
-    atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=_DPI))
-    return path

@@ -16,9 +16,14 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError, RunError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FIGURE_DPI = 100  # every PNG cnnlab draws
 
 try:
     import fcntl
@@ -285,3 +290,17 @@ def sweep_stale_temps(folder: Path, name: str) -> list[Path]:
             continue  # read-only or vanished: leave it
         removed.append(path)
     return removed
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Render a matplotlib `figure` to the PNG `path` atomically (`atomic_write`);
+    its folder is made if missing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(path, err) from err
+    atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=FIGURE_DPI))
+    return path
