@@ -70,3 +70,26 @@ def test_a_closed_stdout_pipe_does_not_stop_training(tmp_path: Path) -> None:
     assert proc.wait(timeout=300) == 0
     meta = json.loads((tmp_path / "R" / "run.json").read_text())
     assert meta["status"] == "completed" and meta["epochs_done"] == 3
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_line(tmp_path: Path) -> None:
+    """`predict` prints one line per image and an error is one line, whatever the
+    file names hold: a newline in a name is shown as '\\n', never sent."""
+    from helpers import draw_digit
+
+    (tmp_path / "net.yaml").write_text(TINY_NET_YAML)
+    run_cli("train", "net.yaml", *TINY_FLAGS, "--out", "run", cwd=tmp_path, check=True)
+    forged = "a\nb.png: 7 (99.9%)"
+    draw_digit(tmp_path / f"{forged}.png", "1")
+    (tmp_path / f"{forged}-blank.png").write_bytes(
+        (tmp_path / f"{forged}.png").read_bytes()[:20]
+    )
+    good = run_cli("predict", "run", f"{forged}.png", cwd=tmp_path)
+    assert good.code == 0, good.err
+    assert len(good.out.splitlines()) == 1
+    assert good.out.startswith("a\\nb.png: 7 (99.9%).png: ")
+    bad = run_cli("predict", "run", f"{forged}-blank.png", cwd=tmp_path)
+    assert bad.code == 2
+    assert len(bad.err.splitlines()) == 1 and bad.err.startswith("error: ")
+    assert "a\\nb.png" in bad.err
+    assert shown("a\nb\tc", one_line=True) == "a\\nb\tc"

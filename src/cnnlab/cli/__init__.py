@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     except CnnlabError as err:
         if args.debug:
             raise
-        print(f"error: {shown(str(err))}", file=sys.stderr)
+        print(f"error: {shown(str(err), one_line=True)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         if args.debug:

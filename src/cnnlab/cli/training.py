@@ -169,7 +169,7 @@ def _predict(args: argparse.Namespace) -> int:
     for p in api.predict(args.run, args.images):
         note = f" [{p.converted}]" if p.converted else ""
         line = f"{p.path}: {p.name} ({100 * p.probability:.1f}%){note}"
-        print(shown(line))
+        print(shown(line, one_line=True))
     return 0
 
 

@@ -15,10 +15,16 @@ from typing import Any, TextIO
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def shown(text: str) -> str:
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def shown(text: str, *, one_line: bool = False) -> str:
     """`text` for a terminal: each control character replaced by its visible
-    escape ('\\x1b', '\\x07'), so a name from a file cannot drive the terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    escape ('\\x1b', '\\x07'), so a name from a file cannot drive the terminal.
+    `one_line`: newlines too ('\\n'), for a line that must stay one line (an
+    error, a prediction) whatever a file name holds."""
+    pattern = _CONTROL_OR_NEWLINE if one_line else _CONTROL
+    return pattern.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class PipeSafe:
