@@ -380,11 +380,11 @@ def predict(run: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     if record.meta["environment"].get("data_info"):  # trained on an image set
         return _predict_images(record, model, names, images)
     height, width, channels = model.arch.input_shape
-    if height != width or channels != 1:
+    if height != width or channels != 1 or height < 4:
         raise RunError(
-            f"{record.path}: predict reads images as square greyscale digits, but "
-            f"this network takes {height}x{width}x{channels} inputs. Use a run "
-            "trained on square one-channel images."
+            f"{record.path}: predict reads images as square greyscale digits of at "
+            f"least 4x4 pixels, but this network takes {height}x{width}x{channels} "
+            "inputs. Use a run trained on square one-channel images of 4x4 or more."
         )
     batch = torch.stack([load_image(p, height) for p in images])  # (N, 1, H, W)
     batch = batch.contiguous(memory_format=torch.channels_last)

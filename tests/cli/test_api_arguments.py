@@ -68,3 +68,54 @@ def test_an_unknown_trial_status_is_refused(run: Path, tmp_path: Path) -> None:
     assert len(cnnlab.list_trials(tmp_path / "out", status="completed")) == 1
     with pytest.raises(cnnlab.CnnlabError, match="status must be one of"):
         cnnlab.list_trials(tmp_path / "out", status="nonsense")
+
+
+def test_build_model_checks_its_seed_as_training_does() -> None:
+    arch = cnnlab.load("conv5-tiny")
+    for seed in (-1, 2**32, 1.5, "0"):
+        with pytest.raises(cnnlab.CnnlabError, match="seed must be an integer from 0"):
+            cnnlab.build_model(arch, seed=seed)  # type: ignore[arg-type]
+    a, b = cnnlab.build_model(arch, seed=3), cnnlab.build_model(arch, seed=3)
+    assert all(
+        (p == q).all() for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
+
+
+def test_an_idx_header_of_many_dimensions_is_named_not_listed(tmp_path: Path) -> None:
+    from cnnlab.data.datasets import read_idx
+
+    path = tmp_path / "many"
+    path.write_bytes(bytes([0, 0, 0x08, 200]) + (1).to_bytes(4, "big") * 200 + b"xy")
+    with pytest.raises(cnnlab.DataError) as err:
+        read_idx(path)
+    message = str(err.value)
+    assert "of 200 dimensions, (1, 1, 1, 1)..." in message and len(message) < 300
+
+
+def test_predict_on_a_run_of_tiny_images_is_one_error(tmp_path: Path) -> None:
+    """A run trained on 1x1 images cannot read a picture as a digit: one error
+    naming the run's input and what predict needs, not a ValueError."""
+    import numpy as np
+
+    from helpers import write_idx
+
+    data = tmp_path / "px1"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 200), ("t10k", 50)):
+        write_idx(
+            data / f"{prefix}-images-idx3-ubyte",
+            rng.integers(0, 256, (count, 1, 1), dtype=np.uint8),
+        )
+        write_idx(
+            data / f"{prefix}-labels-idx1-ubyte", np.arange(count, dtype=np.uint8) % 10
+        )
+    net = {
+        "name": "dot",
+        "layers": ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}],
+    }
+    config = cnnlab.TrainConfig(epochs=1, data=str(data), validation="none")
+    run = cnnlab.train(parse_architecture(net), config, tmp_path / "run", hooks=Hooks())
+    image = draw_digit(tmp_path / "one.png", "1")
+    with pytest.raises(cnnlab.RunError, match="takes 1x1x1 inputs"):
+        cnnlab.predict(run.path, [image])

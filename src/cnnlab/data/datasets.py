@@ -225,8 +225,9 @@ def _decode_idx(data: bytes, path: Path) -> np.ndarray:
     expected = header_len + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "longer than its header says"
+        shown = shape if ndim <= 8 else f"of {ndim} dimensions, {shape[:4]}..."
         raise DataError(
-            f"{path}: {state} (header shape {shape} needs {expected} bytes, "
+            f"{path}: {state} (header shape {shown} needs {expected} bytes, "
             f"the data has {len(data)}); restore the original file"
         )
     flat = np.frombuffer(data, dtype=dtype, offset=header_len)

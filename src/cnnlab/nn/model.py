@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.nn import convpath, fastconv
 from cnnlab.nn.shapes import ModelInfo, infer
 from cnnlab.nn.spec import (
@@ -32,7 +33,10 @@ from cnnlab.nn.spec import (
     LeakyReLU,
     MaxPooling2D,
 )
+from cnnlab.util.text import is_int, show_value
 from cnnlab.util.units import ceil_div
+
+MAX_SEED = 2**32 - 1  # torch takes seeds < 2**64, numpy's legacy seeding < 2**32
 
 # Keras's activation functions; leaky_relu as a function uses Keras's 0.2 slope
 # (keras.activations.leaky_relu), while the LeakyReLU layer defaults to 0.3.
@@ -295,6 +299,11 @@ def build_model(
     `reorder=False` keeps every activation before its pool, as written (the same
     function, slower; see `pool_before_activation`).
     """
+    if seed is not None and not (is_int(seed) and 0 <= seed <= MAX_SEED):
+        raise CnnlabError(
+            f"seed must be an integer from 0 to {MAX_SEED}. "
+            f"Received: seed={show_value(seed)}."
+        )
     info = infer(arch, num_classes)
     if seed is None:
         return _channels_last(Network(arch, info, reorder))

@@ -11,6 +11,7 @@ from typing import Any
 from cnnlab.data.augment import AUGMENTS, MAX_SHIFT, SHIFT_LIMIT, TEST_AUGMENTS
 from cnnlab.data.folders import COLORS
 from cnnlab.errors import CnnlabError, SpecError
+from cnnlab.nn.model import MAX_SEED as MAX_SEED  # one limit for every seed
 from cnnlab.nn.presets import RECIPE_KEY, preset_names, recipe_settings
 from cnnlab.training.precision import PRECISIONS
 from cnnlab.training.schedule import SCHEDULES
@@ -20,7 +21,6 @@ from cnnlab.util.text import is_int, is_number, show_value
 VALIDATIONS = ("holdout", "test", "none")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_COUNT = 2**31 - 1  # epochs, batch size, limits, threads: far past any real run
-MAX_SEED = 2**32 - 1  # torch takes seeds < 2**64, numpy's legacy seeding < 2**32
 # Settings a resumed run may change: they extend it (epochs) or pick the machine it
 # runs on (device, threads) without changing its results. Every other field is fixed
 # once a run has started.
