@@ -7,8 +7,8 @@ signal arrived counts as such. With `resume`, an interrupted train or study is r
 again to the end and its records compared with an uninterrupted run's.
 
 Signals are sent once the command's own handler is installed (SIGTERM shows as
-caught in /proc/PID/status): before that the interpreter is importing torch and
-nothing is written, and Python's own handling applies.
+caught in /proc/PID/status), which `main` does before it imports PyTorch: the random
+moments cover the commands' loading too.
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ COMMANDS: dict[str, tuple[list[str], float]] = {
     "report": (["report", "s", "--out", "DONE"], 3.0),
     "runs": (["runs", "--out", "DONE"], 0.01),  # done within ~20 ms of main
     "summary": (["summary", "conv5-medium"], 0.01),
+    "export": (["export", "RUN", "--format", "torchscript", "--out", "m.pt"], 1.0),
+    "import": (["import", "model.py", "--out", "IMPORTED"], 0.3),
 }
+# Keras code for `import` (read with ast, never run).
+KERAS_CODE = (
+    "from tensorflow import keras\n"
+    "net = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten(),\n"
+    "    keras.layers.Dense(10, activation='softmax')], name='flat')\n"
+)
 
 
 @dataclass
@@ -86,6 +94,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "net.yaml").write_text(TINY_NET_YAML)
     (folder / "study.yaml").write_text(yaml.safe_dump(STUDY))
     draw_digit(folder / "one.png", "1")
+    (folder / "model.py").write_text(KERAS_CODE)
     run = ["train", "net.yaml", "--epochs", "3", *FLAGS]
     _cli(folder, *run, "--out", "REF")  # the uninterrupted reference
     _cli(folder, *run[:3], "1", *FLAGS, "--out", "HALF")

@@ -25,6 +25,7 @@ from cnnlab.util.interrupts import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     exit_code,
+    raised_interrupt,
     signal_name,
     signals_as_interrupts,
 )
@@ -168,7 +169,9 @@ def _run(args: argparse.Namespace) -> int:
         # Python wraps an interrupt raised in some places in another error (a
         # signal during a class's creation, as an import runs, becomes
         # "RuntimeError: Error calling __set_name__"): it is still the interrupt.
-        cause = interrupt_in(err)
+        # An interrupt can also leave a library half imported, so that the error
+        # that ends the command is the library's, with no link to the interrupt.
+        cause = interrupt_in(err) or raised_interrupt()
         if cause is None or args.debug:
             raise
         return _interrupted(args, cause)

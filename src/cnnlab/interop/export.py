@@ -44,6 +44,7 @@ from cnnlab.nn.model import KerasConv2d, Network
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.util.fsio import atomic_write, sweep_stale_temps
+from cnnlab.util.interrupts import signals_deferred
 
 FORMATS = ("onnx", "keras", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "keras": ".keras", "torchscript": ".pt"}
@@ -340,4 +341,5 @@ def export_network(
     check_target(path, fmt, overwrite)
     check_weights(model, source)
     sweep_stale_temps(path.parent, path.name)
-    return WRITERS[fmt](model, path, class_names)
+    with signals_deferred():  # the exporters call Python back from C++
+        return WRITERS[fmt](model, path, class_names)
