@@ -124,7 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As the console script (argv None) the process ends after this: a signal
         # after the command finished is then ignored, not a death by signal.
         with signals_as_interrupts(restore=argv is not None):
-            parser = build_parser()  # imports the commands: inside the handlers
+            try:
+                parser = build_parser()  # imports the commands: inside the handlers
+            except Exception as err:  # an interrupt left an import half done
+                cause = interrupt_in(err) or raised_interrupt()
+                if cause is None:
+                    raise
+                raise cause from err
             args, extra = parser.parse_known_args(argv)
             if extra:  # unknown flags, reported against the command's own flags
                 parser.commands[args.command].error(  # type: ignore[attr-defined]
