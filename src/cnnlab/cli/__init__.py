@@ -14,6 +14,7 @@ so a Ctrl-C while PyTorch loads ends in the same one line as any other.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import os
 import sys
@@ -151,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
         # A KeyboardInterrupt that passed through C code (an import, say) can leave
         # CPython set to end the process by SIGINT after main returns, whatever the
-        # code: the clean-up is done, so exit now with the code the line promised.
+        # code: exit now with the code the line promised, after the exit handlers
+        # a normal exit runs (multiprocessing's semaphores, loggers' last writes:
+        # skipped, the pool's resource tracker would warn of leaks after our line).
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
