@@ -231,6 +231,27 @@ def read_png(path: Path, width: int, height: int, *, exact: bool = True) -> np.n
     return pixels
 
 
+# Three classes of noisy colour patches for tests of colour data: each class its
+# own mean colour, so that one epoch learns something.
+COLOUR_CLASSES = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40)}
+
+
+def write_colour_folder(
+    root: Path, shape: tuple[int, int] = (20, 24), per_class: tuple[int, int] = (8, 4)
+) -> Path:
+    """root/train/<colour>/*.png and root/test/<colour>/*.png: RGB PNGs of
+    shape = (height, width), per_class = (train, test) images of each class."""
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for name, colour in COLOUR_CLASSES.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(colour, 50, (*shape, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
 # ------------------------------------------------------------- IDX files
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.reporting.analysis import comparison_rows
@@ -25,7 +26,7 @@ from cnnlab.studies.executors.ray import INSTALL_HINT
 from cnnlab.studies.runner import make_executor, run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import STORE_FILE, Study, parse_study
-from helpers import TINY_NET, run_cli
+from helpers import TINY_NET, run_cli, write_colour_folder
 from helpers import store_results as results
 
 
@@ -305,3 +306,71 @@ def test_cli_runs_a_study_on_a_local_ray_instance(tmp_path: Path) -> None:
         assert [(t.seed, t.status) for t in store.trials("cli")] == [
             (0, "completed"), (1, "completed")]  # fmt: skip
     assert (tmp_path / "out" / "cli" / "report" / "report.html").is_file()
+
+
+# ------------------------------------------------------------- colour data on Ray
+
+
+def colour_study(folder: Path) -> Study:
+    """Two trials on a tiny colour folder (16x16x3, 3 classes): a preset, which
+    takes the data's shape and class count, and an inline net without input_shape."""
+    net = {"layers": ["Flatten", {"Dense": {"units": 3, "activation": "softmax"}}]}
+    doc = {"name": "colour", "seeds": [0], "data": str(folder),
+           "train": {"epochs": 1, "threads": 1},
+           "architectures": ["conv5-tiny", {"label": "linear", "spec": net}]}  # fmt: skip
+    return parse_study(doc, source="colour.yaml", base_dir=folder.parent)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@needs_ray
+def test_colour_folder_trains_on_ray_as_in_process(
+    tmp_path: Path, local_ray: Any
+) -> None:
+    folder = write_colour_folder(tmp_path / "colours", (16, 16), (10, 4))
+    run_study(colour_study(folder), tmp_path / "in-process")
+    outcomes = run_study_ray(colour_study(folder), tmp_path / "ray")
+    assert [o.status for o in outcomes] == ["trained", "trained"]
+    on_ray = results(tmp_path / "ray", "colour")
+    assert on_ray == results(tmp_path / "in-process", "colour")
+    assert {r[5] for r in on_ray} == {"completed"}
+    run = tmp_path / "ray" / "colour" / "runs" / "conv5-tiny-s0"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["environment"]["class_names"] == ["blue", "green", "red"]
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    assert (spec["input_shape"], spec["layers"][-1]["units"]) == ([16, 16, 3], 3)
+    # The store counts the nets as they train on 16x16x3 with 3 classes:
+    # conv5-tiny 76 + 52 + 36 + 40 + 27 weights, linear 16 * 16 * 3 * 3 + 3.
+    assert [(r[0], r[3]) for r in on_ray] == [("conv5-tiny", 231), ("linear", 2307)]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@needs_ray
+def test_a_worker_refuses_data_that_changed_after_the_driver_read_it(
+    tmp_path: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from cnnlab.studies.executors import ray as executor
+
+    folder = write_colour_folder(tmp_path / "colours", (16, 16), (10, 4))
+    real = executor.fingerprint
+
+    def then_edit(dataset: Any) -> str:
+        """The driver's fingerprint, then one test image repainted (the workers,
+        in their own processes, read the folder as it is now)."""
+        digest = real(dataset)
+        Image.new("RGB", (16, 16), (0, 0, 0)).save(folder / "test" / "red" / "0.png")
+        return digest
+
+    monkeypatch.setattr(executor, "fingerprint", then_edit)
+    with pytest.raises(CnnlabError) as caught:
+        run_study_ray(colour_study(folder), tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("2 trial(s) failed on Ray (conv5-tiny seed 0, linear")
+    assert f"data {str(folder)!r} on node " in message
+    assert "is not the data the driver read" in message
+    assert "\n" not in message
+    with Store(tmp_path / "out" / STORE_FILE) as store:
+        assert {t.status for t in store.trials("colour")} == {"interrupted"}

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
+from cnnlab.nn.spec import Architecture
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial, data_name
 from cnnlab.training.loop import Reporter, TrainState
@@ -44,15 +45,17 @@ class TrialOutcome:
         return self.outcome.value
 
 
-def check_study(study: Study) -> None:
+def check_study(study: Study) -> dict[str, Architecture]:
     """What can fail on input, checked before a file is written: every net must
     take its data's images (a cross-dataset study of a net with a fixed
-    input_shape needs data of one shape) and score its classes."""
+    input_shape needs data of one shape) and score its classes. Returns each
+    net's architecture as it trains, fitted to its data (nn.adapt), by label."""
     from cnnlab.nn.adapt import adapt_to_data
     from cnnlab.nn.shapes import check_input
     from cnnlab.training.session import image_options
 
     loaded = {}
+    fitted = {}
     for data in sorted({a.config.data for a in study.archs}):
         for a in study.archs:
             if a.config.data == data:
@@ -64,6 +67,16 @@ def check_study(study: Study) -> None:
                 arch = adapt_to_data(a.arch, dataset.image_shape, classes)
                 check_input(arch, dataset.image_shape, data_name(data))
                 infer(arch, classes)
+                fitted[a.label] = arch
+    return fitted
+
+
+def fitted_trials(
+    trials: Sequence[Trial], fitted: dict[str, Architecture]
+) -> list[Trial]:
+    """`trials` with the architectures `check_study` fitted to their data: the
+    store then records the parameters, FLOPs and spec each trial trains with."""
+    return [replace(t, arch=fitted.get(t.label, t.arch)) for t in trials]
 
 
 def trial_fields(

@@ -12,7 +12,10 @@ What travels where:
   path, the driver's working directory, the cnnlab version, the thread count), sent
   once through Ray's object store. No tensors and no data: each worker loads the data
   set itself, the embedded MNIST from its own installed cnnlab, checked against its
-  SHA-256 sums at every load; a `data` folder must exist at the same path everywhere.
+  SHA-256 sums at every load; a `data` source (IDX or image folder, .npz, CIFAR)
+  must exist at the same path everywhere. The payload carries the fingerprint of
+  the data the driver read (`data.fingerprint`), and a worker whose copy decodes to
+  other images or labels refuses the trial with one error.
 - worker -> run folder: the worker trains with `cnnlab.training.session`, so the run
   folder (a checkpoint every epoch, history, weights, curves) is written where it
   trains. A retried trial resumes from that checkpoint, wherever Ray restarts it, so
@@ -33,7 +36,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum, unique
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ from typing import Any
 import torch
 
 from cnnlab._version import __version__
+from cnnlab.data.datasets import load_dataset
+from cnnlab.data.fingerprint import check_fingerprint, fingerprint
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.model import build_model
 from cnnlab.nn.spec import parse_architecture
@@ -62,6 +67,7 @@ from cnnlab.training.session import (
     Hooks,
     batch_of,
     finish_run,
+    image_options,
     load_split,
     resume_run,
     train_run,
@@ -197,6 +203,7 @@ class _Book:
         self.total = len(run.trials)
         self.outcomes: dict[int, TrialOutcome] = {}  # by position in the study
         self.jobs: list[_Job] = []
+        self.fingerprints: dict[tuple, str] = {}  # by (data, image options)
         dirs = [t.run_dir(run.study_dir) for t in run.trials]
         records = [existing_run(t, d) for t, d in zip(run.trials, dirs, strict=True)]
         for k, trial in enumerate(run.trials, start=1):
@@ -225,9 +232,16 @@ class _Book:
             finish_trial(self.db, trial_id, record.meta, history, Status.STOPPED_EARLY)
             self._outcome(k, trial, Outcome.STOPPED_EARLY)
         else:
-            payload = _payload(trial, run_dir, self.cpus)
+            payload = _payload(trial, run_dir, self.cpus, self._fingerprint(trial))
             outcome = Outcome.TRAINED if record is None else Outcome.RESUMED
             self.jobs.append(_Job(k, trial, trial_id, payload, outcome))
+
+    def _fingerprint(self, trial: Trial) -> str:
+        """The fingerprint of the data the trial trains on, as the driver reads it."""
+        key = (trial.config.data, image_options(trial.config))
+        if key not in self.fingerprints:
+            self.fingerprints[key] = fingerprint(load_dataset(*key))
+        return self.fingerprints[key]
 
     def _outcome(self, k: int, trial: Trial, status: Outcome) -> None:
         self.outcomes[k] = TrialOutcome(trial, status)
@@ -314,17 +328,25 @@ class _Book:
         return [self.outcomes[k] for k in sorted(self.outcomes)]
 
 
-def _payload(trial: Trial, run_dir: Path, cpus: float) -> dict[str, Any]:
+def _payload(
+    trial: Trial, run_dir: Path, cpus: float, data_fingerprint: str
+) -> dict[str, Any]:
     """Everything a worker needs to run one trial, as plain data."""
     return {
         "label": trial.label,
         "spec": trial.arch.to_dict(),
+        # What the document leaves out: whether it is a preset (its source) and
+        # whether it states its input_shape; a worker adapts it to the data as the
+        # driver would (nn.adapt).
+        "arch_source": trial.arch.source,
+        "shape_given": trial.arch.shape_given,
         "config": trial.config.to_dict(),
         "run_dir": str(run_dir.resolve()),
         "cwd": os.getcwd(),  # relative `data` paths resolve as on the driver
         "cnnlab": __version__,
         "threads": max(1, int(cpus)),
         "score_test": trial.score_test,
+        "data_fingerprint": data_fingerprint,  # of what the driver read
     }
 
 
@@ -496,7 +518,8 @@ def _environ(**values: str) -> Iterator[None]:
 
 
 def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
-    """The worker's side of a payload: check the node, rebuild the trial."""
+    """The worker's side of a payload: check the node and its copy of the data,
+    rebuild the trial."""
     if job["cnnlab"] != __version__:
         raise CnnlabError(
             f"node {platform.node()} has cnnlab {__version__}, the driver "
@@ -506,10 +529,22 @@ def _open_job(job: dict[str, Any]) -> tuple[Trial, Path]:
         os.chdir(job["cwd"])
     torch.set_num_threads(job["threads"])  # a config's own `threads` overrides it
     source = f"study trial {job['label']!r}"
-    arch = parse_architecture(job["spec"], source=source)
+    arch = replace(
+        parse_architecture(job["spec"], source=source),
+        source=job["arch_source"],
+        shape_given=job["shape_given"],
+    )
     config = TrainConfig.from_dict(job["config"])
     trial = Trial(job["label"], arch, config, score_test=job["score_test"])
+    check_data(config, job["data_fingerprint"])
     return trial, Path(job["run_dir"])
+
+
+def check_data(config: TrainConfig, expected: str) -> None:
+    """Refuse to train on data other than what the driver read (its fingerprint
+    is `expected`); the data set is loaded as training will load it."""
+    dataset = load_dataset(config.data, image_options(config))
+    check_fingerprint(dataset, expected, f"node {platform.node()}")
 
 
 def _train_job(config: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
