@@ -342,35 +342,3 @@ def test_colour_folder_trains_on_ray_as_in_process(
     # The store counts the nets as they train on 16x16x3 with 3 classes:
     # conv5-tiny 76 + 52 + 36 + 40 + 27 weights, linear 16 * 16 * 3 * 3 + 3.
     assert [(r[0], r[3]) for r in on_ray] == [("conv5-tiny", 231), ("linear", 2307)]
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@needs_ray
-def test_a_worker_refuses_data_that_changed_after_the_driver_read_it(
-    tmp_path: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from PIL import Image
-
-    from cnnlab.studies.executors import ray as executor
-
-    folder = write_colour_folder(tmp_path / "colours", (16, 16), (10, 4))
-    real = executor.fingerprint
-
-    def then_edit(dataset: Any) -> str:
-        """The driver's fingerprint, then one test image repainted (the workers,
-        in their own processes, read the folder as it is now)."""
-        digest = real(dataset)
-        Image.new("RGB", (16, 16), (0, 0, 0)).save(folder / "test" / "red" / "0.png")
-        return digest
-
-    monkeypatch.setattr(executor, "fingerprint", then_edit)
-    with pytest.raises(CnnlabError) as caught:
-        run_study_ray(colour_study(folder), tmp_path / "out")
-    message = str(caught.value)
-    assert message.startswith("2 trial(s) failed on Ray (conv5-tiny seed 0, linear")
-    assert f"data {str(folder)!r} on node " in message
-    assert "is not the data the driver read" in message
-    assert "\n" not in message
-    with Store(tmp_path / "out" / STORE_FILE) as store:
-        assert {t.status for t in store.trials("colour")} == {"interrupted"}

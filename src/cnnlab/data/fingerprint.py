@@ -34,7 +34,7 @@ def fingerprint(dataset: Dataset) -> str:
         array = np.ascontiguousarray(tensor.numpy())
         digest.update(f"|{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))
-    digest.update("|classes:".encode() + "\0".join(dataset.class_names).encode())
+    digest.update(b"|classes:" + "\0".join(dataset.class_names).encode())
     return digest.hexdigest()
 
 
