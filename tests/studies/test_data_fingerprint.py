@@ -35,9 +35,13 @@ def npz_source(root: Path) -> Path:
     rng = np.random.default_rng(1)
     path = root / "set.npz"
     root.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=rng.integers(0, 256, (12, 8, 6, 3), dtype=np.uint8),
-             y_train=np.arange(12) % 3, x_test=rng.integers(0, 256, (6, 8, 6, 3),
-             dtype=np.uint8), y_test=np.arange(6) % 3)  # fmt: skip
+    arrays = {
+        "x_train": rng.integers(0, 256, (12, 8, 6, 3), dtype=np.uint8),
+        "y_train": np.arange(12) % 3,
+        "x_test": rng.integers(0, 256, (6, 8, 6, 3), dtype=np.uint8),
+        "y_test": np.arange(6) % 3,
+    }
+    np.savez(path, **arrays)
     return path
 
 
@@ -48,8 +52,8 @@ def cifar_source(root: Path) -> Path:
     folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
     for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
-        records = [bytes([k % 2]) + rng.integers(0, 256, 3072, np.uint8).tobytes()
-                   for k in range(2)]  # fmt: skip
+        pixels = rng.integers(0, 256, (2, 3072), np.uint8)
+        records = [bytes([k % 2]) + pixels[k].tobytes() for k in range(2)]
         (folder / name).write_bytes(b"".join(records))
     return folder
 

@@ -315,9 +315,13 @@ def colour_study(folder: Path) -> Study:
     """Two trials on a tiny colour folder (16x16x3, 3 classes): a preset, which
     takes the data's shape and class count, and an inline net without input_shape."""
     net = {"layers": ["Flatten", {"Dense": {"units": 3, "activation": "softmax"}}]}
-    doc = {"name": "colour", "seeds": [0], "data": str(folder),
-           "train": {"epochs": 1, "threads": 1},
-           "architectures": ["conv5-tiny", {"label": "linear", "spec": net}]}  # fmt: skip
+    doc = {
+        "name": "colour",
+        "seeds": [0],
+        "data": str(folder),
+        "train": {"epochs": 1, "threads": 1},
+        "architectures": ["conv5-tiny", {"label": "linear", "spec": net}],
+    }
     return parse_study(doc, source="colour.yaml", base_dir=folder.parent)
 
 
