@@ -12,6 +12,8 @@ import pytest
 
 import cnnlab
 from cnnlab.errors import SpecError
+from cnnlab.studies.layout import STORE_FILE
+from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import load_study, parse_study
 from helpers import TINY_NET, cli_command, run_cli
@@ -248,3 +250,73 @@ def test_a_nets_own_train_block_is_used_under_the_entrys(tmp_path: Path) -> None
     assert configs["fast"].schedule == cnnlab.train_config("fast").schedule
     assert {c.epochs for c in configs.values()} == {2}  # the flag over everything
     assert {c.train_limit for c in configs.values()} == {300}  # the study's
+
+
+def grey_digits_folder(root: Path, size: int = 28) -> Path:
+    """root/train/<d>/*.png and root/test/<d>/*.png: ten classes of size x size
+    greyscale squares, one brightness per class."""
+    from PIL import Image
+
+    for split, count in (("train", 3), ("test", 1)):
+        for digit in range(10):
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = Image.new("L", (size, size), 20 * digit + i)
+                image.save(folder / f"{i}.png")
+    return root
+
+
+FIXED_NET = {"input_shape": [28, 28, 1], **TINY_NET}
+
+
+def cross_doc(folder: Path, archs: list) -> dict:
+    return {
+        "name": "cross",
+        "seeds": [0],
+        "data": ["mnist", str(folder)],
+        "train": {"epochs": 1, "train_limit": 20, "val_size": 5, "test_limit": 10},
+        "architectures": archs,
+    }
+
+
+@pytest.mark.slow
+def test_mnist_against_own_folder_when_the_shapes_agree(tmp_path: Path) -> None:
+    folder = grey_digits_folder(tmp_path / "digits")
+    archs = [{"label": "fixed", "spec": FIXED_NET}, "conv5-tiny"]
+    study = parse_study(cross_doc(folder, archs), base_dir=tmp_path)
+    outcomes = run_study(study, tmp_path / "out")
+    assert [o.trial.label for o in outcomes] == [
+        "fixed@mnist",
+        "conv5-tiny@mnist",
+        "fixed@digits",
+        "conv5-tiny@digits",
+    ]
+    with Store(tmp_path / "out" / STORE_FILE) as store:
+        trials = store.trials("cross")
+    assert {t.status for t in trials} == {"completed"}
+    # 28x28x1 and ten classes on both: the same nets, the same parameters
+    assert sorted((t.label, t.params) for t in trials) == [
+        ("conv5-tiny@digits", 412),
+        ("conv5-tiny@mnist", 412),
+        ("fixed@digits", 7850),
+        ("fixed@mnist", 7850),
+    ]
+
+
+def test_mnist_against_own_folder_of_another_shape_is_one_error(
+    tmp_path: Path,
+) -> None:
+    """In process; the command's one line is the bad-input case
+    images-cross-study-shapes (tests/cli/test_bad_input.py)."""
+    folder = grey_digits_folder(tmp_path / "digits", size=32)
+    doc = cross_doc(folder, [{"label": "fixed", "spec": FIXED_NET}])
+    study = parse_study(doc, source="cross.yaml", base_dir=tmp_path)
+    with pytest.raises(SpecError) as caught:
+        run_study(study, tmp_path / "out")
+    assert str(caught.value) == (
+        "cross.yaml: architectures[0].spec: input_shape is [28, 28, 1], but the "
+        "images of digits are 32x32 with 1 channel. Set input_shape: [32, 32, 1] "
+        "or train on data of that shape."
+    )
+    assert not (tmp_path / "out").exists()
