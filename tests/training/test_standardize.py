@@ -155,8 +155,8 @@ def test_evaluate_and_predict_use_the_stored_values(run: Path, tmp_path: Path) -
     "entry, phrase",
     [
         (None, "standardize must be a mapping of mean and std"),
-        ({"mean": [0.1, 0.2], "std": [1, 1, 1]}, "mean must be a list of 3 finite"),
-        ({"mean": [0, 0, 0], "std": [1, 0, 1]}, "std must be a list of 3 finite pos"),
+        ({"mean": [0.1, 0.2], "std": [1, 1, 1]}, "mean must be a list of finite numbers, one per channel (3)"),
+        ({"mean": [0, 0, 0], "std": [1, 0, 1]}, "std must be a list of finite positive"),
         ({"mean": [0, "x", 0], "std": [1, 1, 1]}, "standardize.mean=[0, 'x', 0]"),
     ],
 )

@@ -72,7 +72,7 @@ def read_entry(entry: Any, where: str, channels: int) -> dict[str, list[float]]:
             what = "finite positive numbers" if key == "std" else "finite numbers"
             raise _bad(
                 where,
-                f"{key} must be a list of {channels} {what} (one per channel)",
+                f"{key} must be a list of {what}, one per channel ({channels})",
                 values,
                 fix,
                 f"{KEY}.{key}",
