@@ -139,9 +139,9 @@ def test_evaluate_and_predict_use_the_stored_values(run: Path, tmp_path: Path) -
     for f in run.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     before = cnnlab.evaluate_run(copy)
-    assert before["test_acc"] == json.loads((run / "run.json").read_text())["test"][
-        "acc"
-    ]
+    assert (
+        before["test_acc"] == json.loads((run / "run.json").read_text())["test"]["acc"]
+    )
     meta = json.loads((copy / "run.json").read_text())
     meta["standardize"]["mean"] = [0.9, 0.9, 0.9]
     (copy / "run.json").write_text(json.dumps(meta))
@@ -155,8 +155,14 @@ def test_evaluate_and_predict_use_the_stored_values(run: Path, tmp_path: Path) -
     "entry, phrase",
     [
         (None, "standardize must be a mapping of mean and std"),
-        ({"mean": [0.1, 0.2], "std": [1, 1, 1]}, "mean must be a list of finite numbers, one per channel (3)"),
-        ({"mean": [0, 0, 0], "std": [1, 0, 1]}, "std must be a list of finite positive"),
+        (
+            {"mean": [0.1, 0.2], "std": [1, 1, 1]},
+            "mean must be a list of finite numbers, one per channel (3)",
+        ),
+        (
+            {"mean": [0, 0, 0], "std": [1, 0, 1]},
+            "std must be a list of finite positive",
+        ),
         ({"mean": [0, "x", 0], "std": [1, 1, 1]}, "standardize.mean=[0, 'x', 0]"),
     ],
 )
@@ -187,7 +193,9 @@ def test_resume_keeps_the_values_and_is_exact(data: Path, tmp_path: Path) -> Non
     resumed = cnnlab.resume(tmp_path / "split", epochs=2)
     assert resumed.meta["standardize"] == stored == whole.meta["standardize"]
     keys = ("loss", "acc", "val_loss", "val_acc")
-    rows = [[tuple(r[k] for k in keys) for r in x.history.epochs] for x in (whole, resumed)]
+    rows = [
+        [tuple(r[k] for k in keys) for r in x.history.epochs] for x in (whole, resumed)
+    ]
     assert rows[0] == rows[1]
     assert (resumed.test_loss, resumed.test_acc) == (whole.test_loss, whole.test_acc)
 
@@ -204,3 +212,39 @@ def test_cli_flag_trains_and_says_so(data: Path, tmp_path: Path, cli) -> None:
     assert plain.code == 0 and "standardised" not in plain.out
     meta = json.loads((tmp_path / "plain" / "run.json").read_text())
     assert meta["config"]["standardize"] is False and "standardize" not in meta
+
+
+@pytest.mark.slow
+def test_a_study_standardises_each_trial_and_its_report_says_so(
+    data: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    doc = {
+        "name": "std",
+        "seeds": [0],
+        "data": "colours.npz",
+        "train": {"epochs": 1, "batch_size": 16},
+        "architectures": [
+            {"label": "plain", "spec": yaml.safe_load(NET)},
+            {
+                "label": "std",
+                "spec": yaml.safe_load(NET),
+                "train": {"standardize": True},
+            },
+        ],
+    }
+    (tmp_path / "colours.npz").write_bytes(data.read_bytes())
+    path = tmp_path / "std.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cnnlab.run_study(cnnlab.load_study(path), tmp_path / "out")
+    runs = tmp_path / "out" / "std" / "runs"
+    metas = {p.name: json.loads((p / "run.json").read_text()) for p in runs.iterdir()}
+    assert set(metas) == {"plain-s0", "std-s0"}
+    assert "standardize" not in metas["plain-s0"]
+    assert len(metas["std-s0"]["standardize"]["mean"]) == 3
+    report = (tmp_path / "out" / "std" / "report" / "report.md").read_text()
+    assert (
+        "Inputs standardised per channel with the training split's mean and std, "
+        "each run its own (std only)." in report
+    )

@@ -460,8 +460,8 @@ def create_run(
     """Make a new run folder; refuse to clobber an existing one unless told to.
 
     `stats`: the input standardisation (data.standardize) a run with
-    `config.standardize` applies. Call it holding `run_lock(path)`: an overwritten folder is emptied,
-    not deleted, so the lock (on the folder itself) stays on it.
+    `config.standardize` applies. Call it holding `run_lock(path)`: an overwritten
+    folder is emptied, not deleted, so the lock (on the folder itself) stays on it.
     """
     make_run_folder(path)
     entries = list(path.iterdir())
