@@ -976,6 +976,14 @@ MATRIX = [
          example="run.json with `config.epochs: \"many\"`",
          phrases=["RUN/run.json: config: epochs must be a positive integer",
                   "Received: epochs='many'"]),
+    case("run-json-bad-standardize", "Run folders", args=["evaluate", "RUN"],
+         setup=_run_edit(lambda run: _edit_json(
+             run / "run.json", config__standardize=True,
+             standardize={"mean": [0.1], "std": [0]})),
+         example="run.json with `standardize: {mean: [0.1], std: [0]}`",
+         phrases=["RUN/run.json: standardize std must be a list of finite positive "
+                  "numbers, one per channel (1)", "Received: standardize.std=[0]",
+                  "Retrain the run"]),
     case("run-no-weights-yet", "Run folders",
          args=[*PREDICT, "one.png"],
          setup=lambda space: (_no_weights(space.run()),

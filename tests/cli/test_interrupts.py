@@ -40,8 +40,13 @@ STUDY = {
     "seeds": [0, 1],
     # One thread per trial, as in the pool of two workers: a float sum split over
     # other thread counts differs in its last bits, and records are compared exactly.
-    "train": {"epochs": 2, "train_limit": 1000, "val_size": 200, "test_limit": 200,
-              "threads": 1},  # fmt: skip
+    "train": {
+        "epochs": 2,
+        "train_limit": 1000,
+        "val_size": 200,
+        "test_limit": 200,
+        "threads": 1,
+    },
     "architectures": [{"label": "net", "spec": yaml.safe_load(TINY_NET_YAML)}],
 }
 # argv per command, and the seconds it runs once started (the signal comes within)

@@ -16,6 +16,8 @@ from cnnlab.cli.parsing import (
     logger_from_flags,
     train_changes,
 )
+from cnnlab.data.standardize import DESCRIPTION as STANDARDIZED
+from cnnlab.data.standardize import KEY as STANDARDIZE_KEY
 from cnnlab.errors import CnnlabError
 from cnnlab.training.config import RESUMABLE, TrainConfig
 from cnnlab.util.terminal import shown
@@ -104,6 +106,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"Test accuracy: {result.test_acc:.4f} ({100 * result.test_acc:.2f}%)")
     if (used := result.meta["config"].get("precision", "fp32")) != "fp32":
         print(f"Precision: {used} (mixed: float32 weights)")
+    if result.meta.get(STANDARDIZE_KEY) is not None:
+        print(f"Inputs: {STANDARDIZED}")
     print(f"Run folder: {result.path}")
     return 0
 

@@ -4,7 +4,8 @@ Every export takes images the way Keras does: an (N, H, W, C) float32 array with
 values in [0, 1], for MNIST (N, 28, 28, 1), channels last, so a Keras user feeds
 the same array; the graph transposes it to PyTorch's (N, C, H, W) inside. It
 returns class probabilities (N, classes), softmax applied, as a Keras net ending in
-softmax does. The batch size N is free.
+softmax does. The batch size N is free. A run that standardises its inputs
+(data.standardize) does it inside the export, so the input stays [0, 1] pixels.
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`): in torch 2.13 it is
 deprecated but present, needs no package beyond `onnx` for the checks, is quiet and
@@ -94,15 +95,21 @@ def default_path(run: Path, fmt: str) -> Path:
 
 
 class ProbabilityNet(nn.Module):
-    """(N, H, W, C) images in [0, 1] -> (N, classes) probabilities: what is exported."""
+    """(N, H, W, C) images in [0, 1] -> (N, classes) probabilities: what is exported.
+    A run's input standardisation (data.standardize) is applied inside."""
 
     def __init__(self, model: Network) -> None:
         super().__init__()
-        self.body = _plain_copy(model).body
+        plain = _plain_copy(model)
+        self.body = plain.body
+        self.standardize = plain.standardize
         self.eval()  # exporters restore the root's mode onto every module after
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.body(image.permute(0, 3, 1, 2)), dim=1)
+        x = image.permute(0, 3, 1, 2)
+        if self.standardize is not None:
+            x = self.standardize(x)
+        return torch.softmax(self.body(x), dim=1)
 
 
 def _plain_copy(model: Network) -> Network:

@@ -86,21 +86,36 @@ def _keras_layer(keras: Any, spec: Any, name: str) -> Any:
 
 
 def keras_model(model: Network) -> Any:
-    """A Keras 3 Sequential with the network's layers and weights."""
+    """A Keras 3 Sequential with the network's layers and weights, after a
+    Normalization layer for a run that standardises its inputs."""
     keras = _keras()
     arch = model.arch
     layers = [
         _keras_layer(keras, spec, name)
         for spec, name in zip(arch.layers, keras_names(arch), strict=True)
     ]
+    first = _standardization(keras, model)
     built = keras.Sequential(
-        [keras.Input(shape=arch.input_shape), *layers], name=slug(arch.name) or "cnnlab"
+        [keras.Input(shape=arch.input_shape), *first, *layers],
+        name=slug(arch.name) or "cnnlab",
     )
     modules = iter(param_modules(model))
-    for layer in built.layers:
+    for layer in built.layers[len(first) :]:
         if layer.weights:
             layer.set_weights([to_keras(t) for t in torch_tensors(next(modules))])
     return built
+
+
+def _standardization(keras: Any, model: Network) -> list[Any]:
+    """A Normalization layer doing the run's input standardisation (the same
+    (x - mean) / std per channel), or none."""
+    prep = model.standardize
+    if prep is None:
+        return []
+    mean = prep.mean.detach().cpu().double().flatten().numpy()
+    std = prep.std.detach().cpu().double().flatten().numpy()
+    layer = keras.layers.Normalization(mean=mean, variance=std**2, name="standardize")
+    return [layer]
 
 
 def export_keras(model: Network, path: Path) -> Path:

@@ -238,6 +238,24 @@ def _build_layer(spec: Layer, in_shape: tuple[int, ...]) -> list[nn.Module]:
     raise AssertionError(f"unhandled layer {spec!r}")
 
 
+class Standardize(nn.Module):
+    """(x - mean_c) / std_c per channel of (N, C, H, W) images: the run's input
+    standardisation (data.standardize), data preparation rather than a layer of
+    the architecture. Its buffers are not in the state dict: the values live in
+    the run's run.json."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).reshape(shape)
+        std_t = torch.tensor(std, dtype=torch.float32).reshape(shape)
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class Network(nn.Module):
     """A built architecture: `forward` gives logits, `probabilities` softmax scores."""
 
@@ -257,13 +275,26 @@ class Network(nn.Module):
         if reorder:  # parameter-free modules only: state_dict keys are unchanged
             modules = pool_before_activation(modules)
         self.body = nn.Sequential(*modules)
+        self.standardize: Standardize | None = None  # set_standardization
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize is not None:
+            x = self.standardize(x)
         return self.body(x)
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.body(x), dim=1)
+        return torch.softmax(self.forward(x), dim=1)
+
+    def set_standardization(self, stats: dict[str, list[float]] | None) -> None:
+        """Standardise every input with `stats` ({"mean": [...], "std": [...]},
+        one value per channel, on the [0, 1] scale) before the first layer; None:
+        feed [0, 1] pixels as they are."""
+        if stats is None:
+            self.standardize = None
+            return
+        device = next(self.parameters(), torch.empty(0)).device
+        self.standardize = Standardize(stats["mean"], stats["std"]).to(device)
 
     def wide_convs(self) -> list[KerasConv2d]:
         """The conv layers whose shape lets them run in NNPACK (fastconv)."""

@@ -31,7 +31,7 @@ from cnnlab.reporting.document import (
 from cnnlab.reporting.document import ColumnKind as K
 from cnnlab.reporting.mistakes import ConfusedPair
 from cnnlab.reporting.wording import comparison_text, count_text, test_check_text
-from cnnlab.studies.results import precision_note
+from cnnlab.studies.results import precision_note, standardize_note
 from cnnlab.util.units import format_flops
 
 if TYPE_CHECKING:
@@ -58,7 +58,11 @@ def study_document(report: StudyReport) -> Document:
         "Comparison",
         Paragraph(METHODS, audience=FILES),
         comparison_table(report.rows, caption),
-        *(Paragraph(n) for n in (precision_note(report.trials),) if n),
+        *(
+            Paragraph(n)
+            for n in (precision_note(report.trials), standardize_note(report.trials))
+            if n
+        ),
     )
     doc.add(
         "Is the difference real?",

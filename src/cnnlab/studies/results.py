@@ -65,6 +65,19 @@ def precision_note(trials: Sequence[TrialResult]) -> str | None:
     )
 
 
+def standardize_note(trials: Sequence[TrialResult]) -> str | None:
+    """For a study whose nets standardised their inputs (--standardize), the
+    sentence that says so, naming them when not all did; None when none did."""
+    from cnnlab.data.standardize import DESCRIPTION
+
+    labels = [t.label for t in trials if t.config.get("standardize")]
+    if not labels:
+        return None
+    named = dict.fromkeys(labels)
+    which = "" if len(labels) == len(trials) else f" ({', '.join(named)} only)"
+    return f"Inputs {DESCRIPTION}, each run its own{which}."
+
+
 @dataclass(frozen=True)
 class StudyInfo:
     """The study as a whole: its name, config and the machine it ran on."""

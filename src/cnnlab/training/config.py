@@ -203,6 +203,13 @@ class TrainConfig:
         kind="switch",
         group="images",
     )
+    standardize: bool = setting(
+        False,
+        "standardise each channel with the training split's mean and std, kept "
+        "with the run (docs/data.md)",
+        kind="switch",
+        group="images",
+    )
     test_fraction: float = setting(
         0.2,
         "a folder of class folders only: the stratified share tested on",
@@ -347,7 +354,7 @@ def overridden(
 
 
 def _check_image_settings(config: TrainConfig) -> None:
-    """image_size, color, skip_bad_images and the two fractions."""
+    """image_size, color, skip_bad_images, standardize and the two fractions."""
     size = config.image_size
     if size is not None:
         ok = (
@@ -367,6 +374,11 @@ def _check_image_settings(config: TrainConfig) -> None:
         raise CnnlabError(
             "skip_bad_images must be true or false. "
             f"Received: skip_bad_images={show_value(config.skip_bad_images)}."
+        )
+    if not isinstance(config.standardize, bool):
+        raise CnnlabError(
+            "standardize must be true or false. "
+            f"Received: standardize={show_value(config.standardize)}."
         )
     for name in ("test_fraction", "val_fraction"):
         value = getattr(config, name)

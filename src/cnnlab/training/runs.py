@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.data import standardize
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn import convpath
 from cnnlab.nn.spec import (
@@ -191,6 +192,19 @@ class RunRecord:
         path = env.get("conv_path", convpath.LEGACY)
         return path if path in convpath.PATHS else None
 
+    def standardization(self, channels: int) -> dict[str, list[float]] | None:
+        """The per-channel mean and std the run standardises its inputs with
+        (data.standardize), checked against its `channels`; None when the run
+        feeds [0, 1] pixels as they are."""
+        if not self.config.standardize:
+            return None
+        where = str(self.path / RUN_FILE)
+        return standardize.read_entry(self.meta.get(standardize.KEY), where, channels)
+
+    def prepare_input(self, model: Any) -> None:
+        """Give `model` (a Network) the run's input standardisation, if any."""
+        model.set_standardization(self.standardization(model.arch.input_shape[2]))
+
     def check_spec_unchanged(self) -> None:
         """spec.yaml must be the one the run started with (run.json keeps its hash;
         runs made before it was kept are not checked)."""
@@ -248,12 +262,14 @@ class RunRecord:
     def load_checkpoint(
         self, model: torch.nn.Module, repair: bool = True
     ) -> TrainState | None:
-        """Restore `model` from the last checkpoint; None if no epoch finished yet.
+        """Restore `model` from the last checkpoint (and give it the run's input
+        standardisation); None if no epoch finished yet.
 
         The checkpoint is the source of truth: a kill between writing it and writing
         history.csv / run.json left those one epoch behind, so they are rewritten
         (with `repair`, by the folder's writer; readers leave them to it).
         """
+        self.prepare_input(model)
         path = self.path / CHECKPOINT_FILE
         if not path.is_file():
             return None
@@ -289,9 +305,11 @@ class RunRecord:
         atomic_write(self.path / PREDICTIONS_FILE, lambda fh: np.savez(fh, **arrays))
 
     def load_weights(self, model: torch.nn.Module) -> None:
-        """Final weights if training finished, else the last checkpoint's."""
+        """Final weights if training finished, else the last checkpoint's; and the
+        run's input standardisation."""
         weights = self.path / WEIGHTS_FILE
         if weights.is_file():
+            self.prepare_input(model)
             _load_weights(model, _load_tensors(weights), weights)
         elif self.load_checkpoint(model, repair=False) is None:
             raise RunError(
@@ -437,11 +455,13 @@ def create_run(
     config: TrainConfig,
     env: dict[str, Any],
     overwrite: bool = False,
+    stats: dict[str, list[float]] | None = None,
 ) -> RunRecord:
     """Make a new run folder; refuse to clobber an existing one unless told to.
 
-    Call it holding `run_lock(path)`: an overwritten folder is emptied,
-    not deleted, so the lock (on the folder itself) stays on it.
+    `stats`: the input standardisation (data.standardize) a run with
+    `config.standardize` applies. Call it holding `run_lock(path)`: an overwritten
+    folder is emptied, not deleted, so the lock (on the folder itself) stays on it.
     """
     make_run_folder(path)
     entries = list(path.iterdir())
@@ -460,6 +480,7 @@ def create_run(
         "epochs_done": 0,
         "test": None,
         "spec_hash": spec_hash(spec_text),
+        **({standardize.KEY: stats} if stats is not None else {}),
     }
     record = RunRecord(path, meta)
     try:

@@ -19,6 +19,7 @@ import torch
 
 from cnnlab.data.datasets import Dataset, Split, load_dataset, split_dataset
 from cnnlab.data.folders import ImageOptions
+from cnnlab.data.standardize import channel_stats
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.nn import convpath
 from cnnlab.nn.adapt import adapt_to_data
@@ -372,13 +373,15 @@ def train_run(
     check_fits(arch, dataset, split, config, device)  # before the folder exists
     check_new_run(out, overwrite)  # before the folder is made
     model = build_model(arch, dataset.num_classes, seed=config.seed).to(device)
+    stats = channel_stats(split.x_train) if config.standardize else None
+    model.set_standardization(stats)
     path = use_conv_path(
         model, device, batch_of(config, split), precision=config.precision
     )
     env = run_environment(device, dataset, split) | {"conv_path": path}
     make_run_folder(out)
     with run_lock(out):
-        record = create_run(out, arch, config, env, overwrite=overwrite)
+        record = create_run(out, arch, config, env, overwrite, stats)
         return run_training(record, model, split, config, None, hooks or Hooks())
 
 
