@@ -447,3 +447,26 @@ def test_a_set_larger_than_memory_is_refused_with_the_figures(
         "the 100.0 kB of memory available; use a smaller image_size, fewer images, "
         "or a machine with more memory"
     )
+
+
+def test_each_image_file_is_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as pil
+
+    root = colour_folder(tmp_path / "once", (4, 2))
+    opened: list[str] = []
+    real_open = pil.open
+
+    def counting_open(fp, *args, **kwargs):  # noqa: ANN001, ANN202
+        opened.append(getattr(fp, "name", "bytes"))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pil, "open", counting_open)
+    ds = load_dataset(str(root))  # 18 files: decoded in this process, no pool
+    assert ds.info["cached"] is False
+    assert len(opened) == 18  # the first file too, though it also sized the set
+    assert len(ds.x_train) + len(ds.x_test) == 18
+    opened.clear()
+    assert load_dataset(str(root)).info["cached"] is True
+    assert opened == []  # the cached read decodes nothing
