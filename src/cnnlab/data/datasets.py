@@ -300,9 +300,10 @@ def _resolve_source(name: str) -> _Source:
     if name == "fashion-mnist":
         if not FASHION_MNIST_DIR.is_dir():
             raise DataError(
-                f"Fashion-MNIST is not installed ({FASHION_MNIST_DIR} does not exist); "
-                "run `apt-get install dataset-fashion-mnist` or pass --data-dir "
-                "with a folder holding its four IDX files"
+                f"Fashion-MNIST is neither installed ({FASHION_MNIST_DIR} does not "
+                "exist) nor downloaded; run `cnnlab data get fashion-mnist` once to "
+                "fetch it, or `apt-get install dataset-fashion-mnist`, or pass "
+                "--data-dir with a folder holding its four IDX files"
             )
         return _Source(
             name,
