@@ -623,6 +623,22 @@ def _check_train_limit(remaining: int, train_limit: int | None, held: str) -> No
         )
 
 
+def check_own_holdout(ds: Dataset, validation: str, asked: dict[str, Any]) -> None:
+    """A hold-out size asked for (`asked`: {"val_size": 500}) on a data set that
+    brings its own hold-out (an image folder's val/) is an error, never ignored:
+    that folder is the hold-out."""
+    if validation != "holdout" or ds.x_val is None or not asked:
+        return
+    name, value = next(iter(asked.items()))
+    flag = "--" + name.replace("_", "-")
+    raise DataError(
+        f"{name}={show_value(value)} ({flag}) sizes a hold-out drawn from the "
+        f"training images, but {ds.source} has its own val/ folder "
+        f"({len(ds.x_val):,} images), which is the hold-out; drop {flag}, or remove "
+        "or rename the val/ folder to hold out training images instead"
+    )
+
+
 def split_dataset(
     ds: Dataset,
     validation: str = "holdout",
