@@ -1570,8 +1570,11 @@ IMAGE_CASES = [
         args=[*IMAGES, "--val-fraction", "0.5"],
         setup=_image_folder(lambda r: shutil.copytree(r / "test", r / "val")),
         example="`--val-fraction 0.5` on a folder with its own val/",
-        phrases=["val_fraction=0.5 (--val-fraction) sizes a hold-out", "its own val/",
-                 "drop --val-fraction"],
+        phrases=[
+            "val_fraction=0.5 (--val-fraction) sizes a hold-out",
+            "its own val/",
+            "drop --val-fraction",
+        ],
     ),
     case(
         "images-input-shape-differs",
