@@ -261,8 +261,9 @@ def _time_nets(
 ) -> dict[str, NetTiming]:
     """Time the nets that weigh most first, until PROBE_SECONDS are spent."""
     flops = {}
+    read: dict = {}  # each data set read once, however many nets train on it
     for key, members in groups.items():
-        flops[key] = float(infer(adapted_arch(members[0][0])).train_flops)
+        flops[key] = float(infer(adapted_arch(members[0][0], read)).train_flops)
     weight = {k: flops[k] * sum(max(e, 1) for _, e in m) for k, m in groups.items()}
     timed: dict[str, float] = {}
     started = None  # the budget counts from the first net's end: that one also
@@ -290,17 +291,24 @@ def _time_nets(
     return result
 
 
-def adapted_arch(trial: Trial) -> Architecture:
+def adapted_arch(trial: Trial, read: dict | None = None) -> Architecture:
     """The trial's net as it will train: fitted to its data's image shape and class
     count (`adapt_to_data`, as `train_run` fits it), so that a preset on 32x32x3
     images is costed as such, not as the 28x28x1 net its file states. As written
-    when the data cannot be read (the trial itself then says why)."""
+    when the data cannot be read (the trial itself then says why). `read` keeps
+    each data set's (shape, classes) for the next call."""
     config = trial.config
-    try:
-        dataset = load_dataset(config.data, image_options(config))
-    except CnnlabError:
+    key = (config.data, image_options(config))
+    read = {} if read is None else read
+    if key not in read:
+        try:
+            dataset = load_dataset(config.data, key[1])
+            read[key] = (dataset.image_shape, dataset.num_classes)
+        except CnnlabError:
+            read[key] = None
+    if read[key] is None:
         return trial.arch
-    return adapt_to_data(trial.arch, dataset.image_shape, dataset.num_classes)
+    return adapt_to_data(trial.arch, *read[key])
 
 
 def _distance(a: float, b: float) -> float:
