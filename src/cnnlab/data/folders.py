@@ -413,8 +413,10 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     if cached is not None:
         cached["info"]["cached"] = True
         return cached
-    _check_memory(root, paths, options)
-    decoded = decode_all(paths, options, usable_workers())
+    first = decode(paths[0], options) if paths else None
+    _check_memory(root, len(paths), first)
+    rest = decode_all(paths[1:], options, usable_workers())
+    decoded = [first, *rest] if first is not None else rest
     skipped = check_readable(root, paths, decoded, options)
     height, width, channels = check_uniform(root, paths, decoded, options)
     arrays = _stack(scan, entries, decoded, options)
@@ -434,23 +436,23 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     return arrays
 
 
-def _check_memory(root: Path, paths: list[Path], options: ImageOptions) -> None:
-    """Refuse a set whose decoded images would take more than MEMORY_SHARE of the
-    memory available, judged from its first image."""
+def _check_memory(root: Path, count: int, first: Decoded | None) -> None:
+    """Refuse a set of `count` images whose decoded pixels would take more than
+    MEMORY_SHARE of the memory available, judged from its `first` image (decoded
+    once, and then kept with the others)."""
     import torch
 
     from cnnlab.util.machine import available_memory
     from cnnlab.util.units import format_bytes_si
 
-    first = decode(paths[0], options) if paths else None
     if first is None or first.pixels is None:
         return
-    need = len(paths) * first.pixels.nbytes
+    need = count * first.pixels.nbytes
     free = available_memory(torch.device("cpu"))
     if free is not None and need > MEMORY_SHARE * free:
         shape = "x".join(str(v) for v in first.pixels.shape)
         raise DataError(
-            f"{root}: {len(paths):,} images of {shape} need about "
+            f"{root}: {count:,} images of {shape} need about "
             f"{format_bytes_si(need)} decoded, more than {MEMORY_SHARE:.0%} of the "
             f"{format_bytes_si(free)} of memory available; use a smaller image_size, "
             "fewer images, or a machine with more memory"

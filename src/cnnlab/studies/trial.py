@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import check_own_holdout, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial, data_name
+from cnnlab.training.config import holdout_asked
 from cnnlab.training.loop import Reporter, TrainState
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
@@ -47,7 +48,8 @@ class TrialOutcome:
 def check_study(study: Study) -> None:
     """What can fail on input, checked before a file is written: every net must
     take its data's images (a cross-dataset study of a net with a fixed
-    input_shape needs data of one shape) and score its classes."""
+    input_shape needs data of one shape) and score its classes; a hold-out size
+    must not be asked of data with its own val/ folder."""
     from cnnlab.nn.adapt import adapt_to_data
     from cnnlab.nn.shapes import check_input
     from cnnlab.training.session import image_options
@@ -60,6 +62,7 @@ def check_study(study: Study) -> None:
                 if (data, options) not in loaded:
                     loaded[data, options] = load_dataset(data, options)
                 dataset = loaded[data, options]
+                check_own_holdout(dataset, a.config.validation, holdout_asked(a.config))
                 classes = dataset.num_classes
                 arch = adapt_to_data(a.arch, dataset.image_shape, classes)
                 check_input(arch, dataset.image_shape, data_name(data))
