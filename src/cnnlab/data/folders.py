@@ -394,6 +394,8 @@ def _rel(path: Path, root: Path) -> str:
 # At most this share of the memory available when loading goes to the decoded
 # images: training needs the rest for the net and its batches.
 MEMORY_SHARE = 0.5
+_MEMO_SIZE = 2  # as the .npz and IDX memos: a long session stays bounded
+_MEMO: dict[str, dict] = {}
 
 
 def load_folder(root: Path, options: ImageOptions) -> dict:
@@ -409,10 +411,12 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     listed = [(str(p)[prefix:], *_STATS[p]) for p in paths]
     _STATS.clear()
     key = cache.file_key(root, listed, options.key())
+    if key in _MEMO:  # a study reads its folder once per check, trial and probe
+        return _MEMO[key] | {"info": _MEMO[key]["info"] | {"cached": True}}
     cached = cache.load(key)
     if cached is not None:
         cached["info"]["cached"] = True
-        return cached
+        return _remember(key, cached)
     first = decode(paths[0], options) if paths else None
     _check_memory(root, len(paths), first)
     rest = decode_all(paths[1:], options, usable_workers())
@@ -433,7 +437,16 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     }
     cache.save(key, arrays)
     arrays["info"]["cached"] = False
-    return arrays
+    return _remember(key, arrays)
+
+
+def _remember(key: str, arrays: dict) -> dict:
+    """Keep the last _MEMO_SIZE folders' arrays in this process, by cache key (a
+    changed file gives another key); callers get a copy of the mappings."""
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = arrays
+    return arrays | {"info": dict(arrays["info"])}
 
 
 def _check_memory(root: Path, count: int, first: Decoded | None) -> None:

@@ -37,12 +37,9 @@ from typing import Any
 
 import torch
 
-from cnnlab.data.datasets import load_dataset
-from cnnlab.errors import CnnlabError
 from cnnlab.nn.adapt import adapt_to_data
 from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import TRAINING_FACTOR, infer
-from cnnlab.nn.spec import Architecture
 from cnnlab.studies.cpus import CpuSplit, packing_for, side_by_side_saving, trial_work
 from cnnlab.studies.study import Trial
 from cnnlab.training.config import TrainConfig
@@ -52,7 +49,7 @@ from cnnlab.training.runs import RUN_FILE, open_run
 from cnnlab.training.session import (
     batch_of,
     check_fits,
-    image_options,
+    fitted_arch,
     load_split,
     split_sizes,
     use_conv_path,
@@ -261,9 +258,9 @@ def _time_nets(
 ) -> dict[str, NetTiming]:
     """Time the nets that weigh most first, until PROBE_SECONDS are spent."""
     flops = {}
-    read: dict = {}  # each data set read once, however many nets train on it
     for key, members in groups.items():
-        flops[key] = float(infer(adapted_arch(members[0][0], read)).train_flops)
+        trial = members[0][0]
+        flops[key] = float(infer(fitted_arch(trial.arch, trial.config)).train_flops)
     weight = {k: flops[k] * sum(max(e, 1) for _, e in m) for k, m in groups.items()}
     timed: dict[str, float] = {}
     started = None  # the budget counts from the first net's end: that one also
@@ -289,26 +286,6 @@ def _time_nets(
         per_flop = 1e-10 if near is None else timed[near] / max(flops[near], 1.0)
         result[key] = NetTiming(label, flops[key], per_flop * flops[key], False)
     return result
-
-
-def adapted_arch(trial: Trial, read: dict | None = None) -> Architecture:
-    """The trial's net as it will train: fitted to its data's image shape and class
-    count (`adapt_to_data`, as `train_run` fits it), so that a preset on 32x32x3
-    images is costed as such, not as the 28x28x1 net its file states. As written
-    when the data cannot be read (the trial itself then says why). `read` keeps
-    each data set's (shape, classes) for the next call."""
-    config = trial.config
-    key = (config.data, image_options(config))
-    read = {} if read is None else read
-    if key not in read:
-        try:
-            dataset = load_dataset(config.data, key[1])
-            read[key] = (dataset.image_shape, dataset.num_classes)
-        except CnnlabError:
-            read[key] = None
-    if read[key] is None:
-        return trial.arch
-    return adapt_to_data(trial.arch, *read[key])
 
 
 def _distance(a: float, b: float) -> float:

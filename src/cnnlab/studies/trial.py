@@ -31,7 +31,7 @@ from cnnlab.training.runs import (
     now,
     open_run,
 )
-from cnnlab.training.session import Hooks, resume_run, train_run
+from cnnlab.training.session import Hooks, fitted_arch, resume_run, train_run
 from cnnlab.training.status import Outcome, Status, status_for
 
 
@@ -72,8 +72,9 @@ def check_study(study: Study) -> None:
 def trial_fields(
     trial: Trial, run_dir: Path, status: Status = Status.RUNNING
 ) -> dict[str, Any]:
-    """The store row of a trial about to run (RUNNING) or planned (PENDING)."""
-    info = infer(trial.arch)
+    """The store row of a trial about to run (RUNNING) or planned (PENDING): its
+    parameters and FLOPs are the net's as fitted to its data."""
+    info = infer(fitted_arch(trial.arch, trial.config))
     return {
         "arch_name": trial.arch.name,
         "optimizer": trial.config.optimizer,

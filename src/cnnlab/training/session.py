@@ -174,6 +174,19 @@ def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
     return device, dataset, split
 
 
+def fitted_arch(arch: Architecture, config: TrainConfig) -> Architecture:
+    """`arch` as `train_run` builds it for `config`'s data: fitted to the data's
+    image shape and class count (`adapt_to_data`), so that a preset on 32x32x3
+    images is counted (FLOPs, parameters, time) as such, not as the 28x28x1 net its
+    file states. As written when the data cannot be read (training then says why).
+    Data sets are memoized by their loaders: asking again costs little."""
+    try:
+        dataset = load_dataset(config.data, image_options(config))
+    except CnnlabError:
+        return arch
+    return adapt_to_data(arch, image_shape(dataset), dataset.num_classes)
+
+
 def image_shape(dataset: Dataset) -> tuple[int, int, int]:
     """(H, W, C) of the data set's images: IDX images have one channel."""
     return dataset.image_shape
