@@ -498,3 +498,17 @@ def test_a_holdout_size_on_a_folder_with_its_own_val_is_refused(
     result = cli("study", "s.yaml", "--val-size", "5", "--out", "ST")
     assert result.code == 2 and "has its own val/ folder" in result.err
     assert not (tmp_path / "ST").exists()
+
+
+def test_a_val_fraction_given_on_idx_data_is_a_stratified_share(tmp_path: Path) -> None:
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.session import load_split
+
+    config = TrainConfig(val_fraction=0.25, train_limit=1000, test_limit=10)
+    dataset, split = load_split(config)
+    per_class = np.bincount(dataset.y_train.numpy(), minlength=10)
+    held = np.bincount(split.y_val.numpy(), minlength=10)
+    assert held.tolist() == [round(0.25 * n) for n in per_class]  # not 10,000
+    assert len(split.y_train) == 1000
+    default = load_split(TrainConfig(train_limit=1000, test_limit=10))[1]
+    assert len(default.y_val) == 10_000  # the notebook's split stays the default

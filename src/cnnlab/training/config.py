@@ -218,8 +218,9 @@ class TrainConfig:
     )
     val_fraction: float = setting(
         0.1,
-        "image folders, .npz, CIFAR without val/: the stratified hold-out share "
-        "(--val-size N sets a count)",
+        "the stratified hold-out share: the default for image folders, .npz and "
+        "CIFAR without val/ (--val-size N sets a count instead); IDX data such as "
+        "MNIST hold out --val-size images unless this is given",
         kind="fraction",
         group="images",
     )

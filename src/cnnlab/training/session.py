@@ -132,14 +132,17 @@ def image_options(config: TrainConfig) -> ImageOptions:
 def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
     """The data set `config` names, split into train/validation/test as it says.
 
-    An IDX data set holds out `val_size` images; any other (image folder, .npz,
-    CIFAR) its own val/ folder, else a stratified `val_fraction` of its training
-    images unless val_size was changed from its default. A size asked for on a
-    set with its own val/ folder is an error (`check_own_holdout`)."""
+    An IDX data set holds out `val_size` images, or a stratified `val_fraction`
+    when one is asked for; any other (image folder, .npz, CIFAR) its own val/
+    folder, else a stratified `val_fraction` of its training images unless val_size
+    was changed from its default. A size asked for on a set with its own val/
+    folder is an error (`check_own_holdout`)."""
     dataset = load_dataset(config.data, image_options(config))
     asked = holdout_asked(config)
     check_own_holdout(dataset, config.validation, asked)
-    by_share = bool(dataset.info.get("kind")) and "val_size" not in asked
+    by_share = "val_fraction" in asked or (
+        bool(dataset.info.get("kind")) and "val_size" not in asked
+    )
     split = split_dataset(
         dataset,
         validation=config.validation,
