@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 import cnnlab
+from cnnlab.data import datasets
 from cnnlab.data.datasets import FASHION_MNIST_DIR, load_dataset
 from cnnlab.errors import SpecError
 from cnnlab.nn.model import build_model
@@ -275,6 +276,8 @@ class Case:
     setup: Setup | None = None
     masks: tuple[str, ...] = ()
     in_training: bool = False  # progress lines may precede the error
+    # The setup stands the working folder in for /: paths under it are shown from /.
+    root: bool = False
 
 
 def case(
@@ -323,6 +326,17 @@ def idx_folder(space: Workspace, name: str = "idx") -> Path:
     write_idx(folder / "t10k-images-idx3-ubyte", mnist.x_test[:100].numpy())
     write_idx(folder / "t10k-labels-idx1-ubyte", mnist.y_test[:100].numpy())
     return folder
+
+
+def _fashion_mnist_absent(space: Workspace) -> None:
+    """Fashion-MNIST neither installed nor downloaded, on any machine (CI machines
+    have Debian's package): its folder is looked for under the working folder,
+    which stands in for / (Case.root), and downloads in an empty cache."""
+    monkeypatch = space.request.getfixturevalue("monkeypatch")
+    under = space.cwd / FASHION_MNIST_DIR.relative_to(FASHION_MNIST_DIR.anchor)
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", under)
+    cache = space.request.getfixturevalue("tmp_path_factory").mktemp("no-downloads")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(cache))
 
 
 def broken_idx(change: Callable[[Path], None]) -> Setup:
@@ -808,12 +822,11 @@ MATRIX = [
          args=["train", "conv3-small", "--data-dir", "idx", "--out", "OUT", *TINY_FLAGS],
          files={"idx": None}, example="`--data-dir` naming an empty folder",
          phrases=["missing train-images-idx3-ubyte[.gz]", " in idx;"]),
-    case("data-fashion-mnist-absent", "Data",
-         pytest.mark.skipif(FASHION_MNIST_DIR.is_dir(),
-                            reason="Fashion-MNIST is installed here"),
+    case("data-fashion-mnist-absent", "Data", setup=_fashion_mnist_absent, root=True,
          args=["train", "conv3-small", "--data", "fashion-mnist", "--out", "OUT"],
-         example="`--data fashion-mnist` where it is not installed",
-         phrases=["Fashion-MNIST is not installed", "apt-get install"]),
+         example="`--data fashion-mnist`, neither installed nor downloaded",
+         phrases=["Fashion-MNIST is neither installed", "cnnlab data get fashion-mnist",
+                  "apt-get install dataset-fashion-mnist"]),
     case("data-unknown-name", "Data",
          args=["train", "conv5-tiny", "--data", "mnits", "--out", "OUT", *TINY_FLAGS],
          example="`--data mnits`",
@@ -1061,6 +1074,11 @@ MATRIX = [
          example="`--validation test --val-size 100`",
          phrases=["--val-size sets the hold-out, but --validation is test",
                   "Drop --val-size"]),
+    case("flag-val-size-and-val-fraction", "Flags",
+         args=["train", "conv5-tiny", "--val-size", "100", "--val-fraction", "0.2"],
+         example="`--val-size 100 --val-fraction 0.2`",
+         phrases=["val_size and val_fraction both size the hold-out; set one of them",
+                  "Received: val_size=100, val_fraction=0.2"]),
     case("flag-resume-with-overwrite", "Flags",
          args=["train", "--resume", "RUN", "--overwrite"],
          setup=_with_run,
@@ -1543,6 +1561,30 @@ IMAGE_CASES = [
         phrases=["a symbolic link loop", "remove the link"],
     ),
     case(
+        "images-val-size-with-val-folder",
+        "Data",
+        args=[*IMAGES, "--val-size", "2"],
+        setup=_image_folder(lambda r: shutil.copytree(r / "test", r / "val")),
+        example="`--val-size 2` on a folder with its own val/",
+        phrases=[
+            "val_size=2 (--val-size) sizes a hold-out drawn from the training "
+            "images, but imgs has its own val/ folder (2 images)",
+            "drop --val-size, or remove or rename the val/ folder",
+        ],
+    ),
+    case(
+        "images-val-fraction-with-val-folder",
+        "Data",
+        args=[*IMAGES, "--val-fraction", "0.5"],
+        setup=_image_folder(lambda r: shutil.copytree(r / "test", r / "val")),
+        example="`--val-fraction 0.5` on a folder with its own val/",
+        phrases=[
+            "val_fraction=0.5 (--val-fraction) sizes a hold-out",
+            "its own val/",
+            "drop --val-fraction",
+        ],
+    ),
+    case(
         "images-input-shape-differs",
         "Data",
         args=["train", "net.yaml", "--data", "imgs", "--out", "OUT"],
@@ -1683,6 +1725,8 @@ def test_bad_input(
     before = snapshot(workspace.cwd)
     result = cli(*case_.args)
     message = check_error(result, case_)
+    if case_.root:
+        message = message.replace(str(workspace.cwd), "")
     assert not (workspace.cwd / "PWNED").exists()  # no file ran code
     if case_.in_training:  # the run folder stays, marked failed, with no weights
         assert sorted(p.name for p in (workspace.cwd / "OUT").iterdir()) == [

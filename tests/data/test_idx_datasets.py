@@ -247,11 +247,19 @@ def test_to_float() -> None:
 # Fashion-MNIST and other folders
 
 
-@pytest.mark.skipif(FASHION_MNIST_DIR.exists(), reason="Fashion-MNIST is installed")
-def test_fashion_mnist_missing_says_how_to_install() -> None:
+def test_fashion_mnist_missing_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither Debian's folder (looked for under tmp_path, as CI machines have the
+    # package installed) nor a download (an empty cache)
+    absent = tmp_path / "usr/share/datasets/fashion-mnist"
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", absent)
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(DataError) as caught:
         load_dataset("fashion-mnist")
     message = str(caught.value)
+    assert f"({absent} does not exist)" in message
+    assert "run `cnnlab data get fashion-mnist` once to fetch it" in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "--data-dir" in message
     assert "\n" not in message

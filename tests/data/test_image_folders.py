@@ -447,3 +447,68 @@ def test_a_set_larger_than_memory_is_refused_with_the_figures(
         "the 100.0 kB of memory available; use a smaller image_size, fewer images, "
         "or a machine with more memory"
     )
+
+
+def test_each_image_file_is_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as pil
+
+    root = colour_folder(tmp_path / "once", (4, 2))
+    opened: list[str] = []
+    real_open = pil.open
+
+    def counting_open(fp, *args, **kwargs):  # noqa: ANN001, ANN202
+        opened.append(getattr(fp, "name", "bytes"))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pil, "open", counting_open)
+    ds = load_dataset(str(root))  # 18 files: decoded in this process, no pool
+    assert ds.info["cached"] is False
+    assert len(opened) == 18  # the first file too, though it also sized the set
+    assert len(ds.x_train) + len(ds.x_test) == 18
+    opened.clear()
+    assert load_dataset(str(root)).info["cached"] is True
+    assert opened == []  # the cached read decodes nothing
+
+
+def test_a_holdout_size_on_a_folder_with_its_own_val_is_refused(
+    tmp_path: Path, cli
+) -> None:  # noqa: ANN001
+    from cnnlab.training.session import load_split
+
+    root = colour_folder(tmp_path / "v", (10, 3, 2), ("train", "test", "val"))
+    _, split = load_split(TrainConfig(data=str(root)))
+    assert len(split.x_val) == 6 and len(split.x_train) == 30  # val/ is the hold-out
+    for asked in ({"val_size": 5}, {"val_fraction": 0.3}):
+        name, value = next(iter(asked.items()))
+        with pytest.raises(DataError) as caught:
+            load_split(TrainConfig(data=str(root), **asked))
+        assert str(caught.value).startswith(
+            f"{name}={value} (--{name.replace('_', '-')}) sizes a hold-out drawn "
+            f"from the training images, but {root} has its own val/ folder (6 images)"
+        )
+    # without a hold-out the size was never asked for a split; nothing to refuse
+    _, split = load_split(TrainConfig(data=str(root), validation="test", val_size=5))
+    assert len(split.x_train) == 30 and len(split.x_val) == 9  # the test images
+    # a study's --val-size is refused before the study folder is made
+    (tmp_path / "s.yaml").write_text(
+        f"name: s\ndata: {root}\ntrain: {{epochs: 1}}\narchitectures: [conv5-tiny]\n"
+    )
+    result = cli("study", "s.yaml", "--val-size", "5", "--out", "ST")
+    assert result.code == 2 and "has its own val/ folder" in result.err
+    assert not (tmp_path / "ST").exists()
+
+
+def test_a_val_fraction_given_on_idx_data_is_a_stratified_share(tmp_path: Path) -> None:
+    from cnnlab.training.config import TrainConfig
+    from cnnlab.training.session import load_split
+
+    config = TrainConfig(val_fraction=0.25, train_limit=1000, test_limit=10)
+    dataset, split = load_split(config)
+    per_class = np.bincount(dataset.y_train.numpy(), minlength=10)
+    held = np.bincount(split.y_val.numpy(), minlength=10)
+    assert held.tolist() == [round(0.25 * n) for n in per_class]  # not 10,000
+    assert len(split.y_train) == 1000
+    default = load_split(TrainConfig(train_limit=1000, test_limit=10))[1]
+    assert len(default.y_val) == 10_000  # the notebook's split stays the default

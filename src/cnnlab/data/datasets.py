@@ -300,9 +300,10 @@ def _resolve_source(name: str) -> _Source:
     if name == "fashion-mnist":
         if not FASHION_MNIST_DIR.is_dir():
             raise DataError(
-                f"Fashion-MNIST is not installed ({FASHION_MNIST_DIR} does not exist); "
-                "run `apt-get install dataset-fashion-mnist` or pass --data-dir "
-                "with a folder holding its four IDX files"
+                f"Fashion-MNIST is neither installed ({FASHION_MNIST_DIR} does not "
+                "exist) nor downloaded; run `cnnlab data get fashion-mnist` once to "
+                "fetch it, or `apt-get install dataset-fashion-mnist`, or pass "
+                "--data-dir with a folder holding its four IDX files"
             )
         return _Source(
             name,
@@ -620,6 +621,22 @@ def _check_train_limit(remaining: int, train_limit: int | None, held: str) -> No
             f"train_limit={train_limit:,} (--train-limit) asks for; hold out fewer "
             "images, or lower --train-limit"
         )
+
+
+def check_own_holdout(ds: Dataset, validation: str, asked: dict[str, Any]) -> None:
+    """A hold-out size asked for (`asked`: {"val_size": 500}) on a data set that
+    brings its own hold-out (an image folder's val/) is an error, never ignored:
+    that folder is the hold-out."""
+    if validation != "holdout" or ds.x_val is None or not asked:
+        return
+    name, value = next(iter(asked.items()))
+    flag = "--" + name.replace("_", "-")
+    raise DataError(
+        f"{name}={show_value(value)} ({flag}) sizes a hold-out drawn from the "
+        f"training images, but {ds.source} has its own val/ folder "
+        f"({len(ds.x_val):,} images), which is the hold-out; drop {flag}, or remove "
+        "or rename the val/ folder to hold out training images instead"
+    )
 
 
 def split_dataset(

@@ -394,6 +394,8 @@ def _rel(path: Path, root: Path) -> str:
 # At most this share of the memory available when loading goes to the decoded
 # images: training needs the rest for the net and its batches.
 MEMORY_SHARE = 0.5
+_MEMO_SIZE = 2  # as the .npz and IDX memos: a long session stays bounded
+_MEMO: dict[str, dict] = {}
 
 
 def load_folder(root: Path, options: ImageOptions) -> dict:
@@ -409,12 +411,16 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     listed = [(str(p)[prefix:], *_STATS[p]) for p in paths]
     _STATS.clear()
     key = cache.file_key(root, listed, options.key())
+    if key in _MEMO:  # a study reads its folder once per check, trial and probe
+        return _MEMO[key] | {"info": _MEMO[key]["info"] | {"cached": True}}
     cached = cache.load(key)
     if cached is not None:
         cached["info"]["cached"] = True
-        return cached
-    _check_memory(root, paths, options)
-    decoded = decode_all(paths, options, usable_workers())
+        return _remember(key, cached)
+    first = decode(paths[0], options) if paths else None
+    _check_memory(root, len(paths), first)
+    rest = decode_all(paths[1:], options, usable_workers())
+    decoded = [first, *rest] if first is not None else rest
     skipped = check_readable(root, paths, decoded, options)
     height, width, channels = check_uniform(root, paths, decoded, options)
     arrays = _stack(scan, entries, decoded, options)
@@ -431,26 +437,35 @@ def load_folder(root: Path, options: ImageOptions) -> dict:
     }
     cache.save(key, arrays)
     arrays["info"]["cached"] = False
-    return arrays
+    return _remember(key, arrays)
 
 
-def _check_memory(root: Path, paths: list[Path], options: ImageOptions) -> None:
-    """Refuse a set whose decoded images would take more than MEMORY_SHARE of the
-    memory available, judged from its first image."""
+def _remember(key: str, arrays: dict) -> dict:
+    """Keep the last _MEMO_SIZE folders' arrays in this process, by cache key (a
+    changed file gives another key); callers get a copy of the mappings."""
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = arrays
+    return arrays | {"info": dict(arrays["info"])}
+
+
+def _check_memory(root: Path, count: int, first: Decoded | None) -> None:
+    """Refuse a set of `count` images whose decoded pixels would take more than
+    MEMORY_SHARE of the memory available, judged from its `first` image (decoded
+    once, and then kept with the others)."""
     import torch
 
     from cnnlab.util.machine import available_memory
     from cnnlab.util.units import format_bytes_si
 
-    first = decode(paths[0], options) if paths else None
     if first is None or first.pixels is None:
         return
-    need = len(paths) * first.pixels.nbytes
+    need = count * first.pixels.nbytes
     free = available_memory(torch.device("cpu"))
     if free is not None and need > MEMORY_SHARE * free:
         shape = "x".join(str(v) for v in first.pixels.shape)
         raise DataError(
-            f"{root}: {len(paths):,} images of {shape} need about "
+            f"{root}: {count:,} images of {shape} need about "
             f"{format_bytes_si(need)} decoded, more than {MEMORY_SHARE:.0%} of the "
             f"{format_bytes_si(free)} of memory available; use a smaller image_size, "
             "fewer images, or a machine with more memory"

@@ -14,7 +14,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
 from cnnlab.studies.study import Study, Trial
-from cnnlab.training.session import split_sizes
+from cnnlab.training.session import fitted_arch, split_sizes
 from cnnlab.util.machine import available_memory, usable_cpus
 from cnnlab.util.terminal import shown
 
@@ -208,6 +208,8 @@ def trial_work(trials: Sequence[Trial]) -> list[tuple[str, float]]:
         if t.label not in per_label:
             train, _, _ = split_sizes(t.config)
             per_label[t.label] = float(
-                infer(t.arch).train_flops * train * t.config.epochs
+                infer(fitted_arch(t.arch, t.config)).train_flops
+                * train
+                * t.config.epochs
             )
     return [(t.label, per_label[t.label]) for t in trials]

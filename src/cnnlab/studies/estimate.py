@@ -11,7 +11,8 @@ trial's seconds are its samples times that net's seconds per sample:
 
 (a forward pass costs a third of a training step: training FLOPs are 3 x forward,
 as the benchmarks count them). The probe times the nets in the order of their
-share of the study (FLOPs x samples), the first always, the others within
+share of the study (FLOPs x samples; a net's FLOPs as fitted to its data's image
+shape and classes, as it trains), the first always, the others within
 PROBE_SECONDS; a net left untimed when it runs out gets the speed per FLOP of the
 timed net nearest in FLOPs, and the estimate says how many nets were timed.
 Trials already complete cost nothing, and a study with nothing left to train is not
@@ -48,6 +49,7 @@ from cnnlab.training.runs import RUN_FILE, open_run
 from cnnlab.training.session import (
     batch_of,
     check_fits,
+    fitted_arch,
     load_split,
     split_sizes,
     use_conv_path,
@@ -258,7 +260,7 @@ def _time_nets(
     flops = {}
     for key, members in groups.items():
         trial = members[0][0]
-        flops[key] = float(infer(trial.arch).train_flops)
+        flops[key] = float(infer(fitted_arch(trial.arch, trial.config)).train_flops)
     weight = {k: flops[k] * sum(max(e, 1) for _, e in m) for k, m in groups.items()}
     timed: dict[str, float] = {}
     started = None  # the budget counts from the first net's end: that one also

@@ -31,7 +31,6 @@ from cnnlab.studies.trial import (
     TrialOutcome,
     check_not_shortened,
     check_study,
-    fitted_trials,
     plan_trials,
 )
 from cnnlab.training.display import StudyDisplay
@@ -123,14 +122,14 @@ def run_study(
     take (a search's batches do not: it says how far it is itself)."""
     out = Path(out)
     executor = executor or make_executor(study)
-    fitted = check_study(study)
+    check_study(study)
     if isinstance(executor, LocalExecutor | PoolExecutor):  # Ray's: other machines
         for arch in study.archs:
             check_precision(arch.config.precision, pick_device(arch.config.device))
     check_study_out(out)
     layout = StudyLayout(out)
     study_dir = layout.study(study.name)
-    trials = fitted_trials(study.trials() if trials is None else trials, fitted)
+    trials = study.trials() if trials is None else list(trials)
     for trial in trials:  # before the store changes
         check_not_shortened(trial, trial.run_dir(study_dir))
     device = pick_device(study.archs[0].config.device)

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import check_own_holdout, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import infer
-from cnnlab.nn.spec import Architecture
 from cnnlab.studies.store import Store
 from cnnlab.studies.study import Study, Trial, data_name
+from cnnlab.training.config import holdout_asked
 from cnnlab.training.loop import Reporter, TrainState
 from cnnlab.training.runs import (
     CHECKPOINT_FILE,
@@ -31,7 +31,7 @@ from cnnlab.training.runs import (
     now,
     open_run,
 )
-from cnnlab.training.session import Hooks, resume_run, train_run
+from cnnlab.training.session import Hooks, fitted_arch, resume_run, train_run
 from cnnlab.training.status import Outcome, Status, status_for
 
 
@@ -45,17 +45,16 @@ class TrialOutcome:
         return self.outcome.value
 
 
-def check_study(study: Study) -> dict[str, Architecture]:
+def check_study(study: Study) -> None:
     """What can fail on input, checked before a file is written: every net must
     take its data's images (a cross-dataset study of a net with a fixed
-    input_shape needs data of one shape) and score its classes. Returns each
-    net's architecture as it trains, fitted to its data (nn.adapt), by label."""
+    input_shape needs data of one shape) and score its classes; a hold-out size
+    must not be asked of data with its own val/ folder."""
     from cnnlab.nn.adapt import adapt_to_data
     from cnnlab.nn.shapes import check_input
     from cnnlab.training.session import image_options
 
     loaded = {}
-    fitted = {}
     for data in sorted({a.config.data for a in study.archs}):
         for a in study.archs:
             if a.config.data == data:
@@ -63,27 +62,19 @@ def check_study(study: Study) -> dict[str, Architecture]:
                 if (data, options) not in loaded:
                     loaded[data, options] = load_dataset(data, options)
                 dataset = loaded[data, options]
+                check_own_holdout(dataset, a.config.validation, holdout_asked(a.config))
                 classes = dataset.num_classes
                 arch = adapt_to_data(a.arch, dataset.image_shape, classes)
                 check_input(arch, dataset.image_shape, data_name(data))
                 infer(arch, classes)
-                fitted[a.label] = arch
-    return fitted
-
-
-def fitted_trials(
-    trials: Sequence[Trial], fitted: dict[str, Architecture]
-) -> list[Trial]:
-    """`trials` with the architectures `check_study` fitted to their data: the
-    store then records the parameters, FLOPs and spec each trial trains with."""
-    return [replace(t, arch=fitted.get(t.label, t.arch)) for t in trials]
 
 
 def trial_fields(
     trial: Trial, run_dir: Path, status: Status = Status.RUNNING
 ) -> dict[str, Any]:
-    """The store row of a trial about to run (RUNNING) or planned (PENDING)."""
-    info = infer(trial.arch)
+    """The store row of a trial about to run (RUNNING) or planned (PENDING): its
+    parameters and FLOPs are the net's as fitted to its data."""
+    info = infer(fitted_arch(trial.arch, trial.config))
     return {
         "arch_name": trial.arch.name,
         "optimizer": trial.config.optimizer,

@@ -218,8 +218,9 @@ class TrainConfig:
     )
     val_fraction: float = setting(
         0.1,
-        "image folders, .npz, CIFAR without val/: the stratified hold-out share "
-        "(--val-size N sets a count)",
+        "the stratified hold-out share: the default for image folders, .npz and "
+        "CIFAR without val/ (--val-size N sets a count instead); IDX data such as "
+        "MNIST hold out --val-size images unless this is given",
         kind="fraction",
         group="images",
     )
@@ -228,6 +229,13 @@ class TrainConfig:
         _check_image_settings(self)
         for name in ("epochs", "batch_size", "val_size"):
             _check_positive(name, getattr(self, name))
+        if len(holdout_asked(self)) == 2:
+            raise CnnlabError(
+                "val_size and val_fraction both size the hold-out; set one of them. "
+                f"Received: val_size={self.val_size}, "
+                f"val_fraction={show_value(self.val_fraction)}. "
+                "Example: --val-size 500 (a count) or --val-fraction 0.2 (a share)."
+            )
         for name in ("train_limit", "test_limit", "threads"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
@@ -351,6 +359,18 @@ def overridden(
             f"{config.validation}). Drop --val-size, or set validation: holdout there."
         )
     return config
+
+
+def holdout_asked(config: TrainConfig) -> dict[str, Any]:
+    """The hold-out sizes `config` sets apart from the defaults, {name: value}: what
+    a user asked for with --val-size or --val-fraction (a value equal to the default
+    cannot be told from no value)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {
+        name: getattr(config, name)
+        for name in ("val_size", "val_fraction")
+        if getattr(config, name) != defaults[name]
+    }
 
 
 def _check_image_settings(config: TrainConfig) -> None:

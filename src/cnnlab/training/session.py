@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 
-from cnnlab.data.datasets import Dataset, Split, load_dataset, split_dataset
+from cnnlab.data.datasets import (
+    Dataset,
+    Split,
+    check_own_holdout,
+    load_dataset,
+    split_dataset,
+)
 from cnnlab.data.folders import ImageOptions
 from cnnlab.data.standardize import channel_stats
 from cnnlab.errors import CnnlabError, RunError
@@ -27,7 +33,7 @@ from cnnlab.nn.model import Network, build_model
 from cnnlab.nn.shapes import check_input, check_memory, infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.training.allocator import keep_large_blocks
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import TrainConfig, holdout_asked
 from cnnlab.training.curves import plot_history
 from cnnlab.training.loop import (
     History,
@@ -126,12 +132,17 @@ def image_options(config: TrainConfig) -> ImageOptions:
 def load_split(config: TrainConfig) -> tuple[Dataset, Split]:
     """The data set `config` names, split into train/validation/test as it says.
 
-    An IDX data set holds out `val_size` images; any other (image folder, .npz,
-    CIFAR) its own val/ folder, else a stratified `val_fraction` of its training
-    images unless val_size was changed from its default."""
+    An IDX data set holds out `val_size` images, or a stratified `val_fraction`
+    when one is asked for; any other (image folder, .npz, CIFAR) its own val/
+    folder, else a stratified `val_fraction` of its training images unless val_size
+    was changed from its default. A size asked for on a set with its own val/
+    folder is an error (`check_own_holdout`)."""
     dataset = load_dataset(config.data, image_options(config))
-    default_size = config.val_size == TrainConfig().val_size
-    by_share = bool(dataset.info.get("kind")) and default_size
+    asked = holdout_asked(config)
+    check_own_holdout(dataset, config.validation, asked)
+    by_share = "val_fraction" in asked or (
+        bool(dataset.info.get("kind")) and "val_size" not in asked
+    )
     split = split_dataset(
         dataset,
         validation=config.validation,
@@ -164,6 +175,19 @@ def prepare(config: TrainConfig) -> tuple[torch.device, Dataset, Split]:
     keep_large_blocks()
     dataset, split = load_split(config)
     return device, dataset, split
+
+
+def fitted_arch(arch: Architecture, config: TrainConfig) -> Architecture:
+    """`arch` as `train_run` builds it for `config`'s data: fitted to the data's
+    image shape and class count (`adapt_to_data`), so that a preset on 32x32x3
+    images is counted (FLOPs, parameters, time) as such, not as the 28x28x1 net its
+    file states. As written when the data cannot be read (training then says why).
+    Data sets are memoized by their loaders: asking again costs little."""
+    try:
+        dataset = load_dataset(config.data, image_options(config))
+    except CnnlabError:
+        return arch
+    return adapt_to_data(arch, image_shape(dataset), dataset.num_classes)
 
 
 def image_shape(dataset: Dataset) -> tuple[int, int, int]:
