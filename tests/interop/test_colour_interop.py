@@ -259,15 +259,17 @@ def test_keras_colour_model_imports_trains_and_refuses_other_shapes(
     keras: Any, tmp_path: Path
 ) -> None:
     L = keras.layers
+    # Named as a fresh Keras process names them: Keras counts layers per process,
+    # and other tests in this worker built some before.
     kmodel = keras.Sequential(
         [
             keras.Input((32, 32, 3)),
-            L.Conv2D(8, 3, activation="relu"),
-            L.MaxPooling2D(2),
-            L.BatchNormalization(),
-            L.Conv2D(8, 3, padding="same", activation="relu"),
-            L.Flatten(),
-            L.Dense(4, activation="softmax"),
+            L.Conv2D(8, 3, activation="relu", name="conv2d"),
+            L.MaxPooling2D(2, name="max_pooling2d"),
+            L.BatchNormalization(name="batch_normalization"),
+            L.Conv2D(8, 3, padding="same", activation="relu", name="conv2d_1"),
+            L.Flatten(name="flatten"),
+            L.Dense(4, activation="softmax", name="dense"),
         ],
         name="rgb",
     )
