@@ -321,3 +321,30 @@ def test_sigterm_mid_search_is_one_line_exit_143_then_rerun_finishes(
     assert "RUNNING" not in states, states  # the interrupted candidate was closed
     assert states.count("COMPLETE") >= 3, states
     assert "Winner: " in result.out
+
+
+def test_a_search_on_a_colour_folder_fits_its_candidates_to_the_images(
+    tmp_path: Path,
+) -> None:
+    from helpers import COLOUR_CLASSES, write_colour_folder
+
+    images = write_colour_folder(tmp_path / "imgs", shape=(12, 16), per_class=(12, 4))
+    template = {"layers": [
+        {"Conv2D": {"filters": "$width", "kernel_size": 3, "activation": "relu"}},
+        "Flatten", {"Dense": {"units": len(COLOUR_CLASSES), "activation": "softmax"}}]}  # fmt: skip
+    search = {"sampler": "grid", "finalists": 1, "architecture": template,
+              "space": {"width": {"choice": [2, 4]}}}  # fmt: skip
+    train = {"epochs": 1, "batch_size": 8}
+    path = write_search(tmp_path, search, train=train, data=str(images))
+    report = cnnlab.run_search(path, tmp_path / "out", progress=None)
+    assert report.best_file is not None
+    best = yaml.safe_load(report.best_file.read_text())
+    assert best["layers"][0]["filters"] in (2, 4)
+    assert best["input_shape"] == [12, 16, 3]  # fitted to the folder's images
+    finalist_runs = [r for r in store_rows(tmp_path / "out") if r[0] == "s-final"]
+    assert len(finalist_runs) == 1 and finalist_runs[0][3] == "completed"
+    (run,) = (tmp_path / "out" / "s-final" / "runs").iterdir()
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["environment"]["class_names"] == sorted(COLOUR_CLASSES)
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    assert spec["input_shape"] == [12, 16, 3]  # fitted to the folder's images

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.nn.shapes import training_flops
 from cnnlab.search.space import (
     COSTS,
     OBJECTIVES,
+    DataFacts,
     Point,
     SearchSpec,
     build_point,
+    data_facts,
     sample,
     values_text,
 )
@@ -95,7 +96,7 @@ def run_search(
     finalists over seeds."""
     optuna = import_optuna()
     out = Path(out)
-    classes = load_dataset(spec.base.data).num_classes
+    data = data_facts(spec.base)
     budget = trials if trials is not None else spec.budget()
     if executor == "ray":  # refuse bad Ray options before a file is written
         _executor(spec, [], executor, None, address, cpus_per_trial)
@@ -106,7 +107,7 @@ def run_search(
         study = _open_optuna(optuna, spec, out)
         _recover(optuna, study, say)
         tally = _tally(optuna, study)
-        run = _Searcher(spec, out, study, classes, budget, tally, say)
+        run = _Searcher(spec, out, study, data, budget, tally, say)
         run.executor = lambda points: _executor(
             spec, points, executor, workers, address, cpus_per_trial
         )
@@ -301,13 +302,13 @@ class _Searcher:
         spec: SearchSpec,
         out: Path,
         study: Any,
-        classes: int,
+        data: DataFacts,
         budget: int,
         tally: Tally,
         say: Callable[[str], None],
     ) -> None:
         self.optuna = import_optuna()
-        self.spec, self.out, self.study, self.classes = spec, out, study, classes
+        self.spec, self.out, self.study, self.data = spec, out, study, data
         self.budget, self.tally, self.say = budget, tally, say
         self.seen: list[Point] = []  # every candidate trained in this process
 
@@ -337,7 +338,7 @@ class _Searcher:
         while len(batch) < n and not self._grid_done():
             trial = self.study.ask()
             try:
-                point = build_point(self.spec, sample(self.spec, trial), self.classes)
+                point = build_point(self.spec, sample(self.spec, trial), self.data)
             except BaseException:  # never leave a trial RUNNING for every re-run
                 self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
                 raise
@@ -472,9 +473,9 @@ def ranked(optuna: Any, study: Any, spec: SearchSpec) -> list[Any]:
 
 
 def pick_finalists(optuna: Any, study: Any, spec: SearchSpec) -> list[Point]:
-    classes = load_dataset(spec.base.data).num_classes
+    data = data_facts(spec.base)
     top = ranked(optuna, study, spec)[: spec.finalists]
-    return [build_point(spec, t.params, classes) for t in top]
+    return [build_point(spec, t.params, data) for t in top]
 
 
 def final_study(spec: SearchSpec, finalists: list[Point]) -> Study:

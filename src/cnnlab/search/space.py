@@ -43,11 +43,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.nn.shapes import infer
+from cnnlab.nn.adapt import adapt_to_data
+from cnnlab.nn.shapes import check_input, infer
 from cnnlab.nn.spec import Architecture, parse_architecture
 from cnnlab.studies.study import Study
 from cnnlab.training.config import TrainConfig
+from cnnlab.training.session import image_options
 from cnnlab.util.messages import must_be_one_of, unknown_key
 from cnnlab.util.text import did_you_mean, is_int, is_number, show_value
 
@@ -218,7 +221,7 @@ def parse_search(study: Study) -> SearchSpec:
         finalists=_count(doc, "finalists", source, default=5) or 5,
         source=source,
     )
-    check_some_valid(spec)
+    check_some_valid(spec, data_facts(spec.base))
     return spec
 
 
@@ -627,16 +630,36 @@ def values_text(values: Mapping[str, Any]) -> str:
     )
 
 
-def build_point(spec: SearchSpec, values: Mapping[str, Value], classes: int) -> Point:
-    """Build the architecture and training config of `values`, shape-inferred;
-    a point that cannot be built comes back with `invalid` saying why."""
+@dataclass(frozen=True)
+class DataFacts:
+    """What every point is fitted to and checked against: the search's data."""
+
+    name: str
+    shape: tuple[int, int, int]  # (H, W, C)
+    classes: int
+
+
+def data_facts(config: TrainConfig) -> DataFacts:
+    """The image shape and class count of the data `config` trains on."""
+    dataset = load_dataset(config.data, image_options(config))
+    return DataFacts(config.data, dataset.image_shape, dataset.num_classes)
+
+
+def build_point(
+    spec: SearchSpec, values: Mapping[str, Value], data: DataFacts
+) -> Point:
+    """Build the architecture and training config of `values`, fitted to the data
+    (`adapt_to_data`, as training fits it) and shape-inferred; a point that cannot
+    be built comes back with `invalid` saying why."""
     values = dict(values)
     train = {k: v for k, v in values.items() if k in _TRAIN_PARAMS}
     name = "search-" + Point(values, None, None).key[2:]
     try:
         doc = fill(spec.template, values)
         arch = parse_architecture({"name": name, **doc}, source=f"{spec.name} point")
-        infer(arch, classes)
+        arch = adapt_to_data(arch, data.shape, data.classes)
+        check_input(arch, data.shape, data.name)
+        infer(arch, data.classes)
         config = spec.base.replace(**train)
     except CnnlabError as err:  # SpecError (shapes, layer arguments) and settings
         return Point(values, None, None, invalid=_reason(str(err)))
@@ -661,14 +684,14 @@ def sample(spec: SearchSpec, trial: Suggester) -> dict[str, Value]:
     return values
 
 
-def check_some_valid(spec: SearchSpec, classes: int = 10) -> None:
+def check_some_valid(spec: SearchSpec, data: DataFacts) -> None:
     """Refuse a space none of whose checked points (the grid, or the corners of
-    every range with every choice) can be built."""
+    every range with every choice) can be built for `data`."""
     lists = [p.corners() for p in spec.params]
     reasons: list[str] = []
     for checked, combo in enumerate(itertools.product(*lists), start=1):
         point = build_point(
-            spec, dict(zip([p.name for p in spec.params], combo, strict=True)), classes
+            spec, dict(zip([p.name for p in spec.params], combo, strict=True)), data
         )
         if not point.invalid:
             return
