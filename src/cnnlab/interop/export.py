@@ -41,7 +41,8 @@ from cnnlab.interop.marker import (
     OUTPUT_NAME,
     metadata,
 )
-from cnnlab.nn.model import KerasConv2d, Network
+from cnnlab.nn import convpath
+from cnnlab.nn.model import Network
 from cnnlab.nn.shapes import infer
 from cnnlab.nn.spec import Architecture
 from cnnlab.util.fsio import atomic_write, sweep_stale_temps
@@ -115,9 +116,7 @@ class ProbabilityNet(nn.Module):
 def _plain_copy(model: Network) -> Network:
     """An inference-only copy without the NNPACK path, which no exporter can trace."""
     plain = copy.deepcopy(model).eval().requires_grad_(False)
-    for module in plain.modules():
-        if isinstance(module, KerasConv2d):
-            module.winograd = False
+    plain.set_conv_path(convpath.ONEDNN)
     return plain
 
 

@@ -1,11 +1,16 @@
 """Which implementation runs a net's wide 3x3 convolutions on this machine.
 
-Two candidates: NNPACK's Winograd convolution (nn.fastconv; fewer multiplies, plus
-two layout copies per pass) and PyTorch's own oneDNN convolution. Neither wins on
-every CPU (docs/benchmarks.md has both kinds of machine), so the choice is measured:
-a forward and backward pass of each wide layer shape in both, interleaved, at the
-run's thread count. NNPACK must be faster by `MARGIN` to be chosen; ties go to
-PyTorch's own.
+Three candidates:
+- `nnpack`: NNPACK's Winograd convolution for the forward pass and the input
+  gradient (nn.fastconv; fewer multiplies, plus two layout copies per pass), and
+  oneDNN's kernel gradient;
+- `winograd`: the same, with the kernel gradient in Winograd's form too
+  (nn.winograd: far fewer multiplies, but many short memory-bound passes);
+- `onednn`: PyTorch's own convolution for all three passes.
+None wins on every CPU (docs/benchmarks.md has the kinds of machine), so the choice
+is measured: a forward and backward pass of each wide layer shape in each path,
+interleaved, at the run's thread count. The fastest NNPACK path must beat oneDNN
+by `MARGIN` to be chosen; ties go to PyTorch's own.
 
 A measurement is made once per machine (CPU model and flags, PyTorch version,
 layer shape, batch, threads) and kept in a small JSON file in the user's cache
@@ -13,7 +18,7 @@ folder (CNNLAB_CACHE_DIR, else `$XDG_CACHE_HOME/cnnlab` or `~/.cache/cnnlab`),
 written under a file lock so processes starting together agree. A run records
 the path it trained with in run.json, and a resumed run keeps it: the two paths
 round differently.
-CNNLAB_CONV_PATH=nnpack or =onednn skips the measurement.
+CNNLAB_CONV_PATH=nnpack, =winograd or =onednn skips the measurement.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.nn import fastconv
 from cnnlab.util.fsio import atomic_write_text
 
-NNPACK, ONEDNN = "nnpack", "onednn"
-PATHS = (NNPACK, ONEDNN)
+NNPACK, WINOGRAD, ONEDNN = "nnpack", "winograd", "onednn"
+PATHS = (NNPACK, WINOGRAD, ONEDNN)
+NNPACK_PATHS = (NNPACK, WINOGRAD)  # the paths that need NNPACK
 # The path of runs recorded before the choice existed: NNPACK wherever it worked.
 LEGACY = NNPACK
-MARGIN = 1.05  # NNPACK's time x MARGIN must be under oneDNN's to be chosen
+MARGIN = 1.05  # an NNPACK path's time x MARGIN must be under oneDNN's to be chosen
 PROBE_BATCH = 16  # images per timed pass: the relative speed, not the full cost
 REPEATS = 2  # timed passes of each path, after one untimed warm-up pass each
 CACHE_NAME = "conv-paths.json"
@@ -67,8 +73,8 @@ def override() -> str | None:
     if text not in PATHS:
         raise CnnlabError(
             f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a convolution path. Use "
-            f"{ENV_VAR}={NNPACK} or {ENV_VAR}={ONEDNN}, or unset it to let cnnlab "
-            "measure which is faster here."
+            f"{ENV_VAR}={NNPACK}, ={WINOGRAD} or ={ONEDNN}, or unset it to let "
+            "cnnlab measure which is fastest here."
         )
     return text
 
@@ -91,7 +97,7 @@ def usable() -> bool:
 
 
 def choose(shapes: list[Shape], batch: int, threads: int) -> str:
-    """The faster path for these layer shapes: the override, the cached
+    """The fastest path for these layer shapes: the override, the cached
     measurement, or a new one (then cached)."""
     forced = override()
     if forced is not None:
@@ -104,9 +110,9 @@ def choose(shapes: list[Shape], batch: int, threads: int) -> str:
         for shape, key in keys.items():
             if key not in cache:
                 cache[key] = _measure(shape, batch, threads)
-    nnpack = sum(cache[k][NNPACK] for k in keys.values())
-    onednn = sum(cache[k][ONEDNN] for k in keys.values())
-    return NNPACK if nnpack * MARGIN < onednn else ONEDNN
+    total = {path: sum(cache[k][path] for k in keys.values()) for path in PATHS}
+    fastest = min(NNPACK_PATHS, key=total.__getitem__)
+    return fastest if total[fastest] * MARGIN < total[ONEDNN] else ONEDNN
 
 
 def _entry_key(shape: Shape, batch: int, threads: int) -> str:
@@ -169,6 +175,7 @@ def _measure(shape: Shape, batch: int, threads: int) -> dict[str, float]:
             bias = torch.zeros(cout, requires_grad=True)
             passes = {
                 NNPACK: lambda: fastconv.conv3x3(x, weight, bias, pad),
+                WINOGRAD: lambda: fastconv.conv3x3(x, weight, bias, pad, True),
                 ONEDNN: lambda: F.conv2d(x, weight, bias, padding=pad),
             }
             best = {path: float("inf") for path in PATHS}

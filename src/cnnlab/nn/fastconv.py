@@ -6,8 +6,9 @@ PyTorch only calls it for inference without a gradient (and then prefers oneDNN)
 so this module wraps it as an autograd function: the forward pass and the input
 gradient (itself a 3x3 convolution, of the output gradient with the flipped,
 transposed kernel) run in NNPACK; the kernel gradient, which NNPACK does not
-offer for training, runs as Winograd's F(4x4, 3x3) in tensor ops (nn.winograd)
-where `winograd_kernel_grad()` says so, else in oneDNN.
+offer for training, runs in oneDNN or, with `winograd_grad`, as Winograd's
+F(4x4, 3x3) in tensor ops (nn.winograd). nn.convpath measures which of these
+paths is fastest on the machine.
 
 It pays only on wide layers, and loses on narrow ones (measured:
 docs/benchmarks.md). Hence `applies`: 3x3, stride 1, both channel counts >= 64.
@@ -18,7 +19,6 @@ Outputs agree with oneDNN's to float rounding (relative error ~4e-7 on the
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import torch
@@ -61,20 +61,6 @@ def applies(
     )
 
 
-@functools.cache
-def winograd_kernel_grad() -> bool:
-    """Whether the kernel gradient, too, takes Winograd's form (nn.winograd).
-
-    CNNLAB_KERNEL_GRAD=winograd or =direct decides (read once per process).
-    """
-    choice = os.environ.get("CNNLAB_KERNEL_GRAD", "").strip().lower()
-    # oneDNN by default. Winograd's kernel gradient is faster on an idle machine, but
-    # it is many short memory-bound ops, each a parallel region: when other work
-    # shares the cores it fell far behind oneDNN's one large kernel
-    # (benchmarks/conv_passes.py; figures in docs/benchmarks.md).
-    return choice == "winograd"
-
-
 def usable(x: torch.Tensor) -> bool:
     """Whether this input can take the NNPACK path now."""
     return (
@@ -109,9 +95,10 @@ class _WinogradConv(Function):
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         pad: int,
+        winograd_grad: bool,
     ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.pad, ctx.has_bias = pad, bias is not None
+        ctx.pad, ctx.has_bias, ctx.winograd_grad = pad, bias is not None, winograd_grad
         ctx.layout = _layout(x)
         return _nnpack(x, weight, bias, pad).contiguous(memory_format=ctx.layout)
 
@@ -127,7 +114,7 @@ class _WinogradConv(Function):
             grad_x = _nnpack(grad, flipped, None, 2 - pad)
             grad_x = grad_x.contiguous(memory_format=ctx.layout)
         grad_w = grad_b = None
-        if ctx.needs_input_grad[1] and winograd_kernel_grad():
+        if ctx.needs_input_grad[1] and ctx.winograd_grad:
             grad_w = winograd.weight_grad(x, grad, pad)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 grad_b = grad.sum((0, 2, 3))
@@ -146,7 +133,7 @@ class _WinogradConv(Function):
                 1,
                 [False, ctx.needs_input_grad[1], ctx.has_bias],
             )
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -156,9 +143,14 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 
 def conv3x3(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    pad: int,
+    winograd_grad: bool = False,
 ) -> torch.Tensor:
-    """A stride-1 3x3 convolution in NNPACK when `usable(x)`, else PyTorch's own."""
+    """A stride-1 3x3 convolution in NNPACK when `usable(x)`, else PyTorch's own;
+    `winograd_grad`: its kernel gradient in Winograd's form (else oneDNN's)."""
     if not usable(x):
         return F.conv2d(x, weight, bias, padding=pad)
-    return _WinogradConv.apply(x, weight, bias, pad)
+    return _WinogradConv.apply(x, weight, bias, pad, winograd_grad)

@@ -90,8 +90,9 @@ class KerasConv2d(nn.Module):
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
         # Wide 3x3 layers may run as Winograd convolutions in NNPACK (fastconv):
-        # `wide` says the shape allows it, `winograd` that it is in use (convpath
-        # decides per machine; NNPACK unless told otherwise).
+        # `wide` says the shape allows it, `winograd` that it is in use and
+        # `winograd_grad` that the kernel gradient is too (convpath decides per
+        # machine; NNPACK with oneDNN's kernel gradient unless told otherwise).
         self.wide = symmetric and fastconv.applies(
             in_shape[2],
             spec.filters,
@@ -100,12 +101,15 @@ class KerasConv2d(nn.Module):
             (pads[2], pads[0]),  # type: ignore[arg-type]
         )
         self.winograd = self.wide
+        self.winograd_grad = False
         self.in_shape = in_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd:
             conv = self.conv
-            return fastconv.conv3x3(x, conv.weight, conv.bias, conv.padding[0])
+            return fastconv.conv3x3(
+                x, conv.weight, conv.bias, conv.padding[0], self.winograd_grad
+            )
         if self.pad is not None:
             x = F.pad(x, self.pad)
         return self.conv(x)
@@ -311,12 +315,14 @@ class Network(nn.Module):
         return sorted(set(shapes))
 
     def set_conv_path(self, path: str) -> None:
-        """Run the wide conv layers in NNPACK (`nnpack`) or in PyTorch's own
-        convolution (`onednn`); convpath says which is faster here."""
+        """Run the wide conv layers in NNPACK (`nnpack`; `winograd`: with the
+        kernel gradient in Winograd's form too) or in PyTorch's own convolution
+        (`onednn`); convpath says which is fastest here."""
         if path not in convpath.PATHS:
             raise ValueError(f"unknown convolution path {path!r}")
         for conv in self.wide_convs():
-            conv.winograd = path == convpath.NNPACK
+            conv.winograd = path in convpath.NNPACK_PATHS
+            conv.winograd_grad = path == convpath.WINOGRAD
 
 
 def build_model(

@@ -234,7 +234,7 @@ def use_conv_path(
     path = convpath.override() or kept
     if path is None:
         path = convpath.choose(model.conv_shapes(), batch, torch.get_num_threads())
-    if path == convpath.NNPACK and not convpath.usable():
+    if path in convpath.NNPACK_PATHS and not convpath.usable():
         path = convpath.ONEDNN
     model.set_conv_path(path)
     return path
