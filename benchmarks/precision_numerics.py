@@ -59,7 +59,7 @@ def study_text(
 
 
 def table(store: Store, name: str, presets: list[str]) -> list[str]:
-    trials = [t for t in store.trials(name) if t.history]
+    trials = [t for t in store.trials(name) if t.status.finished]  # scored ones
     rows = [
         "| preset | fp32 test acc % (mean ± sd) | bf16 test acc % (mean ± sd) "
         "| bf16 - fp32 (points) | Welch p "
@@ -68,8 +68,14 @@ def table(store: Store, name: str, presets: list[str]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for preset in presets:
-        pair = [t for t in trials if t.label in (preset, f"{preset}-bf16")]
-        if {t.label for t in pair} != {preset, f"{preset}-bf16"}:
+        labels = (preset, f"{preset}-bf16")
+        pair = [t for t in trials if t.label in labels]
+        # only the seeds trained in both precisions: a run cut short compares like
+        both = set.intersection(
+            *({t.seed for t in pair if t.label == x} for x in labels)
+        )
+        pair = [t for t in pair if t.seed in both]
+        if not both:
             rows.append(f"| {preset} | not trained yet | | | | | |")
             continue
         compared = {c.label: c for c in compare_to_best(pair, "test_acc")}
