@@ -126,9 +126,13 @@ def main() -> int:
         print("No native bf16 on this CPU: bf16 runs emulated (slow; same arithmetic).")
     args.out.mkdir(parents=True, exist_ok=True)
     study_file = args.out / f"{args.name}.yaml"
-    study_file.write_text(
-        study_text(args.name, presets, args.seeds, args.epochs, args.limit)
-    )
+    text = study_text(args.name, presets, args.seeds, args.epochs, args.limit)
+    if study_file.exists() and study_file.read_text() != text:
+        sys.exit(
+            f"{study_file} exists and is not this run's study file: pass another "
+            "--name or --out (an earlier run with other settings is kept as it is)."
+        )
+    study_file.write_text(text)
     import cnnlab
 
     study = cnnlab.load_study(study_file)
