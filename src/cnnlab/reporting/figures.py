@@ -716,8 +716,14 @@ def _draw_gallery(
     for number, (index, text) in enumerate(cells):
         row, column = divmod(number, columns)
         left, y = column * cell_w, top + row * cell_h
-        axes.text(left + cell_w / 2, y, text.replace("$", r"\$"), ha="center",
-                  va="top", fontsize="small")  # fmt: skip
+        axes.text(
+            left + cell_w / 2,
+            y,
+            text.replace("$", r"\$"),
+            ha="center",
+            va="top",
+            fontsize="small",
+        )
         image = images[index]
         scale = _GALLERY_SIDE / max(image.shape[:2])
         w, h = image.shape[1] * scale, image.shape[0] * scale
@@ -725,8 +731,13 @@ def _draw_gallery(
         # Ink is bright in MNIST-family images; reversed grey draws it dark on white.
         # Colour images are drawn as they are.
         grey = {"cmap": "gray_r", "vmin": 0, "vmax": 255} if image.ndim == 2 else {}
-        axes.imshow(image, extent=(x0, x0 + w, y0 + h, y0), aspect="auto",
-                    interpolation="nearest", **grey)  # fmt: skip
+        axes.imshow(
+            image,
+            extent=(x0, x0 + w, y0 + h, y0),
+            aspect="auto",
+            interpolation="nearest",
+            **grey,
+        )
     axes.set_xlim(0, width)  # imshow widened the limits to its image
     axes.set_ylim(height, 0)
     return save_figure(figure, Path(path))
