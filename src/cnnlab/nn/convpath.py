@@ -16,7 +16,7 @@ A measurement is made once per machine (CPU model and flags, PyTorch version,
 layer shape, batch, threads) and kept in a small JSON file in the user's cache
 folder (CNNLAB_CACHE_DIR, else `$XDG_CACHE_HOME/cnnlab` or `~/.cache/cnnlab`),
 written under a file lock so processes starting together agree. A run records
-the path it trained with in run.json, and a resumed run keeps it: the two paths
+the path it trained with in run.json, and a resumed run keeps it: the paths
 round differently.
 CNNLAB_CONV_PATH=nnpack, =winograd or =onednn skips the measurement.
 """
