@@ -393,8 +393,12 @@ def run_round(
     typical: float,
     figures: Figures,
     verbose: bool = False,
+    plan: list[str] | None = None,
 ) -> None:
-    """Launch, kill, relaunch ... `kills` times, then let a launch finish."""
+    """Launch, kill, relaunch ... `kills` times, then let a launch finish.
+
+    Each kill's moment is the next of `plan` while it lasts, else drawn at random.
+    """
     log = out.with_suffix(".log")
     done = 0
     seen: set[Path] = set()  # temporary files earlier kills left
@@ -404,7 +408,10 @@ def run_round(
         if done == kills:
             finished = proc.wait(LAUNCH_TIMEOUT_S) == 0
         else:
-            target = rng.choices(list(TARGETS), weights=list(TARGETS.values()))[0]
+            if plan:
+                target = plan.pop(0)
+            else:
+                target = rng.choices(list(TARGETS), weights=list(TARGETS.values()))[0]
             if run_until_killed(proc, out, target, rng, typical):
                 done += 1
                 figures.kills += 1
@@ -433,8 +440,13 @@ def run(
     seeds: tuple[int, ...] = (0, 1),
     train_limit: int = 1500,
     verbose: bool = False,
+    targets: list[str] | None = None,
 ) -> Figures:
-    """The whole test; returns its figures (differences empty when all is well)."""
+    """The whole test; returns its figures (differences empty when all is well).
+
+    `targets` names the first kills' moments in order (say, one of each kind);
+    the rest are drawn at random with the weights of TARGETS.
+    """
     work = Path(work or tempfile.mkdtemp(prefix="cnnlab-kills-"))
     work.mkdir(parents=True, exist_ok=True)
     study = work / "crash.yaml"
@@ -442,11 +454,12 @@ def run(
     reference, typical = run_reference(study, work)
     rng = random.Random(seed)
     figures = Figures()
+    plan = list(targets or [])
     while figures.kills < kills:
         figures.rounds += 1
         out = work / f"killed-{figures.rounds}"
         budget = min(per_round, kills - figures.kills)
-        run_round(study, out, budget, rng, typical, figures, verbose)
+        run_round(study, out, budget, rng, typical, figures, verbose, plan)
         compare(reference, read_outcome(out, figures), out, figures)
     return figures
 

@@ -245,7 +245,7 @@ def test_sigterm_during_training_is_a_clean_interrupt(tmp_path: Path) -> None:
 
 # Signals per command in the suite; the campaign of the reliability notes sent 4
 # (CNNLAB_INTERRUPTS_PER_COMMAND=4 python3 -m pytest tests/cli/test_interrupts.py -k random).
-PER_COMMAND = int(os.environ.get("CNNLAB_INTERRUPTS_PER_COMMAND", "2"))
+PER_COMMAND = int(os.environ.get("CNNLAB_INTERRUPTS_PER_COMMAND", "1"))
 
 
 @pytest.mark.slow
