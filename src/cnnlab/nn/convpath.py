@@ -15,7 +15,10 @@ by `MARGIN` to be chosen; ties go to PyTorch's own.
 A measurement is made once per machine (CPU model and flags, PyTorch version,
 layer shape, batch, threads) and kept in a small JSON file in the user's cache
 folder (CNNLAB_CACHE_DIR, else `$XDG_CACHE_HOME/cnnlab` or `~/.cache/cnnlab`),
-written under a file lock so processes starting together agree. A run records
+written under a file lock so processes starting together agree. Other processes
+busy on the CPUs while it is taken squeeze the paths' differences, so such a
+measurement (`busy` above `LOADED`) is provisional: a start at least
+`RETAKE_AFTER_S` later that finds the machine idle measures again. A run records
 the path it trained with in run.json, and a resumed run keeps it: the paths
 round differently.
 CNNLAB_CONV_PATH=nnpack, =winograd or =onednn skips the measurement.
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError
 from cnnlab.nn import fastconv
 from cnnlab.util.fsio import atomic_write_text
+from cnnlab.util.machine import busy_elsewhere
 
 NNPACK, WINOGRAD, ONEDNN = "nnpack", "winograd", "onednn"
 PATHS = (NNPACK, WINOGRAD, ONEDNN)
@@ -49,6 +53,9 @@ LEGACY = NNPACK
 MARGIN = 1.05  # an NNPACK path's time x MARGIN must be under oneDNN's to be chosen
 PROBE_BATCH = 16  # images per timed pass: the relative speed, not the full cost
 REPEATS = 2  # timed passes of each path, after one untimed warm-up pass each
+LOADED = 0.25  # other processes' share of the CPUs above which a measurement is retaken
+RETAKE_AFTER_S = 600  # not by a process starting alongside the one that measured
+IDLE_SAMPLE_S = 0.2  # how long the machine is watched to call it idle
 CACHE_NAME = "conv-paths.json"
 ENV_VAR = "CNNLAB_CONV_PATH"
 
@@ -108,11 +115,28 @@ def choose(shapes: list[Shape], batch: int, threads: int) -> str:
     keys = {shape: _entry_key(shape, batch, threads) for shape in shapes}
     with _locked_cache() as cache:
         for shape, key in keys.items():
-            if key not in cache:
+            if key not in cache or _retake(cache[key]):
                 cache[key] = _measure(shape, batch, threads)
     total = {path: sum(cache[k][path] for k in keys.values()) for path in PATHS}
     fastest = min(NNPACK_PATHS, key=total.__getitem__)
     return fastest if total[fastest] * MARGIN < total[ONEDNN] else ONEDNN
+
+
+def _retake(entry: dict[str, Any]) -> bool:
+    """Whether a cached measurement was taken under load, long enough ago, and
+    the machine is idle now."""
+    busy, when = entry.get("busy"), entry.get("measured")
+    if not isinstance(busy, (int, float)) or busy <= LOADED:
+        return False  # taken on an idle machine, or before `busy` was recorded
+    if not isinstance(when, (int, float)) or time.time() - when < RETAKE_AFTER_S:
+        return False
+    return idle_now()
+
+
+def idle_now() -> bool:
+    """Other processes leave the CPUs (nearly) free: a measurement now is fair."""
+    _, share = busy_elsewhere(lambda: time.sleep(IDLE_SAMPLE_S))
+    return share is not None and share <= LOADED
 
 
 def _entry_key(shape: Shape, batch: int, threads: int) -> str:
@@ -159,8 +183,16 @@ def _read(path: Path) -> dict[str, Any]:
     }
 
 
-def _measure(shape: Shape, batch: int, threads: int) -> dict[str, float]:
-    """Best seconds of a forward + backward pass of the layer in each path."""
+def _measure(shape: Shape, batch: int, threads: int) -> dict[str, Any]:
+    """Best seconds of a forward + backward pass of the layer in each path, with
+    the share of the CPUs other processes used meanwhile (`busy`, None where it
+    cannot be read) and when (`measured`, Unix time)."""
+    best, busy = busy_elsewhere(lambda: _time_paths(shape, batch, threads))
+    return best | {"busy": None if busy is None else round(busy, 3),
+                   "measured": round(time.time())}  # fmt: skip
+
+
+def _time_paths(shape: Shape, batch: int, threads: int) -> dict[str, float]:
     cin, cout, height, width, pad = shape
     before = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):  # the run's random numbers are untouched

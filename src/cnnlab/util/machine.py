@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -43,6 +44,46 @@ def set_threads(threads: int | None) -> None:
             "them all."
         )
     torch.set_num_threads(threads)
+
+
+T = TypeVar("T")
+
+
+def busy_elsewhere(work: Callable[[], T]) -> tuple[T, float | None]:
+    """`work()`'s result, and the share of the machine's CPU time (0 to 1) that
+    other processes used while it ran: None where /proc/stat cannot be read.
+
+    A timing taken while the share is high measured the other processes as much
+    as the code timed.
+    """
+    before, own_before = _cpu_ticks(), _own_seconds()
+    result = work()
+    after, own_after = _cpu_ticks(), _own_seconds()
+    if before is None or after is None or after[1] <= before[1]:
+        return result, None
+    own = (own_after - own_before) * os.sysconf("SC_CLK_TCK")
+    share = (after[0] - before[0] - own) / (after[1] - before[1])
+    return result, min(max(share, 0.0), 1.0)
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, all) clock ticks of every CPU since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        # user nice system idle iowait irq softirq steal (guests are in user)
+        ticks = [int(v) for v in fields[1:9]]
+    except (OSError, ValueError):
+        return None
+    if fields[0] != "cpu" or len(ticks) < 5:
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def _own_seconds() -> float:
+    """CPU seconds this process (all its threads, not its children) has used."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _cgroup_memory() -> int | None:
