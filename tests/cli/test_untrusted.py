@@ -159,7 +159,7 @@ def assert_yaml_live(text: str, marker: Path, tag: str) -> None:
 
 @pytest.mark.parametrize("tag", list(TAGS))
 def test_yaml_tags_in_an_architecture_file_are_refused(
-    tmp_path: Path, tag: str
+    tmp_path: Path, tag: str, cli: Any
 ) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
@@ -167,20 +167,21 @@ def test_yaml_tags_in_an_architecture_file_are_refused(
     assert_yaml_live(path.read_text(), marker, tag)
     with pytest.raises(SpecError, match="invalid YAML"):
         load_architecture(path)
-    assert_refused_cleanly(run_cli("summary", path, cwd=tmp_path), "invalid YAML")
+    assert_refused_cleanly(cli("summary", path), "invalid YAML")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("tag", list(TAGS))
-def test_yaml_tags_in_a_study_file_are_refused(tmp_path: Path, tag: str) -> None:
+def test_yaml_tags_in_a_study_file_are_refused(
+    tmp_path: Path, tag: str, cli: Any
+) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
     path.write_text(f"name: evil\narchitectures:\n  - {tagged(tag, marker)}\n")
     assert_yaml_live(path.read_text(), marker, tag)
     with pytest.raises(SpecError, match=r"invalid YAML at line 3.*tags such as"):
         load_study(path)
-    result = run_cli("study", path, "--out", "out", cwd=tmp_path)
-    assert_refused_cleanly(result, "invalid YAML")
+    assert_refused_cleanly(cli("study", path, "--out", "out"), "invalid YAML")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -299,7 +300,7 @@ def test_paths_inside_the_study_folder_are_read(tree: Path, entry: str) -> None:
          "absolute-system", "symlink"],
 )  # fmt: skip
 def test_paths_leaving_the_study_folder_are_refused(
-    tree: Path, entry: str, shown: str
+    tree: Path, entry: str, shown: str, cli: Any
 ) -> None:
     (tree / "study" / "nets" / "link.yaml").symlink_to(tree / "shared" / "out.yaml")
     entry = entry.replace("{home}", str(tree))
@@ -310,7 +311,7 @@ def test_paths_leaving_the_study_folder_are_refused(
     assert "architectures[0]" in message and shown in message
     assert f"outside the study's folder {tree / 'study'}" in message
     assert "allow_paths" in message  # the way to allow it
-    assert_refused_cleanly(run_cli("study", path, cwd=tree), "outside")
+    assert_refused_cleanly(cli("study", path), "outside")  # cli runs in tree
 
 
 def test_allow_paths_opens_named_folders_only(tree: Path) -> None:
