@@ -107,7 +107,7 @@ def test_ctrl_c_stops_at_a_resumable_point(tmp_path: Path) -> None:
         "--epochs",
         "3",
         "--train-limit",
-        "12000",
+        "4000",
         "--val-size",
         "500",
         "--test-limit",
