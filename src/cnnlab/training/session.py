@@ -10,6 +10,7 @@ Every way a run can stop passes through `mark_run`, the one place that records i
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,6 +329,12 @@ def per_image(scored: Scores, labels: torch.Tensor) -> dict[str, Any]:
     }
 
 
+# curves.png is redrawn after an epoch when this long has passed since it was last
+# drawn, and always after the last epoch: a draw costs about as much as an epoch of
+# a small net on a few thousand images, and a run of long epochs redraws each time.
+CURVES_EVERY_S = 10.0
+
+
 def draw_curves(record: RunRecord, history: History) -> None:
     plot_history(
         history.as_dict(), record.path / CURVES_FILE, title=record.meta["name"]
@@ -344,9 +351,14 @@ def run_training(
 ) -> RunResult:
     """Train with a checkpoint per epoch, then score the test set and finish."""
 
+    drawn = time.monotonic()  # when curves.png was last drawn
+
     def checkpoint(s: TrainState) -> None:
+        nonlocal drawn
         record.save_checkpoint(model, s)
-        draw_curves(record, s.history)
+        if s.epoch >= config.epochs or time.monotonic() - drawn >= CURVES_EVERY_S:
+            draw_curves(record, s.history)
+            drawn = time.monotonic()
         if hooks.on_epoch is not None:
             hooks.on_epoch(s)
 
@@ -362,6 +374,7 @@ def run_training(
             test, clean = finish_run(record, model, split, hooks)
         except StopTraining as stop:  # after its checkpoint: scored as it stands
             status, history = Status.STOPPED_EARLY, record.history()
+            draw_curves(record, history)  # up to the stop, which was not the last
             test, clean = finish_run(
                 record, model, split, hooks, status, stopped_epoch=stop.epoch
             )
