@@ -12,7 +12,8 @@ Each launch's moment of death is drawn from a seeded RNG (same --seed, same plan
 
     delay       a random time after the process started (imports, data, training)
     checkpoint  right after the k-th checkpoint.pt of the launch is renamed into
-                place, plus 0-30 ms: the history, run.json and curves writes behind it
+                place, plus 0-30 ms: the history and run.json writes behind it (and
+                the curves' after the last epoch)
     run-json    right after a run.json changes (a run created, an epoch, the finish)
     store       right after the store's files change (a commit, maybe mid-commit)
     report      right after a report file or figure changes
