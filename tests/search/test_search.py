@@ -14,12 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import CLI_ENV, cli_command, run_cli
+from helpers import CLI_ENV, Result, cli_command, run_cli
 
 optuna = pytest.importorskip("optuna")
 
@@ -104,8 +105,10 @@ def test_grid_is_the_cartesian_product_and_only_finalists_read_the_test_set(
 
 @pytest.mark.slow
 def test_cli_search_records_an_invalid_point_and_best_yaml_trains(
-    tmp_path: Path,
+    tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
+    # Both commands in process: what is checked is their output and files (the
+    # process boundary of `cnnlab search` is the SIGTERM and SIGKILL tests').
     conv = {"layers": [{"Conv2D": {"filters": 4, "kernel_size": "$kernel",
                                    "activation": "relu"}},
                        {"MaxPooling2D": {"pool_size": 2}}, "Flatten",
@@ -113,7 +116,7 @@ def test_cli_search_records_an_invalid_point_and_best_yaml_trains(
     search = {"trials": 2, "sampler": "grid", "finalists": 1,
               "space": {"kernel": {"choice": [3, 5, 40]}}, "architecture": conv}  # fmt: skip
     write_search(tmp_path, search)
-    result = run_cli("search", "s.yaml", "--out", "out", cwd=tmp_path)
+    result = cli("search", "s.yaml", "--out", "out")
     assert result.code == 0, result.err
     assert "Winner: out/s/best.yaml" in result.out
     invalid = [
@@ -125,7 +128,7 @@ def test_cli_search_records_an_invalid_point_and_best_yaml_trains(
         in invalid[0].user_attrs["invalid"]
     )
     assert "invalid" in (tmp_path / "out/s/report/report.md").read_text()
-    trained = run_cli("train", "out/s/best.yaml", "--out", "again", cwd=tmp_path)
+    trained = cli("train", "out/s/best.yaml", "--out", "again")
     assert trained.code == 0, trained.err
     config = json.loads((tmp_path / "again/run.json").read_text())["config"]
     assert config["train_limit"] == 400 and config["epochs"] == 1
@@ -149,7 +152,8 @@ def test_same_seed_same_sequence_and_nsga_front(tmp_path: Path) -> None:
 def test_pruner_stops_a_weak_candidate(tmp_path: Path, workers: int | None) -> None:
     # lr 1e-7 barely moves the weights: after epoch 1 its validation loss is far
     # above the median of the candidates before it, so the median pruner stops it.
-    space = {"lr": {"choice": [0.01, 0.005, 0.003, 1.0e-7]}}
+    # Seed 5 draws it last of the three; with 2 workers, alone in the second batch.
+    space = {"lr": {"choice": [0.01, 0.005, 1.0e-7]}}
     search = {"sampler": "grid", "seed": 5, "pruner": "median", "finalists": 1,
               "space": space, "architecture": {"layers": DENSE["layers"][:1] + DENSE["layers"][2:]}}  # fmt: skip
     train = TINY_TRAIN | {"epochs": 2}
@@ -168,7 +172,9 @@ def test_pruner_stops_a_weak_candidate(tmp_path: Path, workers: int | None) -> N
 
 
 @pytest.mark.slow
-def test_sigkill_mid_search_then_rerun_resumes(tmp_path: Path) -> None:
+def test_sigkill_mid_search_then_rerun_resumes(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     space = {"units": {"int": [8, 64]}}
     search = {"trials": 4, "finalists": 1, "space": space, "architecture": DENSE}
     train = {"epochs": 3, "train_limit": 3000, "test_limit": 200, "val_size": 500}
@@ -201,7 +207,7 @@ def test_sigkill_mid_search_then_rerun_resumes(tmp_path: Path) -> None:
         proc.wait()
     before = {t.number: t.state.name for t in optuna_trials(tmp_path / "out")}
     done_before = sorted(n for n, s in before.items() if s == "COMPLETE")
-    result = run_cli(*args, cwd=tmp_path)
+    result = cli(*args)  # the re-run in process: its output and files are checked
     assert result.code == 0, result.err
     assert "Resuming: 1 interrupted trial(s) asked again" in result.out + result.err
     after = optuna_trials(tmp_path / "out")
@@ -292,13 +298,14 @@ def test_time_budget_stops_sampling_then_the_finalists_run(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_sigterm_mid_search_is_one_line_exit_143_then_rerun_finishes(
-    tmp_path: Path,
+    tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     """SIGTERM (kill, systemd, Slurm) ends a search as it ends every command: 143
     and one line saying what is kept; running it again finishes the search."""
     space = {"units": {"int": [8, 64]}}
     search = {"trials": 3, "finalists": 1, "space": space, "architecture": DENSE}
-    train = {"epochs": 3, "train_limit": 2000, "test_limit": 200, "val_size": 300}
+    # Two epochs: SIGTERM comes once the first candidate's first epoch is saved.
+    train = {"epochs": 2, "train_limit": 1000, "test_limit": 200, "val_size": 300}
     write_search(tmp_path, search, train)
     args = ("search", "s.yaml", "--out", "out")
     proc = subprocess.Popen(cli_command(*args), cwd=tmp_path, env=os.environ | CLI_ENV,
@@ -315,7 +322,7 @@ def test_sigterm_mid_search_is_one_line_exit_143_then_rerun_finishes(
         "interrupted (SIGTERM): finished candidates and the last epoch are saved in "
         "out. Run the same command again to resume."
     )
-    result = run_cli(*args, cwd=tmp_path)
+    result = cli(*args)  # the re-run in process: its output and files are checked
     assert result.code == 0, result.err
     states = [t.state.name for t in optuna_trials(tmp_path / "out")]
     assert "RUNNING" not in states, states  # the interrupted candidate was closed

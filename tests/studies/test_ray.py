@@ -46,14 +46,15 @@ def make_study(name: str, seeds: list[int], archs: list[Any], **train: Any) -> S
     # (1 here), the in-process run all cores by default, and a different thread
     # count changes the summation order of matrix products: with 2 vs 1 threads the
     # linear net's clean train loss differed in the 7th digit.
-    base = {"train_limit": 1000, "val_size": 300, "test_limit": 500, "threads": 1}
+    base = {"train_limit": 500, "val_size": 200, "test_limit": 200, "threads": 1}
     doc = {"name": name, "seeds": seeds, "train": base | train, "architectures": archs}
     return parse_study(doc, source=f"{name}.yaml")
 
 
 def tiny_study() -> Study:
+    # A preset (conv layers, dropout) and an inline net with its own lr.
     archs = [
-        "conv5-medium",
+        "conv5-tiny",
         {"label": "linear", "spec": TINY_NET, "train": {"lr": 0.003}},
     ]
     return make_study("tiny", [0, 1], archs, epochs=1)
@@ -174,8 +175,8 @@ def test_same_results_as_in_process(tmp_path: Path, in_process: Path) -> None:
     """
     outcomes = run_study_ray(tiny_study(), tmp_path)
     assert [(o.trial.label, o.trial.seed, o.status) for o in outcomes] == [
-        ("conv5-medium", 0, "trained"), ("linear", 0, "trained"),
-        ("conv5-medium", 1, "trained"), ("linear", 1, "trained")]  # fmt: skip
+        ("conv5-tiny", 0, "trained"), ("linear", 0, "trained"),
+        ("conv5-tiny", 1, "trained"), ("linear", 1, "trained")]  # fmt: skip
     assert wait_for_no_ray_processes() == []
     ray_results = results(tmp_path, "tiny")
     assert ray_results == results(in_process, "tiny")  # exactly equal
@@ -221,7 +222,9 @@ def kill_first_trial_worker(run_dir: Path, killed: dict[str, Any]) -> None:
 def test_killed_worker_resumes_from_its_checkpoint(
     tmp_path: Path, local_ray: Any
 ) -> None:
-    study = make_study("killme", [0], ["conv5-medium"], epochs=3, train_limit=6000)
+    # Two epochs: killed in the second, after the first is checkpointed. 3,000
+    # images make the second epoch and the scoring last long enough to be caught.
+    study = make_study("killme", [0], ["conv5-medium"], epochs=2, train_limit=3000)
     run_study(study, tmp_path / "clean")
 
     killed: dict[str, Any] = {}
@@ -240,7 +243,7 @@ def test_killed_worker_resumes_from_its_checkpoint(
     # checkpointed before the kill.
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[:2] == killed["history"].splitlines()[:2]
-    assert len(history) == 4
+    assert len(history) == 3
 
 
 @pytest.mark.slow
@@ -252,7 +255,8 @@ def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None
         "spec": TINY_NET,
         "train": {"optimizer": "sgd", "lr": 1e-6},
     }
-    study = make_study("asha", [0], ["conv5-medium", weak], epochs=3)
+    # Two epochs: the rung at epoch 1 stops the weak net before its last epoch.
+    study = make_study("asha", [0], ["conv5-medium", weak], epochs=2, train_limit=1000)
     # 2 CPUs per trial on 2 CPUs: one trial at a time, in study order, so the strong
     # net sets the bar at every rung before the weak one reaches it.
     outcomes = run_study_ray(study, tmp_path, early_stop="asha", cpus_per_trial=2)
@@ -261,7 +265,7 @@ def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None
     with Store(tmp_path / STORE_FILE) as store:
         strong, stopped = store.trials("asha")
     assert (strong.status, strong.stopped_epoch, len(strong.history)) == (
-        "completed", None, 3)  # fmt: skip
+        "completed", None, 2)  # fmt: skip
     assert (stopped.status, stopped.stopped_epoch, len(stopped.history)) == (
         "stopped_early", 1, 1)  # fmt: skip
     assert stopped.test_acc < 0.3 < strong.test_acc  # scored at the epoch it stopped
@@ -275,7 +279,7 @@ def test_asha_stops_the_weak_trial_early(tmp_path: Path, local_ray: Any) -> None
 
 
 def write_study(folder: Path, name: str, seeds: list[int], archs: list[Any]) -> Path:
-    base = {"train_limit": 1000, "val_size": 300, "test_limit": 500, "threads": 1}
+    base = {"train_limit": 500, "val_size": 200, "test_limit": 200, "threads": 1}
     doc = {"name": name, "seeds": seeds, "train": base | {"epochs": 1},
            "architectures": archs}  # fmt: skip
     path = folder / f"{name}.yaml"
@@ -333,7 +337,9 @@ def test_colour_folder_trains_on_ray_as_in_process(
 ) -> None:
     folder = write_colour_folder(tmp_path / "colours", (16, 16), (10, 4))
     run_study(colour_study(folder), tmp_path / "in-process")
-    outcomes = run_study_ray(colour_study(folder), tmp_path / "ray")
+    # 2 CPUs per trial on 2 CPUs: both trials in turn in one trial actor (each
+    # actor is a process importing torch), as in-process.
+    outcomes = run_study_ray(colour_study(folder), tmp_path / "ray", cpus_per_trial=2)
     assert [o.status for o in outcomes] == ["trained", "trained"]
     on_ray = results(tmp_path / "ray", "colour")
     assert on_ray == results(tmp_path / "in-process", "colour")
