@@ -3,6 +3,7 @@ cnnlab.train, run_study and run_search each called in one, and the pieces that m
 it work (inline curves, quiet progress outside a notebook)."""
 
 import base64
+import importlib.util
 import io
 import re
 import sys
@@ -21,7 +22,7 @@ from cnnlab.training.progress import (
     default_study_progress,
     in_notebook,
 )
-from helpers import ROOT
+from helpers import ROOT, TINY_NET_YAML
 
 NOTEBOOK = ROOT / "examples" / "notebook-study.ipynb"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,14 +122,52 @@ def execute(folder: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """The executed notebook and the folder its runs and study were written to."""
+def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One python3 kernel (its start and imports cost seconds) working in a folder
+    of its own: the example notebook top to bottom, then, in the folder's `api`
+    subfolder, the cells of the API notebook below (when optuna, the search extra,
+    is there). Each notebook's executed cells, and its folder."""
     for module in ("nbformat", "nbclient", "ipykernel"):
         pytest.importorskip(
             module, reason="comes with the test extra: pip install -e '.[test]'"
         )
+    import nbclient
+    import nbformat
+
     folder = tmp_path_factory.mktemp("notebook")
-    return execute(folder), folder
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    ends = len(notebook.cells)  # where the example's cells end
+    api = folder / API_FOLDER
+    with_api = importlib.util.find_spec("optuna") is not None
+    if with_api:
+        api.mkdir()
+        (api / "net.yaml").write_text(TINY_NET_YAML)
+        (api / "study.yaml").write_text(STUDY_FILE)
+        (api / "search.yaml").write_text(SEARCH_FILE)
+        cells = [CHDIR_CELL, CLOCK_CELL, *API_CELLS.values(), "study"]
+        notebook.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(folder)}},
+    )
+    executed = client.execute()
+    nbformat.write(executed, folder / "executed.ipynb")  # to read when a test fails
+    api_cells = nbformat.v4.new_notebook(cells=executed.cells[ends:])
+    return SimpleNamespace(
+        example=nbformat.v4.new_notebook(cells=executed.cells[:ends]),
+        folder=folder,
+        api=api_cells if with_api else None,
+        api_folder=api,
+    )
+
+
+@pytest.fixture(scope="module")
+def executed(kernel_run: SimpleNamespace) -> tuple[Any, Path]:
+    """The executed example notebook and the folder its runs and study were
+    written to."""
+    return kernel_run.example, kernel_run.folder
 
 
 @pytest.mark.slow
@@ -187,6 +226,9 @@ clock = types.SimpleNamespace(monotonic=lambda: next(readings),
                               perf_counter=time.perf_counter)
 loop.time = progress.time = clock
 import cnnlab"""
+# After the example, in the same kernel: the API cells work in a folder of their own.
+API_FOLDER = "api"
+CHDIR_CELL = f"import os\nos.chdir({API_FOLDER!r})"
 TINY = "train_limit=400, val_size=100, test_limit=100"
 API_CELLS = {
     "train": "result = cnnlab.train('net.yaml', cnnlab.TrainConfig(epochs=1, "
@@ -216,33 +258,12 @@ search:
 
 
 @pytest.fixture(scope="module")
-def api_notebook(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """A notebook calling cnnlab.train, run_study and run_search, executed in a
-    python3 kernel (with the injected clock) in a folder of its own."""
-    for module in ("nbformat", "nbclient", "ipykernel", "optuna"):
-        pytest.importorskip(module, reason="comes with the test and search extras")
-    import nbclient
-    import nbformat
-
-    folder = tmp_path_factory.mktemp("api-notebook")
-    (folder / "net.yaml").write_text(
-        "name: net\nlayers: [Flatten, {Dense: {units: 10, activation: softmax}}]\n"
-    )
-    (folder / "study.yaml").write_text(STUDY_FILE)
-    (folder / "search.yaml").write_text(SEARCH_FILE)
-    cells = [CLOCK_CELL, *API_CELLS.values(), "study"]
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(c) for c in cells]
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(folder)}},
-    )
-    executed = client.execute()
-    nbformat.write(executed, folder / "executed.ipynb")  # to read when a test fails
-    return executed, folder
+def api_notebook(kernel_run: SimpleNamespace) -> tuple[Any, Path]:
+    """The cells calling cnnlab.train, run_study and run_search (with the injected
+    clock), executed after the example in its kernel, and their folder."""
+    if kernel_run.api is None:
+        pytest.skip("needs optuna: comes with the search extra")
+    return kernel_run.api, kernel_run.api_folder
 
 
 # The progress line as the kernel last drew it: "Epoch e/E [bar] steps - rate - ..."

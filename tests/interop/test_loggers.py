@@ -36,12 +36,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_study(folder: Path, name: str) -> Path:
-    """A two-seed study of the one-Dense-layer net, as a YAML file in `folder`."""
+def write_study(folder: Path, name: str, **train: object) -> Path:
+    """A two-seed study of the one-Dense-layer net, as a YAML file in `folder`;
+    `train` changes some of TRAIN."""
     doc = {
         "name": name,
         "seeds": list(SEEDS),
-        "train": TRAIN,
+        "train": TRAIN | train,
         "architectures": [{"label": "dense", "spec": TINY_NET}],
     }
     path = folder / f"{name}.yaml"
@@ -185,7 +186,12 @@ def quick_mlflow_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (SQLite backend in a temp folder)."""
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend in a temp folder).
+
+    Without its job execution (GenAI jobs and trace rollups, which cnnlab never
+    asks for): that starts a job runner and seven huey consumers, each a process
+    importing MLflow, beside the tracking server the tests talk to.
+    """
     pytest.importorskip("mlflow")
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
@@ -194,16 +200,29 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
            "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", str(root / "artifacts")]  # fmt: skip
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            cmd, cwd=root, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url, proc, log)
         yield url
     finally:
         stop_group(proc)
+
+
+@pytest.fixture(scope="module")
+def tb_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished study ('later', under folder/studies), logged as it ran to
+    TensorBoard event files under folder/logs. Tests only read it (export-study
+    leaves the run folders as they are, which its test checks)."""
+    pytest.importorskip("tensorboard")
+    from cnnlab.interop.loggers import TensorBoardLogger
+
+    folder = tmp_path_factory.mktemp("tb-study")
+    run_study(folder, "later", TensorBoardLogger(folder / "logs"))
+    return folder
 
 
 # -------------------------------------------------------------------- MLflow
@@ -239,8 +258,8 @@ def test_a_study_with_the_mlflow_server_down_completes_with_a_warning(
 ) -> None:
     pytest.importorskip("mlflow")
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    result = cli("study", write_study(tmp_path, "down"), "--log", "mlflow",
-                 "--log-uri", uri)  # fmt: skip
+    study = write_study(tmp_path, "down", epochs=1)  # what is logged is not read
+    result = cli("study", study, "--log", "mlflow", "--log-uri", uri)
     assert result.code == 0, result.err
     warnings = [line for line in result.err.splitlines() if "warning" in line]
     assert len(warnings) == 2, result.err
@@ -255,10 +274,9 @@ def test_a_study_with_the_mlflow_server_down_completes_with_a_warning(
 
 @pytest.mark.slow
 def test_export_study_logs_a_finished_study_without_retraining(
-    tmp_path: Path, mlflow_uri: str, cli: Callable[..., Result]
+    tmp_path: Path, mlflow_uri: str, cli: Callable[..., Result], tb_study: Path
 ) -> None:
-    pytest.importorskip("tensorboard")
-    out = run_study(tmp_path, "later")
+    out = tb_study / "studies"  # logged live to other event files: tb_study/logs
     before = mtimes(out)
     trials = stored(out, "later")
     for to, uri in (("mlflow", mlflow_uri), ("tensorboard", str(tmp_path / "tb"))):
@@ -281,13 +299,11 @@ def test_export_study_logs_a_finished_study_without_retraining(
 
 
 @pytest.mark.slow
-def test_a_study_logs_event_files_tensorboard_reads(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    from cnnlab.interop.loggers import TensorBoardLogger
-
-    out = run_study(tmp_path, "tb", TensorBoardLogger(tmp_path / "logs"))
-    for trial in stored(out, "tb").values():
-        check_tb_record(tmp_path / "logs", "tb", trial)
+def test_a_study_logs_event_files_tensorboard_reads(tb_study: Path) -> None:
+    trials = stored(tb_study / "studies", "later")
+    assert sorted(trials) == list(SEEDS)
+    for trial in trials.values():
+        check_tb_record(tb_study / "logs", "later", trial)
 
 
 @pytest.mark.slow

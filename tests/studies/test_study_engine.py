@@ -4,6 +4,7 @@ and the defects the one-runner rebuild fixed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 import cnnlab
 from cnnlab.training.status import Status
-from helpers import TINY_NET, error_line, run_cli
+from helpers import TINY_NET, Result, error_line
 
 SMALL = {"epochs": 1, "train_limit": 1000, "test_limit": 200, "val_size": 200}
 
@@ -24,10 +25,10 @@ def write_study(path: Path, archs: list, seeds: list[int], **train: object) -> P
 
 
 def test_duplicate_seeds_from_the_flag_are_refused_like_the_files(
-    tmp_path: Path,
+    tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     study = write_study(tmp_path / "s.yaml", [{"label": "a", "spec": TINY_NET}], [0])
-    result = run_cli("study", study, "--seeds", "0,0", "--out", tmp_path / "out")
+    result = cli("study", study, "--seeds", "0,0", "--out", tmp_path / "out")
     error_line(result, "--seeds: has duplicates: [0, 0]", "Give each seed once")
     assert not (tmp_path / "out").exists()  # refused before any file is written
     with pytest.raises(cnnlab.SpecError, match="has duplicates"):
@@ -35,26 +36,33 @@ def test_duplicate_seeds_from_the_flag_are_refused_like_the_files(
 
 
 @pytest.mark.slow
-def test_a_diverged_trial_is_failed_everywhere_and_listed(tmp_path: Path) -> None:
+def test_a_diverged_trial_is_failed_everywhere_and_listed(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     """run.json, the store and `cnnlab runs --status failed` agree."""
     archs = [{"label": "wild", "preset": "conv5-tiny"}]
     study = write_study(tmp_path / "s.yaml", archs, [0], optimizer="sgd", lr=1e30)
     out = tmp_path / "out"
-    ran = run_cli("study", study, "--out", out)
+    ran = cli("study", study, "--out", out)
     assert ran.code == 2 and "Traceback" not in ran.err  # after the progress lines:
     assert ran.err.splitlines()[-1].startswith("error: ")
     assert "training diverged at epoch 1" in ran.err
     run_json = json.loads((out / "s" / "runs" / "wild-s0" / "run.json").read_text())
     assert run_json["status"] == Status.FAILED
-    listed = run_cli("runs", "--out", out, "--status", "failed", check=True)
+    listed = cli("runs", "--out", out, "--status", "failed")
+    assert listed.code == 0, listed.err
     assert "wild" in listed.out and "failed" in listed.out
     assert [r["status"] for r in cnnlab.list_trials(out)] == ["failed"]
-    none = run_cli("runs", "--out", out, "--status", "completed", check=True)
+    none = cli("runs", "--out", out, "--status", "completed")
+    assert none.code == 0, none.err
     assert "wild" not in none.out
 
 
-def test_runs_status_choices_are_the_status_values() -> None:
-    result = run_cli("runs", "--help", check=True)
+def test_runs_status_choices_are_the_status_values(
+    cli: Callable[..., Result],
+) -> None:
+    result = cli("runs", "--help")
+    assert result.code == 0, result.err
     for status in Status:
         assert status.value in result.out
 
@@ -66,18 +74,24 @@ def test_study_from_python_leaves_threads_and_random_state_alone(
     torch.set_num_threads(2)
     torch.manual_seed(1234)
     before = torch.get_rng_state()
-    study = cnnlab.load_study("quickstart", seeds=[0], threads=1, **SMALL)
-    report = cnnlab.run_study(study, tmp_path / "studies")
+    # Two nets that train in a blink (a report's figures cost more than they do),
+    # run in this process (workers=1): each trial sets 1 thread and seeds torch
+    # here, so what it leaves behind is what the caller sees.
+    archs = [{"label": "b", "spec": TINY_NET}, {"label": "a", "spec": TINY_NET}]
+    study = cnnlab.load_study(
+        write_study(tmp_path / "s.yaml", archs, [0]), seeds=[0], threads=1, **SMALL
+    )
+    report = cnnlab.run_study(study, tmp_path / "studies", workers=1)
     assert torch.get_num_threads() == 2
     assert torch.equal(torch.get_rng_state(), before)
     assert [row.label for row in report.rows] == [a.label for a in study.archs]
     assert report.markdown_path.is_file() and report.html_path.is_file()
     assert "<table" in report._repr_html_()
-    again = cnnlab.open_report("quickstart", tmp_path / "studies")
+    again = cnnlab.open_report("s", tmp_path / "studies")
     assert [r.label for r in again.rows] == [r.label for r in report.rows]
     trials = cnnlab.list_trials(tmp_path / "studies", status=Status.COMPLETED)
     assert len(trials) == len(study.archs)
-    rerun = cnnlab.run_study(study, tmp_path / "studies")  # all skipped
+    rerun = cnnlab.run_study(study, tmp_path / "studies", workers=1)  # all skipped
     assert [r.label for r in rerun.rows] == [r.label for r in report.rows]
 
 
@@ -97,7 +111,7 @@ def test_train_from_python_leaves_threads_and_random_state_alone(
 
 
 def test_store_rows_follow_the_study_order_and_unstarted_trials_are_pending(
-    tmp_path: Path,
+    tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     """Every trial is planned in the store, in the study's order, before any starts:
     tables keep that order however worker processes race to start their trials,
@@ -118,9 +132,8 @@ def test_store_rows_follow_the_study_order_and_unstarted_trials_are_pending(
     assert [(r["label"], r["seed"]) for r in rows] == plan
     assert [r["status"] for r in rows] == ["completed"] + ["pending"] * 3
     assert rows[3]["params"] == rows[0]["params"] and rows[3]["epochs"] == 0
-    listed = run_cli(
-        "runs", "--out", tmp_path / "out", "--status", "pending", check=True
-    )
+    listed = cli("runs", "--out", tmp_path / "out", "--status", "pending")
+    assert listed.code == 0, listed.err
     assert listed.out.count("pending") >= 3
     cnnlab.run_study(study, tmp_path / "out", progress=None)  # the rest, same order
     rows = cnnlab.list_trials(tmp_path / "out")
