@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import io
 import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,14 +90,31 @@ def main_in_process(*args: str | Path, capsys: pytest.CaptureFixture) -> Result:
     Saves the ~2 s a process start costs (the torch import). The `cli` fixture of
     tests/conftest.py calls this in tmp_path with CLI_ENV set.
     """
+    code = _exit_code(args)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def main_in_folder(folder: Path, *args: str | Path) -> Result:
+    """`cnnlab ARGS` in this process, in `folder`, with CLI_ENV set: the `cli`
+    fixture's way, for module-scoped fixtures (which have no capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for name, value in CLI_ENV.items():
+            patch.setenv(name, value)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = _exit_code(args)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def _exit_code(args: Sequence[str | Path]) -> int:
     from cnnlab.cli import main
 
     try:
-        code = main([str(a) for a in args])
+        return main([str(a) for a in args])
     except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
+        return stop.code if isinstance(stop.code, int) else 1
 
 
 def error_line(result: Result, *phrases: str) -> str:

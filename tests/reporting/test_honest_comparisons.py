@@ -6,18 +6,16 @@ stores still report, and a cross-dataset study compares MNIST with Fashion-MNIST
 from __future__ import annotations
 
 import csv
-import io
 import re
 import sqlite3
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import yaml
 from markdown_it import MarkdownIt
 
-from helpers import CLI_ENV, Result, run_chromium
+from helpers import Result, main_in_folder, run_chromium
 
 NETS = [
     {"label": "dense", "spec": {"layers": ["Flatten", {"Dense": {"units": 10,
@@ -37,29 +35,13 @@ def write_study(folder: Path, name: str, **extra: object) -> Path:
     return path
 
 
-def cli_in(folder: Path, *args: str | Path) -> Result:
-    """`cnnlab ARGS` in this process, in `folder`: the `cli` fixture's way, for a
-    module-scoped fixture (what is checked is the command's output and files)."""
-    from cnnlab.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        for name, value in CLI_ENV.items():
-            patch.setenv(name, value)
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else 1
-    return Result(code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture(scope="module")
 def holdout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study with a hold-out: dense and mlp, 2 seeds each."""
     folder = tmp_path_factory.mktemp("holdout")
-    result = cli_in(folder, "study", write_study(folder, "held"), "--out", "out")
+    result = main_in_folder(
+        folder, "study", write_study(folder, "held"), "--out", "out"
+    )
     assert result.code == 0, result.err
     (folder / "stdout.txt").write_text(result.out)
     return folder
