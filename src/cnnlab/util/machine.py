@@ -75,7 +75,7 @@ def _cpu_ticks() -> tuple[int, int] | None:
         ticks = [int(v) for v in fields[1:9]]
     except (OSError, ValueError):
         return None
-    if fields[0] != "cpu" or len(ticks) < 5:
+    if not fields or fields[0] != "cpu" or len(ticks) < 5:
         return None
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
