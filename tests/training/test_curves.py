@@ -6,8 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cnnlab
 from cnnlab.errors import CnnlabError
+from cnnlab.training import session
+from cnnlab.training.config import TrainConfig
 from cnnlab.training.curves import plot_histories, plot_history
+from cnnlab.training.loop import StopTraining
+from cnnlab.training.status import Status
 from helpers import read_png
 
 FULL = {
@@ -143,3 +148,46 @@ def test_histories_without_the_key(tmp_path: Path) -> None:
 def test_histories_with_no_runs(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="no runs to compare"):
         plot_histories({}, tmp_path / "x.png")
+
+
+# ------------------------------------------- when a training run draws curves.png
+
+
+def drawings_of_a_stopped_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_s: float
+) -> list[int]:
+    """Train 3 epochs, stopped by a pruner's decision after epoch 2; the number of
+    epochs in each drawing of curves.png, in order."""
+
+    drawn: list[int] = []
+
+    def plot_and_count(history: dict, target: Path, **kwargs: object) -> None:
+        drawn.append(len(history["loss"]))
+        plot_history(history, target, **kwargs)
+
+    monkeypatch.setattr(session, "plot_history", plot_and_count)
+    monkeypatch.setattr(session, "CURVES_EVERY_S", every_s)
+
+    def prune_after_second(state: session.TrainState) -> None:
+        if state.epoch == 2:
+            raise StopTraining(2)
+
+    config = TrainConfig(epochs=3, train_limit=300, val_size=100, test_limit=100)
+    result = cnnlab.train(
+        "conv5-tiny",
+        config.replace(threads=1),
+        tmp_path / "run",
+        hooks=session.Hooks(on_epoch=prune_after_second),
+    )
+    assert result.status == Status.STOPPED_EARLY
+    read_png(tmp_path / "run" / "curves.png", 400, 300, exact=False)
+    return drawn
+
+
+def test_curves_are_drawn_once_per_epoch_at_most_and_once_at_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every epoch due: epochs 1 and 2, and the stop draws nothing more.
+    assert drawings_of_a_stopped_run(tmp_path / "a", monkeypatch, 0.0) == [1, 2]
+    # None due: the stop draws the two epochs once.
+    assert drawings_of_a_stopped_run(tmp_path / "b", monkeypatch, 1e9) == [2]

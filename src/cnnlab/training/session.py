@@ -352,13 +352,14 @@ def run_training(
     """Train with a checkpoint per epoch, then score the test set and finish."""
 
     drawn = time.monotonic()  # when curves.png was last drawn
+    drawn_epoch = 0  # and up to which epoch
 
     def checkpoint(s: TrainState) -> None:
-        nonlocal drawn
+        nonlocal drawn, drawn_epoch
         record.save_checkpoint(model, s)
         if s.epoch >= config.epochs or time.monotonic() - drawn >= CURVES_EVERY_S:
             draw_curves(record, s.history)
-            drawn = time.monotonic()
+            drawn, drawn_epoch = time.monotonic(), s.epoch
         if hooks.on_epoch is not None:
             hooks.on_epoch(s)
 
@@ -374,7 +375,8 @@ def run_training(
             test, clean = finish_run(record, model, split, hooks)
         except StopTraining as stop:  # after its checkpoint: scored as it stands
             status, history = Status.STOPPED_EARLY, record.history()
-            draw_curves(record, history)  # up to the stop, which was not the last
+            if drawn_epoch != stop.epoch:  # the stop's epoch was not the last
+                draw_curves(record, history)
             test, clean = finish_run(
                 record, model, split, hooks, status, stopped_epoch=stop.epoch
             )
