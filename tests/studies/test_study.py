@@ -155,6 +155,12 @@ def test_report_rebuilds_from_the_store(finished_study: tuple[Path, str]) -> Non
     html.unlink()
     result = run_cli("report", "tiny", "--out", "out", cwd=folder, check=True)
     assert html.is_file() and "conv5-medium" in result.out
+    report = cnnlab.open_report("tiny", out=folder / "out")
+    shown = repr(report)  # one line in a REPL: what, how big, the best, where
+    head = "<StudyReport 'tiny': 2 labels, 4 trials, best on val_acc: "
+    assert shown.startswith(head) and shown.endswith("/tiny/report/report.md>")
+    assert shown[len(head) :].split(";")[0] in ("conv5-medium", "linear <b>")
+    assert "\n" not in shown and len(shown) < 200
     missing = run_cli("report", "nope", "--out", "out", cwd=folder)
     assert missing.code == 2 and "no study named 'nope'" in missing.err
 

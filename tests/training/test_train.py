@@ -88,6 +88,11 @@ def test_run_folder_records_everything(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob(".*tmp*"))  # no temp files left
     scores = cnnlab.evaluate_run(tmp_path / "run")
     assert scores["test_acc"] == result.test_acc
+    # A REPL shows the result in one line, not the network's layers.
+    shown = repr(result)
+    assert shown.startswith(f"<RunResult '{tmp_path / 'run'}': completed, 1 epochs,")
+    assert f"test accuracy {100 * result.test_acc:.2f}%" in shown
+    assert "\n" not in shown and "Conv2d" not in shown
 
 
 def test_validation_on_test_set_reproduces_notebook_protocol(tmp_path: Path) -> None:

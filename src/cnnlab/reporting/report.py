@@ -101,6 +101,15 @@ class StudyReport:
     def document(self) -> Document:
         return study_document(self)
 
+    def __repr__(self) -> str:
+        """One line (a REPL shows it): the study, its size, the best and the file."""
+        best = ", ".join(dict.fromkeys(c.best_label for c in self.comparisons))
+        return (
+            f"<StudyReport {self.info.name!r}: {len(self.rows)} labels, "
+            f"{len(self.trials)} trials, best on {self.metric}: {best or '-'}; "
+            f"{self.markdown_path}>"
+        )
+
     def _repr_html_(self) -> str:
         """The report's sections, for a Jupyter cell."""
         return "\n".join(render.html_body(self.document(), heading="h3"))

@@ -87,6 +87,18 @@ class RunResult:
         """The run's run.json."""
         return open_run(self.path).meta
 
+    def __repr__(self) -> str:
+        """One line (a REPL shows it), not the network's layers."""
+        scored = (
+            "test set not read"
+            if self.test_acc is None
+            else f"test accuracy {self.test_acc:.2%}"
+        )
+        return (
+            f"<RunResult {str(self.path)!r}: {self.status.value}, "
+            f"{len(self.history)} epochs, {scored}>"
+        )
+
     def _repr_html_(self) -> str:
         """The run's folder and scores as a small HTML table (Jupyter shows it)."""
         last = self.history.epochs[-1] if self.history.epochs else {}
