@@ -75,6 +75,9 @@ def test_build_model_checks_its_seed_as_training_does() -> None:
     for seed in (-1, 2**32, 1.5, "0"):
         with pytest.raises(cnnlab.CnnlabError, match="seed must be an integer from 0"):
             cnnlab.build_model(arch, seed=seed)  # type: ignore[arg-type]
+    for classes in (0, -3, 2.5, "10"):
+        with pytest.raises(cnnlab.CnnlabError, match="num_classes must be a positive"):
+            cnnlab.build_model(arch, num_classes=classes)  # type: ignore[arg-type]
     a, b = cnnlab.build_model(arch, seed=3), cnnlab.build_model(arch, seed=3)
     assert all(
         (p == q).all() for p, q in zip(a.parameters(), b.parameters(), strict=True)

@@ -341,6 +341,11 @@ def build_model(
             f"seed must be an integer from 0 to {MAX_SEED}. "
             f"Received: seed={show_value(seed)}."
         )
+    if num_classes is not None and not (is_int(num_classes) and num_classes >= 1):
+        raise CnnlabError(
+            "num_classes must be a positive integer (the data set's classes). "
+            f"Received: num_classes={show_value(num_classes)}."
+        )
     info = infer(arch, num_classes)
     if seed is None:
         return _channels_last(Network(arch, info, reorder))
